@@ -1,0 +1,5 @@
+import sys
+
+from jaxmedrf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,372 @@
+"""Scan geometry as data, in TIGRE's conventions.
+
+A :class:`Geometry` is a frozen dataclass registered as a JAX pytree: the real-valued
+fields (distances, sizes, offsets, angles and the optional per-view pose) are leaves, so a
+geometry can be traced, differentiated and ``vmap``-ed; the integer sizes and the beam type
+are static metadata.
+
+The convention (a contract, tested in ``tests/test_geometry.py``):
+
+* Volume arrays are indexed ``(x, y, z)``; voxel ``(i, j, k)`` has its centre at
+  ``((i - (nx-1)/2) dx, (j - (ny-1)/2) dy, (k - (nz-1)/2) dz) + off_origin`` (mm).
+* At angle ``θ`` the source is at ``S = (DSO cos θ, DSO sin θ, 0)`` and the detector centre
+  at ``D = ((DSO - DSD) cos θ, (DSO - DSD) sin θ, 0)``.
+* Detector axes ``u = (-sin θ, cos θ, 0)`` and ``v = (0, 0, 1)``. Projections have shape
+  ``(n_views, nv, nu)``; pixel ``(r, c)`` has its centre at
+  ``D + u ((c - (nu-1)/2) du + off_u) + v ((r - (nv-1)/2) dv + off_v)``.
+* A projection value is the line integral of the linear attenuation μ (mm⁻¹) from ``S`` to
+  that pixel centre (dimensionless). Parallel beam: the ray through each pixel centre runs
+  along ``-(cos θ, sin θ, 0)`` over the whole volume, the detector plane passes through the
+  origin, and ``DSD``/``DSO`` are not used.
+* Optional per-view pose: a rotation ``R`` (3×3) and translation ``t`` (mm) move the whole
+  source–detector rig after the orbit has placed it: ``S' = R S + t``, ``D' = R D + t``,
+  ``u' = R u``, ``v' = R v``. Identity when absent.
+
+Field names follow TIGRE (Biguri et al., "TIGRE: a MATLAB-GPU toolbox for CBCT image
+reconstruction", Biomed. Phys. Eng. Express 2016): ``DSD``, ``DSO``, ``n_detector`` (nv, nu),
+``d_detector`` (dv, du), ``off_detector`` (v, u), ``n_voxel`` (nx, ny, nz), ``d_voxel``
+(dx, dy, dz), ``off_origin`` (x, y, z), ``angles`` (rad).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = [
+    "BEAMS",
+    "Frames",
+    "Geometry",
+    "circular_angles",
+    "cone_beam",
+    "parallel_beam",
+    "view_frames",
+    "volume_box",
+    "voxel_centers",
+]
+
+BEAMS = ("cone", "parallel")
+_LEAVES = (
+    "DSD",
+    "DSO",
+    "d_detector",
+    "off_detector",
+    "d_voxel",
+    "off_origin",
+    "angles",
+    "rotation",
+    "translation",
+)
+_STATIC = ("n_detector", "n_voxel", "beam")
+
+
+def _is_concrete(x: Any) -> bool:
+    """True for values that can be validated now (not a tracer, not a pytree placeholder)."""
+    if x is None or isinstance(x, jax.core.Tracer):
+        return False
+    try:
+        np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        return isinstance(x, (str, bytes, list, tuple))  # bad user input: let the check report it
+    return True
+
+
+def _as_float_array(name: str, value: Any, shape: tuple[int, ...] | None, broadcast: bool = False) -> Any:
+    """Converts a concrete leaf to a float64 NumPy array and checks its shape and finiteness.
+
+    With ``broadcast`` a scalar is repeated to ``shape`` (``d_voxel=2.0`` means 2 mm cubes).
+    """
+    if not _is_concrete(value):
+        return value
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numeric, got {value!r}") from e
+    if broadcast and arr.ndim == 0:
+        arr = np.full(shape, float(arr))
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {arr.shape}: {value!r}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return arr
+
+
+def _as_counts(name: str, value: Any, n: int) -> tuple[int, ...]:
+    try:
+        seq = tuple(value) if np.ndim(value) else (value,) * n
+    except TypeError as e:
+        raise ValueError(f"{name} must be {n} positive integers, got {value!r}") from e
+    if len(seq) != n:
+        raise ValueError(f"{name} must be {n} positive integers, got {value!r}")
+    out = []
+    for s in seq:
+        if isinstance(s, (bool, np.bool_)) or float(s) != int(s) or int(s) <= 0:
+            raise ValueError(f"{name} must be {n} positive integers, got {value!r}")
+        out.append(int(s))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Geometry:
+    """A tomographic scan: source, detector and volume grid (TIGRE field names).
+
+    Attributes:
+      DSD: distance source → detector, mm (cone beam; ignored for parallel beam).
+      DSO: distance source → origin (rotation axis), mm (cone beam only).
+      n_detector: (nv, nu) detector rows and columns. Static.
+      d_detector: (dv, du) detector pixel size, mm.
+      off_detector: (v, u) detector offset along its axes, mm.
+      n_voxel: (nx, ny, nz) voxels. Static.
+      d_voxel: (dx, dy, dz) voxel size, mm.
+      off_origin: (x, y, z) position of the volume centre, mm.
+      angles: (n_views,) gantry angles θ, rad.
+      rotation: optional (n_views, 3, 3) rotation of the rig per view.
+      translation: optional (n_views, 3) translation of the rig per view, mm.
+      beam: ``"cone"`` or ``"parallel"``. Static.
+    """
+
+    DSD: Float[Array, ""] | float
+    DSO: Float[Array, ""] | float
+    n_detector: tuple[int, int]
+    d_detector: Float[Array, "2"]
+    off_detector: Float[Array, "2"] = (0.0, 0.0)
+    n_voxel: tuple[int, int, int]
+    d_voxel: Float[Array, "3"]
+    off_origin: Float[Array, "3"] = (0.0, 0.0, 0.0)
+    angles: Float[Array, " views"]
+    rotation: Float[Array, "views 3 3"] | None = None
+    translation: Float[Array, "views 3"] | None = None
+    beam: Literal["cone", "parallel"] = "cone"
+
+    def __post_init__(self):
+        if self.beam not in BEAMS:
+            raise ValueError(f"beam must be one of {BEAMS}, got {self.beam!r}")
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("n_detector", _as_counts("n_detector", self.n_detector, 2))
+        set_("n_voxel", _as_counts("n_voxel", self.n_voxel, 3))
+        set_("DSD", _as_float_array("DSD", self.DSD, ()))
+        set_("DSO", _as_float_array("DSO", self.DSO, ()))
+        set_("d_detector", _as_float_array("d_detector", self.d_detector, (2,), broadcast=True))
+        set_("off_detector", _as_float_array("off_detector", self.off_detector, (2,)))
+        set_("d_voxel", _as_float_array("d_voxel", self.d_voxel, (3,), broadcast=True))
+        set_("off_origin", _as_float_array("off_origin", self.off_origin, (3,)))
+        angles = self.angles
+        if _is_concrete(angles):
+            angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
+            if angles.ndim != 1 or angles.size == 0:
+                raise ValueError(f"angles must be a non-empty 1-D array, got shape {angles.shape}")
+            angles = _as_float_array("angles", angles, None)
+        set_("angles", angles)
+        n = np.shape(angles)[0]
+        if self.rotation is not None:
+            set_("rotation", _as_float_array("rotation", self.rotation, (n, 3, 3)))
+        if self.translation is not None:
+            set_("translation", _as_float_array("translation", self.translation, (n, 3)))
+        for name in ("d_detector", "d_voxel"):
+            val = getattr(self, name)
+            if _is_concrete(val) and np.any(val <= 0):
+                raise ValueError(f"{name} must be positive, got {val.tolist()}")
+        if self.beam == "cone" and _is_concrete(self.DSO) and _is_concrete(self.DSD):
+            if self.DSO <= 0:
+                raise ValueError(f"DSO must be positive for cone beam, got {float(self.DSO)}")
+            if self.DSD <= self.DSO:
+                raise ValueError(
+                    f"DSD must exceed DSO for cone beam (the detector lies beyond the rotation"
+                    f" axis), got DSD={float(self.DSD)}, DSO={float(self.DSO)}"
+                )
+
+    # ----------------------------------------------------------------- pytree plumbing
+    def tree_flatten(self):
+        return tuple(getattr(self, k) for k in _LEAVES), tuple(getattr(self, k) for k in _STATIC)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        for k, v in zip(_LEAVES, children):
+            object.__setattr__(obj, k, v)
+        for k, v in zip(_STATIC, aux):
+            object.__setattr__(obj, k, v)
+        return obj
+
+    # ----------------------------------------------------------------- conveniences
+    @property
+    def n_views(self) -> int:
+        return int(np.shape(self.angles)[0])
+
+    @property
+    def projection_shape(self) -> tuple[int, int, int]:
+        """``(n_views, nv, nu)``."""
+        return (self.n_views, *self.n_detector)
+
+    def replace(self, **changes) -> "Geometry":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def check_volume(self, volume: Any, name: str = "volume") -> None:
+        """Raises ``ValueError`` when ``volume``'s shape differs from ``n_voxel``."""
+        if tuple(np.shape(volume)) != self.n_voxel:
+            raise ValueError(
+                f"{name} has shape {tuple(np.shape(volume))} but the geometry's n_voxel is {self.n_voxel}"
+            )
+
+    def check_projections(self, projections: Any, name: str = "projections") -> None:
+        if tuple(np.shape(projections)) != self.projection_shape:
+            raise ValueError(
+                f"{name} has shape {tuple(np.shape(projections))} but the geometry expects"
+                f" (n_views, nv, nu) = {self.projection_shape}"
+            )
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with every field under its TIGRE name plus ``"beam"``."""
+        out = {"beam": self.beam, "n_detector": list(self.n_detector), "n_voxel": list(self.n_voxel)}
+        for k in _LEAVES:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = np.asarray(v, dtype=np.float64).tolist()
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Geometry":
+        known = set(_LEAVES) | set(_STATIC)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown geometry fields: {sorted(unknown)}")
+        missing = {"n_detector", "n_voxel", "d_detector", "d_voxel", "angles"} - set(d)
+        if missing:
+            raise ValueError(f"geometry is missing fields: {sorted(missing)}")
+        kw = dict(d)
+        kw.setdefault("DSD", 0.0)
+        kw.setdefault("DSO", 0.0)
+        kw["n_detector"] = tuple(kw["n_detector"])
+        kw["n_voxel"] = tuple(kw["n_voxel"])
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, s: str) -> "Geometry":
+        try:
+            d = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"geometry is not valid JSON: {e}") from e
+        return cls.from_dict(d)
+
+
+jax.tree_util.register_pytree_node(Geometry, Geometry.tree_flatten, Geometry.tree_unflatten)
+
+
+def circular_angles(n_views: int, arc: float = 2 * math.pi, *, start: float = 0.0) -> np.ndarray:
+    """``n_views`` equally spaced angles over ``arc`` radians (endpoint excluded), rad."""
+    if int(n_views) != n_views or n_views <= 0:
+        raise ValueError(f"n_views must be a positive integer, got {n_views!r}")
+    if not np.isfinite(arc) or arc <= 0:
+        raise ValueError(f"arc must be positive and finite, got {arc!r}")
+    return start + np.arange(int(n_views)) * (arc / int(n_views))
+
+
+def cone_beam(
+    *,
+    n_voxel=(128, 128, 128),
+    d_voxel=2.0,
+    n_detector=(256, 256),
+    d_detector=1.6,
+    DSD: float = 1500.0,
+    DSO: float = 1000.0,
+    n_views: int = 50,
+    arc: float = 2 * math.pi,
+    angles=None,
+    off_detector=(0.0, 0.0),
+    off_origin=(0.0, 0.0, 0.0),
+) -> Geometry:
+    """A circular cone-beam scan; defaults are NAF's 128³ setup (2 mm voxels, 1.6 mm pixels)."""
+    if angles is None:
+        angles = circular_angles(n_views, arc)
+    return Geometry(
+        DSD=DSD, DSO=DSO, n_detector=n_detector, d_detector=d_detector, off_detector=off_detector,
+        n_voxel=n_voxel, d_voxel=d_voxel, off_origin=off_origin, angles=angles, beam="cone",
+    )
+
+
+def parallel_beam(
+    *,
+    n_voxel=(128, 128, 128),
+    d_voxel=2.0,
+    n_detector=(128, 128),
+    d_detector=2.0,
+    n_views: int = 180,
+    arc: float = math.pi,
+    angles=None,
+    off_detector=(0.0, 0.0),
+    off_origin=(0.0, 0.0, 0.0),
+) -> Geometry:
+    """A parallel-beam scan over ``arc`` (default 180°)."""
+    if angles is None:
+        angles = circular_angles(n_views, arc)
+    return Geometry(
+        DSD=0.0, DSO=0.0, n_detector=n_detector, d_detector=d_detector, off_detector=off_detector,
+        n_voxel=n_voxel, d_voxel=d_voxel, off_origin=off_origin, angles=angles, beam="parallel",
+    )
+
+
+class Frames(NamedTuple):
+    """Per-view source/detector frame, all in mm, shapes ``(n_views, 3)``.
+
+    For parallel beam ``source`` is unused and ``direction`` is the unit ray direction.
+    """
+
+    source: Float[Array, "views 3"]
+    center: Float[Array, "views 3"]
+    u: Float[Array, "views 3"]
+    v: Float[Array, "views 3"]
+    direction: Float[Array, "views 3"]
+
+
+def view_frames(geometry: Geometry) -> Frames:
+    """Source position, detector centre and axes for every view (equations in the module doc)."""
+    th = jnp.asarray(geometry.angles)
+    c, s = jnp.cos(th), jnp.sin(th)
+    zeros, ones = jnp.zeros_like(th), jnp.ones_like(th)
+    radial = jnp.stack([c, s, zeros], -1)
+    u = jnp.stack([-s, c, zeros], -1)
+    v = jnp.stack([zeros, zeros, ones], -1)
+    if geometry.beam == "cone":
+        source = geometry.DSO * radial
+        center = (geometry.DSO - geometry.DSD) * radial
+    else:
+        source = radial * 0.0
+        center = radial * 0.0
+    direction = -radial
+    if geometry.rotation is not None:
+        rot = jnp.asarray(geometry.rotation)
+        apply = lambda x: jnp.einsum("vij,vj->vi", rot, x, precision=jax.lax.Precision.HIGHEST)  # noqa: E731
+        source, center, u, v, direction = map(apply, (source, center, u, v, direction))
+    if geometry.translation is not None:
+        t = jnp.asarray(geometry.translation)
+        source, center = source + t, center + t
+    return Frames(source, center, u, v, direction)
+
+
+def volume_box(geometry: Geometry) -> tuple[Float[Array, "3"], Float[Array, "3"]]:
+    """Lower and upper corners of the volume box (outer voxel faces), mm."""
+    n = jnp.asarray(geometry.n_voxel, dtype=jnp.float32)
+    half = 0.5 * n * jnp.asarray(geometry.d_voxel)
+    off = jnp.asarray(geometry.off_origin)
+    return off - half, off + half
+
+
+def voxel_centers(geometry: Geometry) -> tuple[Array, Array, Array]:
+    """1-D arrays of voxel-centre coordinates along x, y and z, mm."""
+    out = []
+    for a in range(3):
+        n = geometry.n_voxel[a]
+        d = jnp.asarray(geometry.d_voxel)[a]
+        out.append((jnp.arange(n) - (n - 1) / 2) * d + jnp.asarray(geometry.off_origin)[a])
+    return tuple(out)
