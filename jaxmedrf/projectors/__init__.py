@@ -31,10 +31,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from jaxtyping import Array, Float
 
 from jaxmedrf.geometry import Geometry, volume_box
+from jaxmedrf.parallel import constrain
 from jaxmedrf.projectors.siddon import siddon_integrals
 from jaxmedrf.projectors.trilinear import n_samples_for_step, trilinear_integrals
 from jaxmedrf.rays import pixel_rays
@@ -72,7 +73,7 @@ def _project(volume, geometry, *, method, step, chunk_size, mesh):
     n_chunks = -(-total // chunk)
     ids = jnp.minimum(jnp.arange(n_chunks * chunk, dtype=jnp.int32), total - 1).reshape(n_chunks, chunk)
     if mesh is not None:
-        ids = jax.lax.with_sharding_constraint(ids, NamedSharding(mesh, P(None, mesh.axis_names)))
+        ids = constrain(ids, mesh, axis=1)
 
     def body(idx):
         view, rem = idx // (nv * nu), idx % (nv * nu)
@@ -100,7 +101,8 @@ def project(
       method: ``"siddon"`` (exact, piecewise-constant voxels) or ``"trilinear"``.
       step: trilinear sampling step in voxels (ignored by Siddon).
       chunk_size: rays per chunk (bounds memory); default 16384 (Siddon), 32768 (trilinear).
-      mesh: optional device mesh; rays of each chunk are sharded over all its axes.
+      mesh: optional device mesh (:func:`jaxmedrf.parallel.make_mesh`); rays of each chunk
+        are sharded over all its axes.
 
     Returns:
       Projections ``(n_views, nv, nu)``, dimensionless, in ``volume``'s dtype.
