@@ -83,8 +83,9 @@ class HashGridConfig:
         statically (no ``where``).
       backward: how the table gradient is accumulated: ``"scatter"`` (``.at[].add``),
         ``"segment_sum"`` (``jax.ops.segment_sum``), ``"sorted"`` (indices argsorted, then a
-        sorted segment sum), or ``"autodiff"`` (JAX's own transpose of the gather; for half
-        tables this accumulates in float32 only because rows are cast after the gather).
+        sorted segment sum), or ``"autodiff"`` (the table is cast to float32 before the
+        gather and JAX transposes the gather itself). All accumulate in float32; the first
+        three gather rows in the storage dtype (half the bytes for half tables).
     """
 
     n_levels: int = 16
@@ -183,7 +184,7 @@ def _cell(x: Float[Array, "... 3"], res: Array):
     ``res`` broadcasts against ``x[..., 0]``. Clamping the corner to ``res − 1`` puts
     ``x = 1`` on the upper face of the last cell (fraction 1) instead of out of the grid.
     """
-    res_f = res.astype(jnp.float32)[..., None]
+    res_f = res.astype(x.dtype)[..., None]
     pos = jnp.clip(x, 0.0, 1.0) * res_f
     lower = jnp.clip(jnp.floor(pos), 0.0, res_f - 1.0)
     return lower.astype(jnp.int32), pos - lower
@@ -222,18 +223,18 @@ def _accumulate(g: Float[Array, "m f"], idx: Integer[Array, " m"], n_rows: int, 
     return jnp.zeros((n_rows, g.shape[-1]), g.dtype).at[idx].add(g)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _gather_rows(table: Float[Array, "rows f"], idx: Integer[Array, "..."], backward: str):
-    """``table[idx]`` cast to float32; the table gradient is accumulated in float32."""
-    return table[idx].astype(jnp.float32)
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _gather_rows(table: Float[Array, "rows f"], idx: Integer[Array, "..."], backward: str, dtype):
+    """``table[idx]`` cast to ``dtype``; the table gradient is accumulated in ``dtype``."""
+    return table[idx].astype(dtype)
 
 
-def _gather_rows_fwd(table, idx, backward):
+def _gather_rows_fwd(table, idx, backward, dtype):
     # A zero-width array carries the table's row count and dtype without its memory.
-    return _gather_rows(table, idx, backward), (idx, jnp.zeros((table.shape[0], 0), table.dtype))
+    return _gather_rows(table, idx, backward, dtype), (idx, jnp.zeros((table.shape[0], 0), table.dtype))
 
 
-def _gather_rows_bwd(backward, res, g):
+def _gather_rows_bwd(backward, dtype, res, g):
     idx, probe = res
     f = g.shape[-1]
     grad = _accumulate(g.reshape(-1, f), idx.reshape(-1), probe.shape[0], backward)
@@ -243,10 +244,10 @@ def _gather_rows_bwd(backward, res, g):
 _gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
 
 
-def _gather(table, idx, backward: str):
-    if backward == "autodiff":
-        return table[idx].astype(jnp.float32)
-    return _gather_rows(table, idx, backward)
+def _gather(table, idx, backward: str, dtype):
+    if backward == "autodiff":  # cast the whole table first, so the transpose adds in `dtype`
+        return table.astype(dtype)[idx]
+    return _gather_rows(table, idx, backward, dtype)
 
 
 # ----------------------------------------------------------------------------------------
@@ -267,14 +268,16 @@ def hash_grid_encode(
       config: the encoding's settings (static).
 
     Returns:
-      ``(N, L·F)`` float32 features, level-major: ``out[:, l·F + f]``.
+      ``(N, L·F)`` float32 features (float64 for float64 ``x``), level-major: ``out[:, l·F + f]``.
     """
     L, T, F = config.n_levels, config.table_size, config.features_per_level
     if params.shape != (L, T, F):
         raise ValueError(f"hash grid params: expected shape {(L, T, F)}, got {params.shape}")
     if x.ndim != 2 or x.shape[-1] != 3:
         raise ValueError(f"hash_grid_encode: x must have shape (N, 3), got {x.shape}")
-    x = x.astype(jnp.float32)
+    # float32 arithmetic (float64 when x is float64 under jax_enable_x64, for gradient checks).
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    x = x.astype(dtype)
     n = x.shape[0]
     mask = T - 1
     res_np = np.asarray(config.resolutions, np.int32)
@@ -285,7 +288,7 @@ def hash_grid_encode(
         for level in range(L):
             res = jnp.int32(res_np[level])
             idx, w = _corners_and_weights(x, res, jnp.bool_(dense_np[level]), mask)  # (N, 8)
-            rows = _gather(params[level], idx, config.backward)  # (N, 8, F)
+            rows = _gather(params[level], idx, config.backward, dtype)  # (N, 8, F)
             feats.append(jnp.einsum("nc,ncf->nf", w, rows))
         return jnp.concatenate(feats, axis=-1)
 
@@ -294,12 +297,12 @@ def hash_grid_encode(
     if config.implementation == "level_major":
         xs = jnp.broadcast_to(x[None], (L, n, 3))
         idx, w = _corners_and_weights(xs, jnp.asarray(res_np)[:, None], jnp.asarray(dense_np)[:, None], mask)
-        rows = _gather(flat, idx + offsets[:, None, None], config.backward)  # (L, N, 8, F)
+        rows = _gather(flat, idx + offsets[:, None, None], config.backward, dtype)  # (L, N, 8, F)
         feats = jnp.einsum("lnc,lncf->nlf", w, rows)
     else:  # fused, point-major
         xs = jnp.broadcast_to(x[:, None], (n, L, 3))
         idx, w = _corners_and_weights(xs, jnp.asarray(res_np)[None], jnp.asarray(dense_np)[None], mask)
-        rows = _gather(flat, idx + offsets[None, :, None], config.backward)  # (N, L, 8, F)
+        rows = _gather(flat, idx + offsets[None, :, None], config.backward, dtype)  # (N, L, 8, F)
         feats = jnp.einsum("nlc,nlcf->nlf", w, rows)
     return feats.reshape(n, L * F)
 
