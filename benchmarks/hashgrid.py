@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import importlib.metadata
 import json
 import platform
 import re
@@ -97,6 +98,13 @@ def run(
     return records
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _device_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "device"
 
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
         "device": device.device_kind,
         "platform": device.platform,
         "jax_version": jax.__version__,
-        "jaxlib_version": getattr(jax.lib, "__version__", None) or jax.__version__,
+        "jaxlib_version": _version("jaxlib"),
         "python": platform.python_version(),
         "date": now.isoformat(timespec="seconds"),
         "n_points": n_points,

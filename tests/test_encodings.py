@@ -192,3 +192,11 @@ def test_frequency_encoding_matches_numpy(rng, include_input):
     np.testing.assert_allclose(vm.reshape(20, -1), got, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="n_frequencies"):
         FrequencyConfig(n_frequencies=-1)
+
+
+def test_default_config_matches_numpy(rng):
+    """The NAF / issue-8 configuration itself (16 levels, 2^19 rows, 16 → 2048), float32."""
+    c = HashGridConfig(init_scale=1.0)
+    table = hash_grid_init(jax.random.key(5), c)
+    x = _points(rng, 64)
+    np.testing.assert_allclose(hash_grid_encode(table, jnp.asarray(x), c), _encode_np(table, x, c), rtol=1e-5, atol=1e-6)
