@@ -13,8 +13,6 @@ JPEG 2000, RLE) decode through pydicom's pixel-data plugins (``pylibjpeg`` and i
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from jaxmedrf.io._atomic import atomic_dir
 from jaxmedrf.io.deid import CARRY, DEID_METHOD
 from jaxmedrf.io.volume import VolumeData, _check_volume_array, reorient_to_lps
 
@@ -383,20 +382,6 @@ def _integer_scaling(array: np.ndarray, unit: str) -> tuple[float, float]:
     return slope, intercept
 
 
-def _write_dir_atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
 def save_dicom_series(vol: VolumeData, path: str | os.PathLike) -> Path:
     """Writes ``vol`` as a directory of single-slice DICOM images (one per ``z`` index).
 
@@ -423,7 +408,7 @@ def save_dicom_series(vol: VolumeData, path: str | os.PathLike) -> Path:
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     lo, hi = float(arr.min()), float(arr.max())
 
-    def write(tmp: Path) -> None:
+    with atomic_dir(path) as tmp:
         for kz in range(arr.shape[2]):
             sop = generate_uid()
             fm = FileMetaDataset()
@@ -478,5 +463,4 @@ def save_dicom_series(vol: VolumeData, path: str | os.PathLike) -> Path:
             ds.WindowWidth = _ds_str(max(hi - lo, 1e-6))
             ds.PixelData = np.ascontiguousarray(stored[:, :, kz].T).tobytes()
             ds.save_as(tmp / f"IM{kz + 1:05d}.dcm", enforce_file_format=True)
-
-    return _write_dir_atomic(path, write)
+    return path

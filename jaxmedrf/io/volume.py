@@ -291,9 +291,9 @@ def save_volume(
                                           ("HU" if modality == "CT" else ""))
     vol = VolumeData(array, spacing_from_affine(affine), affine, modality, unit, "",
                      dict(like.meta) if like is not None else (dict(base.meta) if base is not None else {}))
-    if path.exists() and not overwrite:
-        if path.is_file() or any(path.iterdir()):
-            raise ValueError(f"{path}: output exists (pass overwrite=True / --overwrite to replace it)")
+    from jaxmedrf.io._atomic import check_writable
+
+    check_writable(path, overwrite=overwrite)
     fmt = volume_format(path)
     if fmt == "nifti":
         from jaxmedrf.io.nifti import save_nifti
