@@ -74,7 +74,7 @@ def decode_pixels(ds: Dataset, name: Any) -> np.ndarray:
             (message names ``name``, the transfer syntax and the decoder's reason).
     """
     if not any(t in ds for t in _PIXEL_TAGS):
-        raise ValueError(f"{name}: no pixel data ({ds.get('Modality', '?')} {_sop_name(ds)} object is not an image)")
+        raise ValueError(f"{name}: no pixel data in this {_sop_name(ds)} file (not an image object, or truncated)")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise ValueError(f"{name}: colour images ({ds.get('PhotometricInterpretation', '?')}, "
                          f"{ds.SamplesPerPixel} samples/pixel) are not supported; a grey-scale image is needed")
@@ -344,8 +344,7 @@ def load_dicom_volume(path: str | os.PathLike, *, series: str | None = None) -> 
         header = read_dicom(path)
         name = str(path)
         if not any(t in header for t in _PIXEL_TAGS):
-            raise ValueError(f"{name}: no pixel data ({header.get('Modality', '?')} {_sop_name(header)} "
-                             f"object is not an image)")
+            decode_pixels(header, name)  # raises "no pixel data …"
         if int(header.get("NumberOfFrames", 1) or 1) <= 1:
             raise ValueError(f"{name}: a single 2D image ({header.get('Rows')}x{header.get('Columns')}); a volume "
                              f"needs a series directory or a multi-frame file (for a radiograph use load_radiograph)")
