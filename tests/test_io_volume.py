@@ -267,6 +267,16 @@ def test_nifti_npz_round_trip(tmp_path, rng, name):
     _no_temp_left(tmp_path)
 
 
+def test_mr_dicom_series_round_trip_scaled(tmp_path, rng):
+    aff = np.diag([1.0, 2.0, 3.0, 1.0])
+    arr = rng.uniform(0, 0.05, size=(5, 4, 3)).astype(np.float32)  # non-integer units: rescaled to int16
+    back = jio.load_volume(jio.save_volume(arr, tmp_path / "mr", affine=aff, modality="MR", unit="MR"))
+    assert (back.modality, back.unit, back.meta["sop_class"]) == ("MR", "MR", "MR Image Storage")
+    slope = float(pydicom.dcmread(next((tmp_path / "mr").iterdir())).RescaleSlope)
+    np.testing.assert_allclose(back.array, arr, atol=0.5 * slope * 1.001)
+    np.testing.assert_allclose(back.affine, aff, atol=1e-6)
+
+
 def test_nifti_ras_to_lps(tmp_path, rng):
     import nibabel as nib
 

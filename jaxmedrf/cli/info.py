@@ -24,6 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _volume_lines(vol) -> list[str]:
     a = vol.array
     return [
+        f"format: {vol.meta.get('format', '?')}",
         f"volume: {a.shape[0]} x {a.shape[1]} x {a.shape[2]} voxels (x, y, z in LPS order)",
         f"spacing: {', '.join(f'{s:.4g}' for s in vol.spacing)} mm",
         f"orientation: {vol.orientation} (array axes increase towards)",
