@@ -234,6 +234,10 @@ def test_dicom_round_trip_and_deidentification(tmp_path, rng):
             assert not any(s.lower() in text.lower() for s in SENTINELS), (f.name, elem)
             assert text not in src_uids
     assert len(sops) == len(files)
+    # like=: geometry and technical attributes from a loaded volume, for a bare array.
+    liked = jio.load_volume(jio.save_volume(back.array * 0 + 5, tmp_path / "liked.npz", like=back))
+    np.testing.assert_allclose(liked.affine, back.affine)
+    assert liked.modality == "CT" and liked.unit == "HU"
 
 
 def test_deidentify_helper(tmp_path, rng):
