@@ -1,0 +1,319 @@
+"""Volumes on disk: one loader and one writer for DICOM series, enhanced DICOM, NIfTI and .npz.
+
+Every loaded volume is brought to the patient **LPS** frame by permuting and flipping array axes
+only (never resampling): array axis 0 increases towards the patient's Left, axis 1 towards
+Posterior, axis 2 towards Superior, so that our ``(x, y, z)`` are anatomical whatever the
+acquisition plane. ``affine`` maps a voxel index ``(i, j, k, 1)`` to patient LPS millimetres
+(DICOM's patient coordinate system); for an axis-aligned acquisition it is diagonal with the
+spacing on the diagonal. An oblique acquisition keeps its exact (non-diagonal) affine; its axes
+are permuted/flipped to the nearest LPS axes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "VolumeData",
+    "load_volume",
+    "save_volume",
+    "reorient_to_lps",
+    "spacing_from_affine",
+    "volume_format",
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VolumeData:
+    """A volume in patient LPS axes order.
+
+    Attributes:
+        array: ``(x, y, z)`` voxel values, float32 (HU for CT, scanner units for MR, mm⁻¹ for μ).
+        spacing: ``(3,)`` voxel size along the array axes, mm.
+        affine: ``(4, 4)`` voxel index → patient LPS position of the voxel centre, mm.
+        modality: DICOM modality (``"CT"``, ``"MR"``, …) or ``""`` when unknown.
+        unit: intensity unit: ``"HU"``, ``"mm^-1"``, ``"MR"`` (arbitrary scanner units), ``""``.
+        source: the path it was loaded from (``""`` when built in memory).
+        meta: non-identifying technical attributes (transfer syntax, series UID, body part…);
+            never used to write patient data back.
+    """
+
+    array: np.ndarray
+    spacing: np.ndarray
+    affine: np.ndarray
+    modality: str = ""
+    unit: str = ""
+    source: str = ""
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+    @property
+    def orientation(self) -> str:
+        """Three letters: the patient direction each array axis increases towards (``"LPS"``)."""
+        return orientation_code(self.affine)
+
+    def replace(self, **changes: Any) -> "VolumeData":
+        return dataclasses.replace(self, **changes)
+
+
+_LPS_POS = "LPS"
+_LPS_NEG = "RAI"
+
+
+def orientation_code(affine: np.ndarray) -> str:
+    """The patient direction (L/R, P/A, S/I) each voxel axis of ``affine`` mostly increases towards."""
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    out = []
+    for c in range(3):
+        col = a[:, c]
+        r = int(np.argmax(np.abs(col)))
+        out.append(_LPS_POS[r] if col[r] > 0 else _LPS_NEG[r])
+    return "".join(out)
+
+
+def spacing_from_affine(affine: np.ndarray) -> np.ndarray:
+    """Voxel size along each array axis (column norms of the affine's 3×3 part), mm."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def _axis_assignment(direction: np.ndarray) -> list[int]:
+    """For each array axis, the LPS axis it is closest to (greedy on |cosine|, one-to-one)."""
+    a = np.abs(direction).copy()
+    out = [-1, -1, -1]
+    for _ in range(3):
+        r, c = np.unravel_index(int(np.argmax(a)), a.shape)
+        out[c] = int(r)
+        a[r, :] = -1.0
+        a[:, c] = -1.0
+    return out
+
+
+def reorient_to_lps(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Permutes and flips ``array`` axes so they increase towards L, P, S; updates the affine.
+
+    No resampling: the result holds the same voxels, and ``new_affine @ new_index`` is the same
+    patient position as ``affine @ old_index`` for every voxel.
+
+    Args:
+        array: ``(n0, n1, n2)`` voxels.
+        affine: ``(4, 4)`` voxel index → patient LPS mm.
+
+    Returns:
+        ``(array, affine)`` in LPS axes order.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if array.ndim != 3 or affine.shape != (4, 4):
+        raise ValueError(f"reorient_to_lps needs a 3D array and a 4x4 affine, got {array.shape} and {affine.shape}")
+    sp = spacing_from_affine(affine)
+    if np.any(sp <= 0) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"affine is singular or not finite: {affine.tolist()}")
+    lps_of_axis = _axis_assignment(affine[:3, :3] / sp)
+    perm = [lps_of_axis.index(r) for r in range(3)]  # new axis r takes old axis perm[r]
+    array = np.transpose(array, perm)
+    affine = affine.copy()
+    affine[:, :3] = affine[:, perm]
+    for r in range(3):
+        if affine[r, r] < 0:
+            n = array.shape[r]
+            array = np.flip(array, axis=r)
+            affine[:3, 3] = affine[:3, 3] + affine[:3, r] * (n - 1)
+            affine[:3, r] = -affine[:3, r]
+    return np.ascontiguousarray(array), affine
+
+
+def volume_format(path: str | os.PathLike) -> str:
+    """``"nifti"``, ``"npz"`` or ``"dicom"`` from a path's name (a directory or other name: DICOM)."""
+    name = str(path).lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith(".npz"):
+        return "npz"
+    return "dicom"
+
+
+def load_volume(path: str | os.PathLike, *, series: str | None = None) -> VolumeData:
+    """Loads a 3D volume and brings it to patient LPS axes order.
+
+    Accepts a directory holding a DICOM series (files grouped by ``SeriesInstanceUID``, ordered by
+    ``ImagePositionPatient`` projected on the slice normal, ``RescaleSlope/Intercept`` applied),
+    one multi-frame (enhanced) DICOM file, a NIfTI file (``.nii``/``.nii.gz``, RAS → LPS) or one of
+    our ``.npz`` files (``volume`` + ``spacing`` + ``affine``, or a ``simulate`` output).
+
+    Args:
+        path: file or directory.
+        series: the ``SeriesInstanceUID`` to load when a directory holds several series.
+
+    Returns:
+        A :class:`VolumeData` in LPS axes order.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unreadable or unusable input; the message names the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    fmt = volume_format(path) if path.is_file() else "dicom"
+    if fmt == "nifti":
+        from jaxmedrf.io.nifti import load_nifti
+
+        return load_nifti(path)
+    if fmt == "npz":
+        return load_npz(path)
+    from jaxmedrf.io.dicom import load_dicom_volume
+
+    return load_dicom_volume(path, series=series)
+
+
+def load_npz(path: str | os.PathLike) -> VolumeData:
+    """Reads our ``.npz`` volume (``volume``, ``spacing``, ``affine``) or a ``simulate`` output."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "volume" not in keys:
+                raise ValueError(f"{path}: .npz has no 'volume' array (keys: {sorted(keys)})")
+            vol = np.asarray(z["volume"], dtype=np.float32)
+            modality = str(z["modality"]) if "modality" in keys else ""
+            unit = str(z["unit"]) if "unit" in keys else ""
+            if "affine" in keys:
+                affine = np.asarray(z["affine"], dtype=np.float64)
+            elif "spacing" in keys:
+                affine = _centred_affine(vol.shape, np.asarray(z["spacing"], dtype=np.float64))
+            elif "geometry" in keys:
+                from jaxmedrf.geometry import Geometry
+
+                g = Geometry.from_json(str(z["geometry"]))
+                affine = _centred_affine(vol.shape, np.asarray(g.d_voxel, dtype=np.float64),
+                                         np.asarray(g.off_origin, dtype=np.float64))
+                unit = unit or "mm^-1"
+            else:
+                affine = _centred_affine(vol.shape, np.ones(3))
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    _check_volume_array(vol, path)
+    if affine.shape != (4, 4):
+        raise ValueError(f"{path}: 'affine' must be 4x4, got shape {affine.shape}")
+    return VolumeData(vol, spacing_from_affine(affine), affine, modality, unit, str(path), {"format": "npz"})
+
+
+def _centred_affine(shape, spacing, off_origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Diagonal LPS affine of a grid centred at ``off_origin`` (our geometry convention)."""
+    spacing = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
+    a = np.eye(4)
+    a[:3, :3] = np.diag(spacing)
+    a[:3, 3] = -(np.asarray(shape, dtype=np.float64) - 1) / 2 * spacing + np.asarray(off_origin, dtype=np.float64)
+    return a
+
+
+def _check_volume_array(vol: np.ndarray, path: Any) -> None:
+    if vol.ndim != 3:
+        raise ValueError(f"{path}: a volume must be 3D, got an array of shape {vol.shape}")
+    if min(vol.shape) < 1:
+        raise ValueError(f"{path}: empty volume of shape {vol.shape}")
+    bad = int(np.size(vol) - np.count_nonzero(np.isfinite(vol)))
+    if bad:
+        raise ValueError(f"{path}: {bad} voxel(s) are NaN or infinite")
+
+
+def save_volume(
+    volume: np.ndarray | VolumeData,
+    path: str | os.PathLike,
+    *,
+    spacing: Any = None,
+    affine: Any = None,
+    like: VolumeData | str | os.PathLike | None = None,
+    modality: str | None = None,
+    unit: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes a volume as NIfTI (``.nii``/``.nii.gz``), ``.npz``, or a DICOM series directory.
+
+    The format follows the name: ``.nii``/``.nii.gz`` → NIfTI (LPS affine turned to RAS),
+    ``.npz`` → ``volume`` + ``spacing`` + ``affine`` (+ ``modality``, ``unit``), anything else → a
+    directory of DICOM CT/MR image files, one per slice, with new Study/Series/SOP Instance UIDs
+    and nothing patient-identifying (PS3.15 Annex E basic profile; see :mod:`jaxmedrf.io.deid`).
+    Output is atomic: written to a temporary name, renamed on success.
+
+    Args:
+        volume: ``(x, y, z)`` array in LPS order, or a :class:`VolumeData` (its spacing, affine,
+            modality and unit are the defaults).
+        path: output file or directory.
+        spacing: voxel size, mm (scalar or ``(3,)``); default from ``affine``/``like``, else 1 mm.
+        affine: ``(4, 4)`` voxel index → LPS mm; default: diagonal ``spacing``, grid centred at 0.
+        like: a :class:`VolumeData` (or a path to load one) whose geometry is used when
+            ``spacing``/``affine`` are not given and whose technical (never identifying)
+            attributes are carried into DICOM output.
+        modality: DICOM modality (default: the volume's, else ``"CT"``).
+        unit: intensity unit (default: the volume's, else ``"HU"`` for CT).
+        overwrite: replace an existing output.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    if like is not None and not isinstance(like, VolumeData):
+        like = load_volume(like)
+    if isinstance(volume, VolumeData):
+        base = volume
+        array = volume.array
+    else:
+        base = like
+        array = volume
+    array = np.asarray(array, dtype=np.float32)
+    _check_volume_array(array, "volume")
+    if affine is None:
+        if spacing is None and base is not None and tuple(base.shape) == array.shape:
+            affine = base.affine
+        else:
+            if spacing is None:
+                spacing = base.spacing if base is not None else 1.0
+            spacing = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
+            if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
+                raise ValueError(f"spacing must be positive and finite, got {spacing.tolist()}")
+            affine = _centred_affine(array.shape, spacing)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {affine.shape}")
+    if spacing is not None and not np.allclose(spacing_from_affine(affine), np.broadcast_to(spacing, (3,)), rtol=1e-4):
+        raise ValueError(f"spacing {np.broadcast_to(spacing, (3,)).tolist()} disagrees with the affine's "
+                         f"{spacing_from_affine(affine).tolist()}")
+    modality = modality or (base.modality if base is not None and base.modality else "CT")
+    unit = unit if unit is not None else (base.unit if base is not None and base.unit else
+                                          ("HU" if modality == "CT" else ""))
+    vol = VolumeData(array, spacing_from_affine(affine), affine, modality, unit, "",
+                     dict(like.meta) if like is not None else (dict(base.meta) if base is not None else {}))
+    from jaxmedrf.io._atomic import check_writable
+
+    check_writable(path, overwrite=overwrite)
+    fmt = volume_format(path)
+    if fmt == "nifti":
+        from jaxmedrf.io.nifti import save_nifti
+
+        return save_nifti(vol, path)
+    if fmt == "npz":
+        return save_npz(vol, path)
+    from jaxmedrf.io.dicom import save_dicom_series
+
+    return save_dicom_series(vol, path)
+
+
+def save_npz(vol: VolumeData, path: str | os.PathLike) -> Path:
+    """Writes ``volume`` float32, ``spacing`` (3,), ``affine`` (4,4), ``modality``, ``unit``."""
+    from jaxmedrf._files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, volume=np.asarray(vol.array, np.float32), spacing=np.asarray(vol.spacing, np.float64),
+                     affine=np.asarray(vol.affine, np.float64), modality=np.str_(vol.modality),
+                     unit=np.str_(vol.unit))
+    return path
