@@ -70,7 +70,7 @@ def load_volume(path) -> tuple[np.ndarray, dict]:
                     meta["spacing"] = tuple(float(s) for s in np.asarray(g.d_voxel))
                 if "projections" in z.files:
                     meta["projections"] = np.asarray(z["projections"])
-        except (OSError, EOFError) as e:  # not a zip / truncated
+        except (OSError, EOFError, ValueError) as e:  # not a zip, truncated, pickled objects, no volume
             raise ValueError(f"cannot read {path}: {e}") from e
     else:
         try:
