@@ -16,6 +16,8 @@ __all__ = ["main", "SUBCOMMANDS", "UserError"]
 # name -> module (imported lazily so that `jaxmedrf --help` stays fast).
 SUBCOMMANDS = {
     "simulate": "jaxmedrf.cli.simulate",
+    "reconstruct": "jaxmedrf.cli.reconstruct",
+    "evaluate": "jaxmedrf.cli.evaluate",
     "info": "jaxmedrf.cli.info",
     "convert": "jaxmedrf.cli.convert",
 }
