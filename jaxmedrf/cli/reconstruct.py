@@ -50,6 +50,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def load_scan(path: str | Path):
     """Projections (float32) , Geometry and optional ground-truth volume of a ``.npz``."""
     from jaxmedrf.geometry import Geometry
+    from jaxmedrf.recon.naf import check_projection_values
 
     path = Path(path)
     if not path.exists():
@@ -69,10 +70,7 @@ def load_scan(path: str | Path):
         raise ValueError(f"{path}: projections have shape {proj.shape}, geometry expects {geometry.projection_shape}")
     if volume is not None and volume.shape != geometry.n_voxel:
         raise ValueError(f"{path}: volume has shape {volume.shape}, geometry's n_voxel is {geometry.n_voxel}")
-    if not np.all(np.isfinite(proj)):
-        raise ValueError(f"{path}: projections contain NaN or infinite values")
-    if proj.min() < -1e-3 * max(1.0, float(np.abs(proj).max())):
-        raise ValueError(f"{path}: projections contain negative line integrals (min {proj.min():.4g})")
+    check_projection_values(proj, f"{path}: projections")
     return proj, geometry, volume
 
 
