@@ -16,6 +16,7 @@ __all__ = ["main", "SUBCOMMANDS", "UserError"]
 # name -> module (imported lazily so that `jaxmedrf --help` stays fast).
 SUBCOMMANDS = {
     "simulate": "jaxmedrf.cli.simulate",
+    "register": "jaxmedrf.cli.register",
 }
 
 
