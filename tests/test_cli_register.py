@@ -107,3 +107,22 @@ def test_bad_input_exits_2_without_output(main, sim, tmp_path, capsys, case, mes
     assert err.startswith("jaxmedrf register: error:")
     assert not out.exists() and not out.with_suffix(".png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_benchmark_small_smoke(tmp_path):
+    """benchmarks/register.py --small runs end to end on the CPU and writes its JSON and PNG."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "register.py"
+    spec = importlib.util.spec_from_file_location("bench_register", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--small", "--trials", "1", "--phantoms", "synthetic-ct", "--out-dir", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("register_*_small.json")
+    rep = json.loads(js.read_text())
+    assert rep["jax"] and rep["device"] and rep["date"]
+    assert "skipped" in rep["nanodrr"] or "results" in rep["nanodrr"]
+    summ = rep["results"]["synthetic-ct"]["summary"]
+    assert set(summ) == {"single", "multi2"} and 0.0 <= summ["single"]["success_rate_mtre_lt_1mm"] <= 1.0
+    assert js.with_suffix(".png").stat().st_size > 0
