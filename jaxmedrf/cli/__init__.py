@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "evaluate": "jaxmedrf.cli.evaluate",
     "info": "jaxmedrf.cli.info",
     "convert": "jaxmedrf.cli.convert",
+    "register": "jaxmedrf.cli.register",
 }
 
 

@@ -101,7 +101,7 @@ class HashGridConfig:
     table_dtype: str = "float32"
     init_scale: float = 1e-4
     implementation: str = "level_major"
-    backward: str = "scatter"
+    backward: str = "segment_sum"
 
     def __post_init__(self):
         for name in ("n_levels", "features_per_level", "base_resolution"):
