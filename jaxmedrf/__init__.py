@@ -1,5 +1,25 @@
-"""jaxmedrf: neural rendering for medical imaging in JAX."""
+"""jaxmedrf: neural rendering for medical imaging in JAX.
 
+Modules: :mod:`~jaxmedrf.geometry` → :mod:`~jaxmedrf.rays` → :mod:`~jaxmedrf.projectors` /
+:mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` ·
+:mod:`~jaxmedrf.fields` · :mod:`~jaxmedrf.recon` (naf, fdk, sart, cgls) ·
+:mod:`~jaxmedrf.metrics` · :mod:`~jaxmedrf.io` · :mod:`~jaxmedrf.pose` ·
+:mod:`~jaxmedrf.registration` · :mod:`~jaxmedrf.parallel`.
+"""
+
+from jaxmedrf import (
+    fields as fields,
+    io as io,
+    metrics as metrics,
+    noise as noise,
+    parallel as parallel,
+    phantoms as phantoms,
+    pose as pose,
+    recon as recon,
+    registration as registration,
+    render as render,
+)
+from jaxmedrf.fields import FieldConfig as FieldConfig, HashGridConfig as HashGridConfig
 from jaxmedrf.geometry import (
     Frames as Frames,
     Geometry as Geometry,
@@ -10,24 +30,64 @@ from jaxmedrf.geometry import (
     volume_box as volume_box,
     voxel_centers as voxel_centers,
 )
+from jaxmedrf.io import load_radiograph as load_radiograph, load_volume as load_volume, save_volume as save_volume
+from jaxmedrf.noise import poisson_noise as poisson_noise
+from jaxmedrf.parallel import make_mesh as make_mesh
+from jaxmedrf.phantoms import (
+    analytic_projections as analytic_projections,
+    shepp_logan as shepp_logan,
+    spheres as spheres,
+    voxelize as voxelize,
+)
 from jaxmedrf.projectors import backproject as backproject, project as project
 from jaxmedrf.rays import Rays as Rays, box_intersect as box_intersect, geometry_rays as geometry_rays, pixel_rays as pixel_rays
+from jaxmedrf.recon import cgls as cgls, fdk as fdk, sart as sart
+from jaxmedrf.recon.naf import NAFConfig as NAFConfig, train_naf as train_naf
+from jaxmedrf.registration import RegistrationConfig as RegistrationConfig, register as register
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "FieldConfig",
     "Frames",
     "Geometry",
+    "HashGridConfig",
+    "NAFConfig",
     "Rays",
+    "RegistrationConfig",
+    "analytic_projections",
     "backproject",
     "box_intersect",
+    "cgls",
     "circular_angles",
     "cone_beam",
+    "fdk",
+    "fields",
     "geometry_rays",
+    "io",
+    "load_radiograph",
+    "load_volume",
+    "make_mesh",
+    "metrics",
+    "noise",
+    "parallel",
     "parallel_beam",
+    "phantoms",
     "pixel_rays",
+    "poisson_noise",
+    "pose",
     "project",
+    "recon",
+    "register",
+    "registration",
+    "render",
+    "sart",
+    "save_volume",
+    "shepp_logan",
+    "spheres",
+    "train_naf",
     "view_frames",
     "volume_box",
     "voxel_centers",
+    "voxelize",
 )

@@ -263,7 +263,7 @@ class Geometry:
 jax.tree_util.register_pytree_node(Geometry, Geometry.tree_flatten, Geometry.tree_unflatten)
 
 
-def circular_angles(n_views: int, arc: float = 2 * math.pi, *, start: float = 0.0) -> np.ndarray:
+def circular_angles(n_views: int, *, arc: float = 2 * math.pi, start: float = 0.0) -> np.ndarray:
     """``n_views`` equally spaced angles over ``arc`` radians (endpoint excluded), rad."""
     if int(n_views) != n_views or n_views <= 0:
         raise ValueError(f"n_views must be a positive integer, got {n_views!r}")
@@ -288,7 +288,7 @@ def cone_beam(
 ) -> Geometry:
     """A circular cone-beam scan; defaults are NAF's 128³ setup (2 mm voxels, 1.6 mm pixels)."""
     if angles is None:
-        angles = circular_angles(n_views, arc)
+        angles = circular_angles(n_views, arc=arc)
     return Geometry(
         DSD=DSD, DSO=DSO, n_detector=n_detector, d_detector=d_detector, off_detector=off_detector,
         n_voxel=n_voxel, d_voxel=d_voxel, off_origin=off_origin, angles=angles, beam="cone",
@@ -309,7 +309,7 @@ def parallel_beam(
 ) -> Geometry:
     """A parallel-beam scan over ``arc`` (default 180°)."""
     if angles is None:
-        angles = circular_angles(n_views, arc)
+        angles = circular_angles(n_views, arc=arc)
     return Geometry(
         DSD=0.0, DSO=0.0, n_detector=n_detector, d_detector=d_detector, off_detector=off_detector,
         n_voxel=n_voxel, d_voxel=d_voxel, off_origin=off_origin, angles=angles, beam="parallel",

@@ -48,7 +48,7 @@ __all__ = [
     "ssim_slices",
 ]
 
-MU_WATER = 0.0192  # mm⁻¹, water at ~70 keV (NIST XCOM); pass your own ``mu_water`` for other spectra.
+from jaxmedrf.io.intensity import MU_WATER  # noqa: E402  (one reference value for the whole package)
 
 
 def _concrete(x) -> bool:

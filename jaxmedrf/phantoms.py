@@ -41,7 +41,9 @@ __all__ = [
 ]
 
 MU_WATER = 0.02
-"""Linear attenuation of water at about 70 keV, mm⁻¹ (NIST XCOM: 0.193 cm²/g × 1 g/cm³)."""
+"""Round value of water's linear attenuation used to scale the phantoms, mm⁻¹ (water is
+0.0206 at 60 keV and 0.0193 at 70 keV by NIST XCOM; :data:`jaxmedrf.io.MU_WATER` is the
+reference the HU conversions use)."""
 
 # Kak & Slaney (1988), "Principles of Computerized Tomographic Imaging", p. 102, 3-D head
 # phantom geometry; contrast of Yu, Ye & Wang (2004), "Katsevich-type algorithms for variable

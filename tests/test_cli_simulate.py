@@ -77,3 +77,24 @@ def test_help_lists_units():
                 "--arc", "--beam", "--method", "--noise-i0", "--seed"):
         assert opt in res.stdout
     assert "mm" in res.stdout and "degrees" in res.stdout
+
+
+def test_simulate_from_a_volume_file_with_the_mednerf_preset(tmp_path):
+    from jaxmedrf import io
+
+    ct = np.full((12, 10, 8), -1000.0, np.float32)
+    ct[3:9, 2:8, 2:6] = 40.0  # soft tissue block in air, HU
+    src = tmp_path / "ct.nii.gz"
+    io.save_volume(io.VolumeData(array=ct, spacing=np.array([2.0, 2.0, 3.0]), affine=np.diag([2.0, 2.0, 3.0, 1.0]),
+                                 modality="CT", unit="HU"), src)
+    out = tmp_path / "drr.npz"
+    assert main(["simulate", "--volume", str(src), "--preset", "mednerf", "--n-detector", "16", "16",
+                 "--export-png", str(tmp_path / "png"), "--no-png", "--out", str(out)]) == 0
+    with np.load(out) as z:
+        assert z["projections"].shape == (72, 16, 16)
+        np.testing.assert_allclose(np.diff(z["angles"]), np.deg2rad(5.0), atol=1e-9)
+        g = jm.Geometry.from_json(str(z["geometry"]))
+        assert g.n_voxel == (12, 10, 8) and np.allclose(g.d_voxel, [2, 2, 3])
+        assert z["volume"].max() > 0.015  # 40 HU is about water, in mm⁻¹
+    assert len(list((tmp_path / "png").glob("*.png"))) == 72
+    assert main(["simulate", "--preset", "mednerf", "--out", str(tmp_path / "x.npz")]) == 2

@@ -29,6 +29,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--phantom", default="shepp-logan", help="shepp-logan | spheres")
+    p.add_argument("--volume", default=None, metavar="PATH",
+                   help="simulate DRRs of a CT/MR volume instead (DICOM series folder, enhanced DICOM, NIfTI, .npz); "
+                        "its LPS grid becomes n_voxel/d_voxel, centred at the origin unless --off-origin is given")
+    p.add_argument("--series", default=None, help="SeriesInstanceUID when the --volume folder holds several series")
+    p.add_argument("--preset", default=None, choices=["mednerf"],
+                   help="with --volume: MedNeRF's DRRs (72 views at 5°, 128×128 detector, geometry scaled to the volume)")
+    p.add_argument("--export-png", default=None, metavar="DIR", help="also write each DRR as a PNG with a JSON pose sidecar")
     p.add_argument("--mu-scale", type=float, default=0.1, help="mm⁻¹ per unit of phantom contrast (0.1: brain = water)")
     p.add_argument("--phantom-radius", type=float, default=None, help="phantom radius in mm (default: half the smallest volume extent)")
     p.add_argument("--beam", default="cone", choices=["cone", "parallel"], help="beam geometry")
@@ -36,7 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--d-voxel", type=float, nargs="+", default=None, metavar="MM",
                    help="voxel size dx [dy dz] in mm (default: 256 mm field of view / nx)")
     p.add_argument("--off-origin", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("X", "Y", "Z"), help="volume centre, mm")
-    p.add_argument("--n-views", type=int, default=50, help="number of projections")
+    p.add_argument("--n-views", type=int, default=None, help="number of projections (default 50; 72 with --preset mednerf)")
     p.add_argument("--arc", type=float, default=None, help="angular range in degrees (default 360 cone, 180 parallel)")
     p.add_argument("--dsd", type=float, default=1500.0, help="source–detector distance DSD, mm (cone)")
     p.add_argument("--dso", type=float, default=1000.0, help="source–origin distance DSO, mm (cone)")
@@ -74,6 +81,8 @@ def _geometry_from_args(a):
             raise ValueError(f"--d-voxel takes 1 or 3 numbers, got {a.d_voxel}")
         if not all(math.isfinite(d) and d > 0 for d in d_voxel):
             raise ValueError(f"d_voxel must be positive, got {list(d_voxel)}")
+    if a.n_views is None:
+        a.n_views = 50
     if a.n_views <= 0:
         raise ValueError(f"--n-views must be positive, got {a.n_views}")
     arc_deg = a.arc if a.arc is not None else (360.0 if a.beam == "cone" else 180.0)
@@ -104,7 +113,7 @@ def _geometry_from_args(a):
         n_voxel=n_voxel,
         d_voxel=d_voxel,
         off_origin=tuple(a.off_origin),
-        angles=circular_angles(a.n_views, math.radians(arc_deg)),
+        angles=circular_angles(a.n_views, arc=math.radians(arc_deg)),
         beam=a.beam,
     )
 
@@ -173,6 +182,27 @@ def save_png(path, projections, volume, *, title="") -> None:
     plt.close(fig)
 
 
+def _simulate_volume(a):
+    """Geometry, μ volume (mm⁻¹) and projections for a CT/MR volume read from disk."""
+    import jax
+
+    from jaxmedrf import noise, projectors
+    from jaxmedrf.io import attenuation_volume, geometry_for_volume, load_volume
+
+    if a.method == "analytic":
+        raise ValueError("--method analytic needs a phantom, not --volume")
+    vol = load_volume(a.volume, series=a.series)
+    mu = attenuation_volume(vol)
+    kw = {"n_views": a.n_views} if a.n_views is not None else {}
+    if a.n_detector:
+        kw["n_detector"] = tuple(a.n_detector)
+    geometry = geometry_for_volume(vol, preset=a.preset, off_origin=tuple(a.off_origin), **kw)
+    proj = projectors.project(mu, geometry, method=a.method, step=a.step)
+    if a.noise_i0 is not None:
+        proj = noise.poisson_noise(jax.random.key(a.seed), proj, i0=a.noise_i0, sigma_e=a.noise_sigma)
+    return geometry, np.asarray(mu, np.float32), np.asarray(proj, np.float32)
+
+
 def run(a) -> int:
     from jaxmedrf import phantoms
 
@@ -183,25 +213,36 @@ def run(a) -> int:
         raise ValueError(f"--noise-i0 must be positive, got {a.noise_i0}")
     if a.supersample < 1:
         raise ValueError(f"--supersample must be a positive integer, got {a.supersample}")
-    geometry = _geometry_from_args(a)
-    extent = np.asarray(geometry.n_voxel) * np.asarray(geometry.d_voxel)
-    radius = a.phantom_radius if a.phantom_radius is not None else 0.5 * float(extent.min())
-    if not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"--phantom-radius must be positive, got {radius}")
-    phantom = phantoms.get_phantom(a.phantom, radius=radius, mu_scale=a.mu_scale)
+    if a.volume is None and (a.preset or a.series):
+        raise ValueError("--preset and --series need --volume")
     t0 = time.perf_counter()
-    volume, proj = simulate(
-        geometry, phantom, method=a.method, step=a.step, supersample=a.supersample,
-        noise_i0=a.noise_i0, noise_sigma=a.noise_sigma, seed=a.seed,
-    )
+    if a.volume is not None:
+        geometry, volume, proj = _simulate_volume(a)
+        source = Path(a.volume).name
+    else:
+        geometry = _geometry_from_args(a)
+        extent = np.asarray(geometry.n_voxel) * np.asarray(geometry.d_voxel)
+        radius = a.phantom_radius if a.phantom_radius is not None else 0.5 * float(extent.min())
+        if not (math.isfinite(radius) and radius > 0):
+            raise ValueError(f"--phantom-radius must be positive, got {radius}")
+        phantom = phantoms.get_phantom(a.phantom, radius=radius, mu_scale=a.mu_scale)
+        volume, proj = simulate(
+            geometry, phantom, method=a.method, step=a.step, supersample=a.supersample,
+            noise_i0=a.noise_i0, noise_sigma=a.noise_sigma, seed=a.seed,
+        )
+        source = a.phantom
     dt = time.perf_counter() - t0
     save_npz(out, projections=proj, volume=volume, geometry=geometry)
     png = out.with_suffix(".png")
     if not a.no_png:
-        save_png(png, proj, volume, title=f"{a.phantom}, {geometry.beam} beam, {geometry.n_views} views, {a.method}")
+        save_png(png, proj, volume, title=f"{source}, {geometry.beam} beam, {geometry.n_views} views, {a.method}")
+    if a.export_png:
+        from jaxmedrf.io import export_drr_pngs
+
+        export_drr_pngs(proj, geometry, a.export_png)
     noise = f", Poisson noise I0={a.noise_i0:g}" if a.noise_i0 else ""
     print(
-        f"simulated {geometry.n_views} {geometry.beam}-beam views of {a.phantom} "
+        f"simulated {geometry.n_views} {geometry.beam}-beam views of {source} "
         f"({'x'.join(map(str, geometry.n_voxel))} voxels, detector {geometry.n_detector[0]}x{geometry.n_detector[1]}, "
         f"{a.method}{noise}) in {dt:.1f} s -> {out}" + ("" if a.no_png else f", {png}")
     )

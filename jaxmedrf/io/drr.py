@@ -96,7 +96,7 @@ def geometry_for_volume(
     return Geometry(
         DSD=DSD, DSO=DSO, n_detector=n_detector, d_detector=d_detector, off_detector=(0.0, 0.0),
         n_voxel=tuple(int(n) for n in vol.shape), d_voxel=tuple(float(s) for s in spacing),
-        off_origin=tuple(float(o) for o in off_origin), angles=circular_angles(n_views, arc), beam="cone",
+        off_origin=tuple(float(o) for o in off_origin), angles=circular_angles(n_views, arc=arc), beam="cone",
     )
 
 
