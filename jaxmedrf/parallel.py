@@ -13,7 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 __all__ = ["batch_sharding", "constrain", "make_mesh", "replicated", "shard_batch"]
 
 
-def make_mesh(n_devices: int | None = None, axis_name: str = "batch") -> Mesh:
+def make_mesh(*, n_devices: int | None = None, axis_name: str = "batch") -> Mesh:
     """A 1-D mesh over the first ``n_devices`` devices (all by default), automatic sharding."""
     devices = jax.devices()
     n = len(devices) if n_devices is None else int(n_devices)

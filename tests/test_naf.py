@@ -50,7 +50,7 @@ def test_one_and_eight_devices_give_the_same_losses():
     g, _, proj = scan()
     c = cfg(n_iters=20)
     one = train_naf(proj, g, c, progress=False)
-    eight = train_naf(proj, g, c, mesh=make_mesh(8), progress=False)
+    eight = train_naf(proj, g, c, mesh=make_mesh(n_devices=8), progress=False)
     assert len(jax.devices()) == 8
     np.testing.assert_allclose(eight.history["loss"], one.history["loss"], rtol=2e-4)
     np.testing.assert_allclose(eight.volume, one.volume, rtol=2e-3, atol=2e-4)
@@ -97,7 +97,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="geometry expects"):
         train_naf(proj[:, :-1], g, cfg(), progress=False)
     with pytest.raises(ValueError, match="divide"):
-        train_naf(proj, g, cfg(batch_rays=100), mesh=make_mesh(8), progress=False)
+        train_naf(proj, g, cfg(batch_rays=100), mesh=make_mesh(n_devices=8), progress=False)
     with pytest.raises(ValueError, match="batch_rays"):
         cfg(batch_rays=0)
 

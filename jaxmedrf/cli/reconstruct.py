@@ -158,7 +158,7 @@ def run(a) -> int:
         from jaxmedrf.parallel import make_mesh
 
         n_dev = a.devices or len(jax.devices())
-        mesh = make_mesh(n_dev) if n_dev > 1 else None
+        mesh = make_mesh(n_devices=n_dev) if n_dev > 1 else None
         if mesh is not None and a.batch_rays % n_dev:
             raise ValueError(f"--batch-rays {a.batch_rays} does not divide over {n_dev} devices; use a multiple of {n_dev}")
         if not 10 <= a.log2_table_size <= 24:
