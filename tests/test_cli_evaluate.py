@@ -10,9 +10,7 @@ from jaxmedrf import cli
 
 
 @pytest.fixture
-def main(monkeypatch):
-    # only this subcommand, whatever else the dispatcher lists in this branch
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"evaluate": "jaxmedrf.cli.evaluate"})
+def main():
     return cli.main
 
 
@@ -87,3 +85,19 @@ def test_bad_inputs_exit_2(main, volumes, tmp_path, capsys):
         assert not (tmp_path / "never.json").exists()
     # --resample makes the grids agree explicitly
     assert main(["evaluate", small, "--reference", ref, "--resample", "--no-reprojection"]) == 0
+
+
+def test_nifti_inputs_go_through_io(main, volumes, tmp_path, capsys):
+    from jaxmedrf import io
+
+    _, _, _, ref = volumes
+    spacing = np.array([2.0, 2.0, 2.0])
+    for name, vol in (("ref", ref), ("rec", ref + 0.001)):
+        io.save_volume(io.VolumeData(array=vol, spacing=spacing, affine=np.diag([2.0, 2.0, 2.0, 1.0]), unit="mm^-1"),
+                       tmp_path / f"{name}.nii.gz")
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(tmp_path / "rec.nii.gz"), "--reference", str(tmp_path / "ref.nii.gz"),
+                 "--out-json", str(out), "--no-reprojection"]) == 0
+    res = json.loads(out.read_text())["results"]
+    (only,) = res.values()
+    np.testing.assert_allclose(only["mae"], 0.001, rtol=1e-3)

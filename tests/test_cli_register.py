@@ -13,9 +13,7 @@ from test_registration import blobs
 
 
 @pytest.fixture
-def main(monkeypatch):
-    """The dispatcher with only this subcommand (others may not exist in this branch)."""
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"register": "jaxmedrf.cli.register"})
+def main():
     return cli.main
 
 
@@ -126,3 +124,17 @@ def test_benchmark_small_smoke(tmp_path):
     summ = rep["results"]["synthetic-ct"]["summary"]
     assert set(summ) == {"single", "multi2"} and 0.0 <= summ["single"]["success_rate_mtre_lt_1mm"] <= 1.0
     assert js.with_suffix(".png").stat().st_size > 0
+
+
+def test_nifti_ct_in_hu_is_read_through_io(main, sim, tmp_path):
+    from jaxmedrf import io
+
+    hu = io.mu_to_hu(sim["volume"], mu_water=io.MU_WATER, mu_air=io.MU_AIR)
+    ct = tmp_path / "ct.nii.gz"
+    io.save_volume(io.VolumeData(array=np.asarray(hu, np.float32), spacing=np.array([5.0, 5.0, 5.0]),
+                                 affine=np.diag([5.0, 5.0, 5.0, 1.0]), modality="CT", unit="HU"), ct)
+    out = tmp_path / "p.json"
+    rc = main(["register", "--volume", str(ct), "--xray", str(sim["npz"]), "--view", "0", "--levels", "1",
+               "--iterations", "5", "--no-progress", "--no-png", "--out", str(out)])
+    assert rc == 0
+    assert json.loads(out.read_text())["errors"]["mtre_mm"] < 1.0

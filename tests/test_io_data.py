@@ -283,8 +283,7 @@ def test_slice_batches_coordinates(rng):
 
 
 @pytest.fixture
-def run_cli(monkeypatch):
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {k: f"jaxmedrf.cli.{k}" for k in ("info", "convert")})
+def run_cli():
     return cli.main
 
 

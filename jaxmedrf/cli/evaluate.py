@@ -50,7 +50,7 @@ def load_volume(path) -> tuple[np.ndarray, dict]:
     """Reads a volume (μ, mm⁻¹) and its metadata: ``{"spacing", "geometry", "projections"}``.
 
     ``.npz`` files must hold ``volume``; ``geometry`` (JSON) and ``projections`` are optional.
-    Other formats go through ``jaxmedrf.io.load_volume`` when that module is available.
+    Other formats (DICOM series, NIfTI) go through :func:`jaxmedrf.io.load_volume`.
     """
     path = Path(path)
     if not path.exists():
@@ -73,14 +73,11 @@ def load_volume(path) -> tuple[np.ndarray, dict]:
         except (OSError, EOFError, ValueError) as e:  # not a zip, truncated, pickled objects, no volume
             raise ValueError(f"cannot read {path}: {e}") from e
     else:
-        try:
-            from jaxmedrf.io import load_volume as io_load  # type: ignore[attr-defined]
-        except ImportError as e:
-            raise ValueError(f"cannot read {path}: only .npz is supported (jaxmedrf.io not available)") from e
+        from jaxmedrf.io import load_volume as io_load
+
         loaded = io_load(path)
-        vol, meta = (loaded if isinstance(loaded, tuple) else (loaded, {}))
-        vol = np.asarray(vol)
-        meta = {"geometry": None, "projections": None, "spacing": None, **dict(meta or {})}
+        vol = np.asarray(loaded.array)
+        meta = {"geometry": None, "projections": None, "spacing": tuple(float(x) for x in loaded.spacing)}
     if vol.ndim != 3:
         raise ValueError(f"{path}: volume must be 3-D, got shape {vol.shape}")
     if not np.issubdtype(vol.dtype, np.number):

@@ -3,12 +3,12 @@
 Inputs:
 
 * ``--volume``: a ``.npz`` with ``volume`` (μ, mm⁻¹) and ``geometry`` (JSON; e.g. from
-  ``jaxmedrf simulate``), or a ``.npy`` (μ, mm⁻¹, indexed x, y, z) with ``--spacing``; other
-  formats through ``jaxmedrf.io.load_volume`` when that module is available.
+  ``jaxmedrf simulate``), or a ``.npy`` (μ, mm⁻¹, indexed x, y, z) with ``--spacing``, or a DICOM
+  series / NIfTI read by :func:`jaxmedrf.io.load_volume` (HU converted to μ, spacing from the file).
 * ``--xray``: a ``.npz`` from ``jaxmedrf simulate`` (``projections`` + ``geometry``; view
   ``--view``; the true pose is known, so errors are reported), or a ``.npy``/``.png`` image
   (line integrals or any affine function of them, bright = attenuating) with ``--sdd`` and
-  ``--pixel-spacing``; other formats through ``jaxmedrf.io.load_radiograph`` when available.
+  ``--pixel-spacing``, or a DICOM radiograph read by :func:`jaxmedrf.io.load_radiograph`.
 
 The estimated pose is the *rig pose* (rig frame → CT frame, see :mod:`jaxmedrf.pose`); the
 initial pose is ``--init POSE.json`` or the nominal one (the view's gantry angle for a
@@ -110,15 +110,13 @@ def load_ct(args):
             geom = _geometry(z["geometry"])
     elif path.suffix == ".npy":
         vol = np.asarray(np.load(path, allow_pickle=False), np.float32)
-    else:
-        try:
-            from jaxmedrf.io import load_volume  # optional (DICOM/NIfTI), not required
-        except ImportError as e:
-            raise ValueError(f"--volume {path}: unsupported format {path.suffix!r} (use .npz or .npy)") from e
-        vol, spacing = load_volume(path)[:2]
-        vol = np.asarray(vol, np.float32)
-        if args.spacing is None and spacing is not None:
-            args.spacing = list(np.broadcast_to(np.asarray(spacing, float), (3,)))
+    else:  # DICOM series, enhanced DICOM, NIfTI: HU → μ (mm⁻¹)
+        from jaxmedrf.io import attenuation_volume, load_volume
+
+        loaded = load_volume(path)
+        vol = np.asarray(attenuation_volume(loaded), np.float32)
+        if args.spacing is None:
+            args.spacing = [float(x) for x in loaded.spacing]
     if vol.ndim != 3:
         raise ValueError(f"--volume must be a 3-D array (x, y, z), got shape {vol.shape}")
     _check_finite(vol, "--volume")
@@ -144,13 +142,10 @@ def _load_image(path: Path) -> np.ndarray:
         img = matplotlib.image.imread(path)
         if img.ndim == 3:
             img = img[..., :3].mean(-1)
-    else:
-        try:
-            from jaxmedrf.io import load_radiograph  # optional (DICOM), not required
-        except ImportError as e:
-            raise ValueError(f"--xray {path}: unsupported format {path.suffix!r} (use .npz, .npy or .png)") from e
-        img = load_radiograph(path)
-        img = getattr(img, "pixels", img)
+    else:  # a DICOM radiograph
+        from jaxmedrf.io import load_radiograph
+
+        img = load_radiograph(path).array
     return np.asarray(img, np.float32)
 
 
