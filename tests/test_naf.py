@@ -106,3 +106,11 @@ def test_nan_loss_stops_with_the_step():
     g, _, proj = scan()
     with pytest.raises(FloatingPointError, match="NaN at step"):
         train_naf(proj, g, cfg(lr=1e30, warmup=0), progress=False)
+
+
+def test_tv_and_l1_terms_add_to_the_loss():
+    g, _, proj = scan()
+    plain = train_naf(proj, g, cfg(n_iters=10, steps_per_call=10), progress=False)
+    reg = train_naf(proj, g, cfg(n_iters=10, steps_per_call=10, tv_weight=1.0, l1_weight=1.0), progress=False)
+    assert np.isfinite(reg.history["loss"]).all()
+    assert reg.history["loss"][0] > plain.history["loss"][0]  # same first rays: the extra terms are positive

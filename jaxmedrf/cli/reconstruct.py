@@ -181,11 +181,13 @@ def run(a) -> int:
         volumes = np.stack([_classical(a.method, p, geometry, a) for p in proj])
         extra = {"iters": a.iters}
     wall = time.perf_counter() - t0
+    stems = [Path(p).stem for p in a.inputs]
+    names = [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]  # inputs may share a stem
     for i, (vol, truth) in enumerate(zip(volumes, truths)):
         metrics = {"method": a.method, "input": str(a.inputs[i]), "wall_seconds": wall, **extra}
         if truth is not None:
             metrics.update(quality(vol, truth))
-        path = out / (Path(a.inputs[i]).stem + "_recon.npz") if many else out
+        path = out / f"{names[i]}_recon.npz" if many else out
         save_recon(path, vol, geometry, metrics=metrics, truth=truth, png=not a.no_png)
         q = f", PSNR3D {metrics['psnr3d']:.2f} dB, SSIM3D {metrics['ssim3d']:.4f}" if truth is not None else ""
         print(f"{a.method}: {a.inputs[i]} -> {path} in {wall:.1f} s{q}")

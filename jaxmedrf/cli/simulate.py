@@ -118,20 +118,16 @@ def _geometry_from_args(a):
     )
 
 
-def simulate(geometry, phantom, *, method="siddon", step=0.5, supersample=2, noise_i0=None, noise_sigma=0.0, seed=0):
-    """Ground-truth volume and projections (NumPy float32) for ``phantom`` on ``geometry``."""
-    import jax
-
-    from jaxmedrf import noise, phantoms, projectors
+def simulate(geometry, phantom, *, method="siddon", step=0.5, supersample=2):
+    """Noise-free ground-truth volume and projections for ``phantom`` on ``geometry``."""
+    from jaxmedrf import phantoms, projectors
 
     volume = phantoms.voxelize(phantom, geometry, supersample=supersample)
     if method == "analytic":
         proj = phantoms.analytic_projections(phantom, geometry)
     else:
         proj = projectors.project(volume, geometry, method=method, step=step)
-    if noise_i0 is not None:
-        proj = noise.poisson_noise(jax.random.key(seed), proj, i0=noise_i0, sigma_e=noise_sigma)
-    return np.asarray(volume, np.float32), np.asarray(proj, np.float32)
+    return volume, proj
 
 
 def save_npz(path, *, projections, volume, geometry) -> None:
@@ -184,9 +180,7 @@ def save_png(path, projections, volume, *, title="") -> None:
 
 def _simulate_volume(a):
     """Geometry, μ volume (mm⁻¹) and projections for a CT/MR volume read from disk."""
-    import jax
-
-    from jaxmedrf import noise, projectors
+    from jaxmedrf import projectors
     from jaxmedrf.io import attenuation_volume, geometry_for_volume, load_volume
 
     if a.method == "analytic":
@@ -197,10 +191,7 @@ def _simulate_volume(a):
     if a.n_detector:
         kw["n_detector"] = tuple(a.n_detector)
     geometry = geometry_for_volume(vol, preset=a.preset, off_origin=tuple(a.off_origin), **kw)
-    proj = projectors.project(mu, geometry, method=a.method, step=a.step)
-    if a.noise_i0 is not None:
-        proj = noise.poisson_noise(jax.random.key(a.seed), proj, i0=a.noise_i0, sigma_e=a.noise_sigma)
-    return geometry, np.asarray(mu, np.float32), np.asarray(proj, np.float32)
+    return geometry, mu, projectors.project(mu, geometry, method=a.method, step=a.step)
 
 
 def run(a) -> int:
@@ -226,11 +217,15 @@ def run(a) -> int:
         if not (math.isfinite(radius) and radius > 0):
             raise ValueError(f"--phantom-radius must be positive, got {radius}")
         phantom = phantoms.get_phantom(a.phantom, radius=radius, mu_scale=a.mu_scale)
-        volume, proj = simulate(
-            geometry, phantom, method=a.method, step=a.step, supersample=a.supersample,
-            noise_i0=a.noise_i0, noise_sigma=a.noise_sigma, seed=a.seed,
-        )
+        volume, proj = simulate(geometry, phantom, method=a.method, step=a.step, supersample=a.supersample)
         source = a.phantom
+    if a.noise_i0 is not None:
+        import jax
+
+        from jaxmedrf.noise import poisson_noise
+
+        proj = poisson_noise(jax.random.key(a.seed), proj, i0=a.noise_i0, sigma_e=a.noise_sigma)
+    volume, proj = np.asarray(volume, np.float32), np.asarray(proj, np.float32)
     dt = time.perf_counter() - t0
     save_npz(out, projections=proj, volume=volume, geometry=geometry)
     png = out.with_suffix(".png")

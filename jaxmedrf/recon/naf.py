@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -31,7 +32,6 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.parallel import constrain
@@ -133,12 +133,11 @@ def _optimizer(cfg: NAFConfig) -> optax.GradientTransformation:
     return optax.adam(schedule, b1=0.9, b2=0.99, eps=1e-15)
 
 
-def _tv(key, params, field_cfg, lo, hi, patch):
-    """Anisotropic total variation of μ on a random ``patch``³ block of the volume grid."""
+def _tv(key, params, field_cfg, lo, hi, d_voxel, patch):
+    """Anisotropic total variation of μ on a random ``patch``³ block of voxel-spaced points."""
     corner = jax.random.uniform(key, (3,))
-    ext = hi - lo
-    step = ext / 128.0
-    start = lo + corner * (ext - patch * step)
+    step = d_voxel
+    start = lo + corner * jnp.maximum(hi - lo - patch * step, 0.0)
     grid = jnp.stack(jnp.meshgrid(*[jnp.arange(patch)] * 3, indexing="ij"), -1).reshape(-1, 3)
     pts = start + grid * step
     mu = field_apply(params, pts, field_cfg, lo=lo, hi=hi).reshape(patch, patch, patch)
@@ -153,6 +152,7 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
     n_views, nv, nu = geometry.projection_shape
     total = n_views * nv * nu
     lo, hi = volume_box(geometry)
+    d_voxel = jnp.asarray(geometry.d_voxel, jnp.float32)
     tx = _optimizer(cfg)
     field_cfg = cfg.field
 
@@ -170,7 +170,7 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
         if cfg.l1_weight:
             loss = loss + cfg.l1_weight * jnp.mean(jnp.abs(resid))
         if cfg.tv_weight:
-            loss = loss + cfg.tv_weight * _tv(k_tv, params, field_cfg, lo, hi, cfg.tv_patch)
+            loss = loss + cfg.tv_weight * _tv(k_tv, params, field_cfg, lo, hi, d_voxel, cfg.tv_patch)
         return loss
 
     def one_step(state: TrainState, proj_flat):
@@ -226,8 +226,6 @@ def save_checkpoint(root: Path, state: TrainState, *, keep: int = 2) -> Path:
     ckptr.save(path, _to_saveable(state))
     ckptr.wait_until_finished()
     for _, old in _ckpt_dirs(root)[:-keep]:
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -407,5 +405,3 @@ def train_naf(
     params = jax.tree_util.tree_map(lambda x: x[0], state.params) if single else state.params
     return NAFResult(volume[0] if single else volume, params, history)
 
-
-del HashGridConfig
