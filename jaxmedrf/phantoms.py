@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxmedrf.geometry import Geometry, voxel_centers
-from jaxmedrf.rays import Rays, geometry_rays
+from jaxmedrf.rays import Rays, pixel_rays
 
 __all__ = [
     "MU_WATER",
@@ -150,10 +150,11 @@ def line_integrals(phantom: Phantom, rays: Rays) -> Float[Array, "*batch"]:
 
 def analytic_projections(phantom: Phantom, geometry: Geometry) -> Float[Array, "views nv nu"]:
     """Exact projections of ``phantom`` for every pixel of ``geometry`` (float32)."""
-    rays = geometry_rays(geometry)
-    f = jax.jit(lambda o, d: line_integrals(phantom, Rays(o, d)))
-    # One view at a time keeps memory at (nv·nu·E) floats.
-    return jnp.stack([f(rays.origins[i], rays.directions[i]) for i in range(geometry.n_views)]).astype(jnp.float32)
+    nv, nu = geometry.n_detector
+    row, col = jnp.meshgrid(jnp.arange(nv), jnp.arange(nu), indexing="ij")
+    # One view at a time (rays made inside the loop) keeps memory at (nv·nu·E) floats.
+    one_view = lambda i: line_integrals(phantom, pixel_rays(geometry, i, row, col))  # noqa: E731
+    return jax.lax.map(one_view, jnp.arange(geometry.n_views)).astype(jnp.float32)
 
 
 def voxelize(phantom: Phantom, geometry: Geometry, *, supersample: int = 2) -> Float[Array, "nx ny nz"]:
