@@ -99,12 +99,33 @@ def _ours(proj, g, ref, n_iters):
     return rows
 
 
+def _import_mbirjax():
+    """mbirjax, importing its GUI dependency ``easygui`` as an empty stub where that fails.
+
+    mbirjax imports easygui only for its interactive viewer; on a machine without a display
+    stack (the GPU machines here) easygui's own import fails ("No module named 'global_state'").
+    The reconstruction code never calls it, so a stub is enough and is recorded in the JSON.
+    """
+    import sys
+    import types
+
+    stubbed = False
+    try:
+        import easygui  # noqa: F401
+    except Exception:  # noqa: BLE001
+        sys.modules["easygui"] = types.ModuleType("easygui")
+        stubbed = True
+    import mbirjax
+
+    return mbirjax, stubbed
+
+
 def _mbirjax(ref, g, n_iters):
     try:
-        import mbirjax as mj
+        mj, stubbed = _import_mbirjax()
     except Exception as e:  # noqa: BLE001
         return {"skipped": f"mbirjax not importable: {type(e).__name__}: {e}"}
-    out = {"version": getattr(mj, "__version__", "unknown")}
+    out = {"version": getattr(mj, "__version__", "unknown"), "easygui_stubbed": stubbed}
     try:
         angles = np.asarray(g.angles, np.float32)
         nv, nu = g.n_detector

@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxmedrf.rays import Rays, box_intersect
 
-__all__ = ["FieldFn", "integrate", "render_rays", "sample_uniform"]
+__all__ = ["FieldFn", "cell_widths", "integrate", "render_rays", "sample_pdf", "sample_uniform"]
 
 FieldFn = Callable[[Float[Array, "n 3"]], Float[Array, " n"]]
 
@@ -53,6 +53,41 @@ def sample_uniform(
     return t, dt
 
 
+def sample_pdf(
+    key: PRNGKeyArray | None,
+    t_near: Float[Array, " rays"],
+    t_far: Float[Array, " rays"],
+    weights: Float[Array, "rays bins"],
+    *,
+    n_samples: int,
+) -> Float[Array, "rays samples"]:
+    """Parameters drawn from the piecewise-constant density ``weights`` over equal bins of
+    ``[t_near, t_far]`` by inverse transform sampling (NeRF's hierarchical sampling, Mildenhall
+    et al. 2020, Sec. 5.2). Deterministic quantiles without ``key``; no gradient flows."""
+    weights = jax.lax.stop_gradient(weights) + 1e-5 * jnp.max(jax.lax.stop_gradient(weights), -1, keepdims=True) + 1e-12
+    n_bins = weights.shape[-1]
+    cdf = jnp.cumsum(weights, -1) / jnp.sum(weights, -1, keepdims=True)
+    cdf = jnp.concatenate([jnp.zeros_like(cdf[:, :1]), cdf], -1)  # (R, bins + 1)
+    if key is None:
+        u = jnp.broadcast_to((jnp.arange(n_samples, dtype=cdf.dtype) + 0.5) / n_samples, (cdf.shape[0], n_samples))
+    else:
+        u = (jnp.arange(n_samples, dtype=cdf.dtype) + jax.random.uniform(key, (cdf.shape[0], n_samples), cdf.dtype)) / n_samples
+    idx = jax.vmap(lambda c, q: jnp.searchsorted(c, q, side="right"))(cdf, u)
+    idx = jnp.clip(idx - 1, 0, n_bins - 1)
+    c0 = jnp.take_along_axis(cdf, idx, -1)
+    c1 = jnp.take_along_axis(cdf, idx + 1, -1)
+    frac = jnp.where(c1 > c0, (u - c0) / jnp.where(c1 > c0, c1 - c0, 1.0), 0.5)
+    return t_near[:, None] + (idx + frac) / n_bins * (t_far - t_near)[:, None]
+
+
+def cell_widths(t: Float[Array, "rays samples"], t_near: Float[Array, " rays"], t_far: Float[Array, " rays"]) -> Float[Array, "rays samples"]:
+    """Widths of the cells around sorted samples ``t`` (edges half-way between neighbours,
+    ``t_near``/``t_far`` at the ends): the weights of a quadrature on uneven nodes."""
+    mids = 0.5 * (t[:, 1:] + t[:, :-1])
+    edges = jnp.concatenate([t_near[:, None], mids, t_far[:, None]], -1)
+    return edges[:, 1:] - edges[:, :-1]
+
+
 def integrate(
     mu: Float[Array, "rays samples"],
     dt: Float[Array, "rays samples"],
@@ -69,11 +104,27 @@ def render_rays(
     hi: Float[Array, "3"],
     *,
     n_samples: int,
+    n_importance: int = 0,
     key: PRNGKeyArray | None = None,
 ) -> Float[Array, " rays"]:
-    """Line integrals of ``field`` along ``(R, 3)`` rays, inside the box ``[lo, hi]``."""
+    """Line integrals of ``field`` along ``(R, 3)`` rays, inside the box ``[lo, hi]``.
+
+    With ``n_importance > 0`` a first pass at the ``n_samples`` stratified points gives a
+    density ∝ μ along each ray; ``n_importance`` more points are drawn from it
+    (:func:`sample_pdf`), and the integral is taken over all points with the cell widths of
+    :func:`cell_widths` (hierarchical sampling, as NAF and NeRF do; gradients flow through the
+    field values, not the sample positions).
+    """
+    k_uniform, k_pdf = (None, None) if key is None else jax.random.split(key)
     t_near, t_far = box_intersect(rays, lo, hi)
-    t, dt = sample_uniform(key, t_near, t_far, n_samples=n_samples)
-    pts = rays.origins[:, None, :] + t[..., None] * rays.directions[:, None, :]
-    mu = field(pts.reshape(-1, 3)).reshape(t.shape)
-    return integrate(mu, dt, rays.lengths)
+    t, dt = sample_uniform(k_uniform, t_near, t_far, n_samples=n_samples)
+
+    def mu_at(t):
+        pts = rays.origins[:, None, :] + t[..., None] * rays.directions[:, None, :]
+        return field(pts.reshape(-1, 3)).reshape(t.shape)
+
+    if n_importance <= 0:
+        return integrate(mu_at(t), dt, rays.lengths)
+    t_fine = sample_pdf(k_pdf, t_near, t_far, mu_at(t), n_samples=n_importance)
+    t_all = jax.lax.stop_gradient(jnp.sort(jnp.concatenate([t, t_fine], -1), -1))
+    return integrate(mu_at(t_all), cell_widths(t_all, t_near, t_far), rays.lengths)

@@ -67,3 +67,22 @@ def test_bad_inputs_exit_2_without_traceback_or_output(sim, tmp_path):
         assert res.returncode == 2, (args, res.stderr)
         assert "Traceback" not in res.stderr and word in res.stderr, res.stderr
         assert not out.exists()
+
+
+def test_nifti_and_dicom_outputs_load_back_on_the_same_grid(sim, tmp_path):
+    from jaxmedrf import io
+
+    ref = tmp_path / "ref.npz"
+    assert main(["reconstruct", str(sim), "--method", "fdk", "--no-png", "--out", str(ref)]) == 0
+    mu = np.load(ref)["volume"]
+    nii = tmp_path / "fdk.nii.gz"
+    assert main(["reconstruct", str(sim), "--method", "fdk", "--no-png", "--out", str(nii)]) == 0
+    assert (tmp_path / "fdk.json").exists()
+    back = io.load_volume(nii)
+    np.testing.assert_allclose(back.array, mu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(back.spacing, [16.0] * 3)  # 256 mm / 16 voxels
+    dcm = tmp_path / "fdk_series"
+    assert main(["reconstruct", str(sim), "--method", "fdk", "--no-png", "--out", str(dcm)]) == 0
+    series = io.load_volume(dcm)
+    assert series.unit == "HU" and series.array.shape == mu.shape
+    np.testing.assert_allclose(io.hu_to_mu(series.array, clip=False), mu, atol=io.MU_WATER / 1000 + 1e-6)

@@ -29,7 +29,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", help="input .npz file(s) of one geometry")
-    p.add_argument("--out", required=True, help="output .npz (one input) or folder (several inputs)")
+    p.add_argument("--out", required=True,
+                   help="output for one input: .npz, .nii/.nii.gz (μ in mm⁻¹) or a folder name (DICOM CT series "
+                        "in HU); several inputs: a folder of .npz files")
     p.add_argument("--method", default="naf", help="naf | fdk | sart | cgls")
     p.add_argument("--iters", type=int, default=None, help="iterations (NAF steps; default 1500 NAF, 20 SART/CGLS)")
     p.add_argument("--batch-rays", type=int, default=8192, help="NAF: rays per step (split over devices)")
@@ -74,18 +76,47 @@ def load_scan(path: str | Path):
     return proj, geometry, volume
 
 
+def _stem(path: Path) -> Path:
+    """``path`` without its volume suffix (``.npz``, ``.nii``, ``.nii.gz``): the JSON/PNG name base."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".npz"):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)])
+    return path
+
+
 def save_recon(path: Path, volume: np.ndarray, geometry, *, metrics: dict | None = None, truth=None, png=True):
-    """Writes ``volume`` + ``geometry`` (.npz), a metrics JSON and a slice PNG, atomically."""
+    """Writes the reconstruction and, beside it, a metrics JSON and a slice PNG, atomically.
+
+    The format follows ``path``: ``.npz`` (``volume`` + ``geometry``), ``.nii``/``.nii.gz``
+    (μ in mm⁻¹) or any other name: a DICOM CT series folder (μ converted to HU with
+    :data:`jaxmedrf.io.MU_WATER`, de-identified, new UIDs). NIfTI and DICOM get the geometry's
+    voxel grid, with (x, y, z) written as patient LPS axes.
+    """
     from jaxmedrf._files import atomic_path
 
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, volume=np.asarray(volume, np.float32), geometry=np.asarray(geometry.to_json()))
+    volume = np.asarray(volume, np.float32)
+    if path.suffix == ".npz":
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, volume=volume, geometry=np.asarray(geometry.to_json()))
+    else:
+        from jaxmedrf import io
+
+        d = np.asarray(geometry.d_voxel, np.float64)
+        affine = np.diag([*d, 1.0])
+        affine[:3, 3] = np.asarray(geometry.off_origin, np.float64) - (np.asarray(geometry.n_voxel) - 1) / 2 * d
+        if path.name.endswith((".nii", ".nii.gz")):
+            io.save_volume(volume, path, affine=affine, modality="CT", unit="mm^-1", overwrite=True)
+        else:
+            hu = io.mu_to_hu(volume)
+            io.save_volume(np.asarray(hu, np.float32), path, affine=affine, modality="CT", unit="HU", overwrite=True)
+    base = _stem(path)
     if metrics is not None:
-        with atomic_path(path.with_suffix(".json")) as tmp:
+        with atomic_path(base.with_name(base.name + ".json")) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2, default=float))
     if png:
-        _slices_png(path.with_suffix(".png"), volume, truth)
+        _slices_png(base.with_name(base.name + ".png"), volume, truth)
 
 
 def _slices_png(path: Path, volume, truth) -> None:
@@ -145,8 +176,6 @@ def run(a) -> int:
             raise ValueError(f"{p}: its geometry differs from {a.inputs[0]}'s; several inputs must share one geometry")
     out = Path(a.out)
     many = len(scans) > 1
-    if not many and out.suffix != ".npz":
-        raise ValueError(f"--out must end in .npz for one input, got {a.out!r}")
     if a.iters is not None and a.iters <= 0:
         raise ValueError(f"--iters must be positive, got {a.iters}")
     proj = np.stack([s[0] for s in scans])

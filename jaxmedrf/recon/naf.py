@@ -52,6 +52,8 @@ class NAFConfig:
       n_iters: optimisation steps.
       batch_rays: rays per step (split over the devices).
       n_samples: stratified samples per ray.
+      n_importance: extra samples per ray drawn where the first pass found attenuation
+        (hierarchical sampling, :func:`jaxmedrf.render.render_rays`); 0 = off.
       lr, lr_final: Adam learning rate at the start (after warm-up) and at the end (cosine).
       warmup: linear warm-up steps.
       l1_weight: weight of an L1 term on the residual (robust to outliers).
@@ -66,6 +68,7 @@ class NAFConfig:
     n_iters: int = 1500
     batch_rays: int = 8192
     n_samples: int = 128
+    n_importance: int = 0
     lr: float = 1e-2
     lr_final: float = 1e-3
     warmup: int = 50
@@ -80,6 +83,8 @@ class NAFConfig:
             v = getattr(self, name)
             if int(v) != v or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if int(self.n_importance) != self.n_importance or self.n_importance < 0:
+            raise ValueError(f"n_importance must be a non-negative integer, got {self.n_importance!r}")
         for name in ("lr", "lr_final"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -164,7 +169,7 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
         view, rem = idx // (nv * nu), idx % (nv * nu)
         rays = pixel_rays(geometry, view, rem // nu, rem % nu)
         field = lambda x: field_apply(params, x, field_cfg, lo=lo, hi=hi)  # noqa: E731
-        pred = render_rays(field, rays, lo, hi, n_samples=cfg.n_samples, key=k_samp)
+        pred = render_rays(field, rays, lo, hi, n_samples=cfg.n_samples, n_importance=cfg.n_importance, key=k_samp)
         resid = pred - proj_flat[idx]
         loss = jnp.mean(resid**2)
         if cfg.l1_weight:
