@@ -24,7 +24,7 @@ def test_reconstruct_writes_volume_metrics_and_png(sim, tmp_path, method):
     out = tmp_path / f"{method}.npz"
     args = ["reconstruct", str(sim), "--method", method, "--out", str(out), "--no-progress"]
     if method == "naf":
-        args += ["--iters", "50", "--batch-rays", "256", "--n-samples", "16", "--log2-table-size", "12",
+        args += ["--iters", "50", "--batch-rays", "256", "--n-samples", "16", "--n-importance", "8", "--log2-table-size", "12",
                  "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "25"]
     elif method == "sart":
         args += ["--iters", "3"]
