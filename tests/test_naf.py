@@ -114,3 +114,23 @@ def test_tv_and_l1_terms_add_to_the_loss():
     reg = train_naf(proj, g, cfg(n_iters=10, steps_per_call=10, tv_weight=1.0, l1_weight=1.0), progress=False)
     assert np.isfinite(reg.history["loss"]).all()
     assert reg.history["loss"][0] > plain.history["loss"][0]  # same first rays: the extra terms are positive
+
+
+def test_grid_supersample_averages_the_field_over_each_voxel():
+    from jaxmedrf.fields import field_apply, field_init
+    from jaxmedrf.recon.naf import field_volume
+
+    g = jm.cone_beam(n_voxel=(4, 5, 6), d_voxel=(2.0, 3.0, 1.0), n_views=2, off_origin=(1.0, -2.0, 0.5))
+    c = cfg(grid_supersample=2)
+    params = field_init(jax.random.key(3), c.field)
+    params = {**params, "encoding": params["encoding"] * 1e4}  # a field that varies within a voxel
+    got = np.asarray(field_volume(params, c, g))
+    lo, hi = jm.volume_box(g)
+    xs, ys, zs = (np.asarray(a) for a in jm.voxel_centers(g))
+    d = np.asarray(g.d_voxel)
+    i, j, k = 1, 3, 4
+    pts = np.array([[xs[i], ys[j], zs[k]]]) + np.array(np.meshgrid(*[[-0.25, 0.25]] * 3, indexing="ij")).reshape(3, -1).T * d
+    expect = np.mean(np.asarray(field_apply(params, jnp.asarray(pts, jnp.float32), c.field, lo=lo, hi=hi)))
+    np.testing.assert_allclose(got[i, j, k], expect, rtol=1e-5)
+    centre = np.asarray(field_volume(params, cfg(grid_supersample=1), g))
+    assert np.abs(got - centre).max() > 1e-3 * np.abs(centre).max()

@@ -167,20 +167,20 @@ def make_field_fn(
 
 
 def query_grid(
-    params: dict, config: FieldConfig, geometry: Geometry, *, chunk: int = 65536
+    params: dict, config: FieldConfig, geometry: Geometry, *, chunk: int = 65536, offset=(0.0, 0.0, 0.0)
 ) -> Float[Array, "nx ny nz"]:
-    """The field at the geometry's voxel centres, ``(nx, ny, nz)`` float32 mm⁻¹.
+    """The field at the geometry's voxel centres (+ ``offset`` mm), ``(nx, ny, nz)`` float32 mm⁻¹.
 
-    Evaluated ``chunk`` points at a time under ``lax.map`` (points generated inside each
+    The field's box stays the geometry's whatever the offset. Evaluated ``chunk`` points at a time under ``lax.map`` (points generated inside each
     chunk), so peak memory is bounded by one chunk's activations plus the output.
     """
     if chunk < 1:
         raise ValueError(f"query_grid: chunk must be >= 1, got {chunk}")
-    return _query_grid(params, geometry, config=config, chunk=int(chunk))
+    return _query_grid(params, geometry, jnp.asarray(offset, jnp.float32), config=config, chunk=int(chunk))
 
 
 @partial(jax.jit, static_argnames=("config", "chunk"))
-def _query_grid(params, geometry, *, config, chunk):
+def _query_grid(params, geometry, offset, *, config, chunk):
     nx, ny, nz = geometry.n_voxel
     total = nx * ny * nz
     chunk = min(chunk, total)
@@ -191,7 +191,7 @@ def _query_grid(params, geometry, *, config, chunk):
     def one(flat):
         flat = jnp.minimum(flat, total - 1)
         i, j, k = flat // (ny * nz), (flat // nz) % ny, flat % nz
-        pts = jnp.stack([xs[i], ys[j], zs[k]], axis=-1)
+        pts = jnp.stack([xs[i], ys[j], zs[k]], axis=-1) + offset
         return field_apply(params, pts, config, lo=lo, hi=hi)
 
     idx = jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
