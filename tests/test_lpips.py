@@ -267,3 +267,38 @@ def test_grad_finite_at_identical_images():
     a = jnp.zeros((1, 3, 31, 31))  # zero features at many pixels: the unit normalisation must not give NaN
     g = jax.jit(jax.grad(lambda x: L.lpips(x, a, p).sum()))(a)
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_evaluate_lpips(torch_lpips, tmp_path, rng, capsys):
+    import json
+
+    from jaxmedrf import cli
+
+    torch, lpips = torch_lpips
+    torch.save(_torch_model(torch, lpips, "alex").net.state_dict(), tmp_path / "alex.pth")
+    ref = np.zeros((32, 32, 32), np.float32)
+    ref[8:24, 6:26, 4:28] = 0.02
+    vol = ref + 0.002 * rng.standard_normal(ref.shape).astype(np.float32)
+    np.savez(tmp_path / "ref.npz", volume=ref)
+    np.savez(tmp_path / "rec.npz", volume=vol)
+    common = ["evaluate", str(tmp_path / "rec.npz"), "--reference", str(tmp_path / "ref.npz"), "--no-reprojection"]
+
+    assert cli.main([*common, "--out-json", str(tmp_path / "none.json")]) == 0
+    assert "LPIPS: unavailable (no backbone weights: pass --lpips-backbone FILE)" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "none.json").read_text())
+    assert doc["lpips"].startswith("unavailable") and "lpips" not in doc["results"]["rec"]
+
+    assert cli.main([*common, "--lpips-backbone", str(tmp_path / "alex.pth"), "--out-json", str(tmp_path / "m.json")]) == 0
+    assert "lpips" in capsys.readouterr().out.splitlines()[0]
+    res = json.loads((tmp_path / "m.json").read_text())["results"]["rec"]
+    params = L.load_lpips(tmp_path / "alex.pth")
+    want = [
+        float(L.lpips(*(L.to_lpips_input(np.take(v, 16, axis=ax), low=0.0, high=0.02) for v in (vol, ref)), params))
+        for ax in range(3)
+    ]
+    np.testing.assert_allclose(res["lpips_central_xyz"], want, rtol=1e-4)
+    np.testing.assert_allclose(res["lpips"], np.mean(want), rtol=1e-4)
+
+    assert cli.main([*common, "--lpips-backbone", str(tmp_path / "missing.pth")]) == 2
+    assert "no such file" in capsys.readouterr().err
