@@ -126,7 +126,7 @@ class LPIPSParams(NamedTuple):
         return {5: "alex", 13: "vgg"}[len(self.convs)]
 
 
-def lpips_weights_path(net: str = "alex", *, version: str = "0.1") -> Path:
+def lpips_weights_path(net: str, *, version: str = "0.1") -> Path:
     """The linear-layer file shipped in the ``lpips`` package (located, not imported).
 
     Raises:
