@@ -38,6 +38,9 @@ __all__ = [
     "ReprojectionError",
     "check_finite",
     "gmsd",
+    "load_lpips",
+    "lpips",
+    "lpips_slices",
     "mae",
     "psnr",
     "reprojection_error",
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 from jaxmedrf.io.intensity import MU_WATER  # noqa: E402  (one reference value for the whole package)
+from jaxmedrf.lpips import load_lpips, lpips, lpips_slices  # noqa: E402  (LPIPS lives in its own module)
 
 
 def _concrete(x) -> bool:

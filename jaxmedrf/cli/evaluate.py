@@ -4,6 +4,11 @@ One RECON: a table of every metric, a JSON (with per-slice arrays) and a PNG fig
 Several RECONs: a comparison table (markdown on stdout, CSV with ``--out-csv``) with the best
 value of each metric marked ``*``. Directories (RECON and ``--reference`` both folders of
 ``*.npz`` cases matched by file name): per-case metrics and mean ± std per metric.
+
+LPIPS needs ImageNet weights that jaxmedrf cannot download: pass torchvision's AlexNet or VGG16
+state dict with --lpips-backbone FILE (e.g. alexnet-owt-7be5be79.pth). The calibrated linear
+layers are read from the installed `lpips` package (`pip install --no-deps lpips`). Without a
+backbone LPIPS is reported as unavailable.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ __all__ = ["add_parser", "run", "load_volume", "evaluate_volume"]
 # metric -> True if higher is better
 HIGHER_IS_BETTER = {
     "psnr": True, "ssim3d": True, "ssim_slices": True, "gmsd": False, "mae": False, "rmse": False,
-    "mae_hu": False, "rmse_hu": False, "reproj_rmse": False, "reproj_mae": False,
+    "mae_hu": False, "rmse_hu": False, "reproj_rmse": False, "reproj_mae": False, "lpips": False,
 }
+LPIPS_UNAVAILABLE = "unavailable (no backbone weights: pass --lpips-backbone FILE)"
 
 
 def add_parser(subparsers):
@@ -42,6 +48,15 @@ def add_parser(subparsers):
     p.add_argument("--mu-water", type=float, metavar="MU", help="μ of water, mm⁻¹: also report MAE/RMSE in HU")
     p.add_argument("--resample", action="store_true", help="resample RECON onto the reference grid when they differ")
     p.add_argument("--no-reprojection", action="store_true", help="skip the reprojection error (needs REF projections)")
+    p.add_argument(
+        "--lpips-backbone", metavar="FILE",
+        help="torchvision alexnet/vgg16 state dict (.pth) for LPIPS; nothing is downloaded, so without it LPIPS is unavailable",
+    )
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS trunk (default alex)")
+    p.add_argument(
+        "--lpips-slices", choices=("central", "all"), default="central",
+        help="LPIPS over the three central orthogonal slices (default) or every z-slice; the mean is reported",
+    )
     return p
 
 
@@ -106,8 +121,15 @@ def _match_grid(vol, meta, ref, ref_meta, name, resample):
 
 
 # ------------------------------------------------------------------------------------ metrics
-def evaluate_volume(vol, ref, *, data_range=None, mu_water=None, ref_meta=None, reprojection=True) -> dict:
-    """Every metric of ``vol`` against ``ref`` as plain Python numbers and lists."""
+def evaluate_volume(
+    vol, ref, *, data_range=None, mu_water=None, ref_meta=None, reprojection=True, lpips=None, lpips_slices="central"
+) -> dict:
+    """Every metric of ``vol`` against ``ref`` as plain Python numbers and lists.
+
+    ``lpips``: :class:`jaxmedrf.lpips.LPIPSParams` to add LPIPS (slices mapped from
+    ``[min(ref), min(ref) + data range]`` to [−1, 1]), over the three central orthogonal slices
+    (``lpips_slices="central"``) or every z-slice (``"all"``); the mean is ``out["lpips"]``.
+    """
     from jaxmedrf import metrics as M
 
     M.check_finite(recon=vol, reference=ref)
@@ -134,8 +156,29 @@ def evaluate_volume(vol, ref, *, data_range=None, mu_water=None, ref_meta=None, 
             out["reproj_rmse_per_view"] = np.asarray(r.rmse_per_view).tolist()
     out["ssim_per_slice_z"] = np.asarray(M.ssim_per_slice(vol, ref, axis=2, data_range=dr, filter_size=_win(ref.shape[:2]))).tolist()
     out["psnr_per_slice_z"] = [float(M.psnr(vol[:, :, k], ref[:, :, k], data_range=dr)) for k in range(ref.shape[2])]
+    if lpips is not None:
+        out.update(_lpips_metrics(vol, ref, lpips, low=float(ref.min()), high=float(ref.min()) + dr, which=lpips_slices))
     out["data_range"] = dr
     return out
+
+
+def _lpips_metrics(vol, ref, params, *, low, high, which):
+    import jax
+
+    from jaxmedrf import lpips as LP
+
+    if which == "all":
+        per = np.asarray(LP.lpips_slices(vol, ref, params, axis=2, low=low, high=high))
+        return {"lpips": float(per.mean()), "lpips_per_slice_z": per.tolist()}
+    if which != "central":
+        raise ValueError(f"lpips_slices must be 'central' or 'all', got {which!r}")
+    fn = jax.jit(LP.lpips)
+    vals = []
+    for axis in range(3):
+        k = ref.shape[axis] // 2
+        a, b = (LP.to_lpips_input(np.take(v, k, axis=axis), low=low, high=high) for v in (vol, ref))
+        vals.append(float(fn(a, b, params)))
+    return {"lpips": float(np.mean(vals)), "lpips_central_xyz": vals}
 
 
 def _win(shape):
@@ -232,6 +275,10 @@ def run(args) -> int:
     ref_path = Path(args.reference)
     recon_paths = [Path(r) for r in args.recon]
     opts = dict(data_range=args.data_range, mu_water=args.mu_water, reprojection=not args.no_reprojection)
+    if args.lpips_backbone:
+        from jaxmedrf.lpips import load_lpips
+
+        opts.update(lpips=load_lpips(args.lpips_backbone, net=args.lpips_net), lpips_slices=args.lpips_slices)
     if args.data_range is not None and not args.data_range > 0:
         raise ValueError(f"--data-range must be positive, got {args.data_range}")
     if args.mu_water is not None and not args.mu_water > 0:
@@ -274,13 +321,16 @@ def run(args) -> int:
         if args.out_png:
             _figure(args.out_png, ref, recons)
     print(md)
+    lpips_note = f"{args.lpips_net}, {args.lpips_slices} slices" if args.lpips_backbone else LPIPS_UNAVAILABLE
+    if not args.lpips_backbone:
+        print(f"LPIPS: {lpips_note}")
     if args.out_csv:
         from jaxmedrf._files import atomic_path
 
         with atomic_path(args.out_csv) as tmp:
             tmp.write_text(csv_text)
     if args.out_json:
-        _write_json(args.out_json, {"reference": str(ref_path), "results": report})
+        _write_json(args.out_json, {"reference": str(ref_path), "lpips": lpips_note, "results": report})
     return 0
 
 
