@@ -10,6 +10,7 @@ Modules: :mod:`~jaxmedrf.geometry` → :mod:`~jaxmedrf.rays` → :mod:`~jaxmedrf
 from jaxmedrf import (
     fields as fields,
     io as io,
+    lpips as lpips,
     metrics as metrics,
     noise as noise,
     parallel as parallel,
@@ -66,6 +67,7 @@ __all__ = (
     "geometry_rays",
     "io",
     "load_radiograph",
+    "lpips",
     "load_volume",
     "make_mesh",
     "metrics",

@@ -145,3 +145,22 @@ def test_iterative_bad_input():
         sart(b, g, n_iters=1, relaxation=3.0, progress=False)
     with pytest.raises(ValueError, match="n_iters"):
         cgls(b, g, n_iters=0, progress=False)
+
+
+def test_fdk_of_analytic_shepp_logan_projections():
+    """FDK of the exact line integrals of the 3-D Shepp–Logan (not of our own projector):
+    stated PSNR3D against the voxelised phantom, falling error as views increase."""
+    import jaxmedrf as jm
+    from jaxmedrf import metrics
+
+    n = 48
+    ph = jm.shepp_logan(radius=128.0, mu_scale=1.0)
+    psnrs = {}
+    for views in (30, 90, 180):
+        g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(72, 72), d_detector=409.6 / 72, n_views=views)
+        truth = jm.voxelize(ph, g, supersample=2)
+        vol = fdk(jm.analytic_projections(ph, g), g).volume
+        psnrs[views] = float(metrics.psnr(vol, truth, data_range=1.0))
+    print(psnrs)
+    assert psnrs[30] < psnrs[90] < psnrs[180]
+    assert psnrs[180] > 28.0  # stated floor at 48³ / 180 views (measured 29.8 dB)
