@@ -165,6 +165,8 @@ def summary_table(results: dict, multi: str) -> str:
         if "skipped" in r:
             lines.append(f"{name:<14} skipped: {r['skipped']}")
             continue
+        if not r["summary"]:
+            lines.append(f"{name:<14} no trial run")
         for label in ("single", multi):
             if label in r["summary"]:
                 s = r["summary"][label]
@@ -214,7 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--phantoms", nargs="+", default=["shepp-logan", "synthetic-ct"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-s", type=float, default=None,
-                   help="start no new trial after this many seconds (the results so far are kept)")
+                   help="start no new trial once this many seconds have passed since the start "
+                        "(phantom set-up included); the results so far are kept")
     p.add_argument("--small", action="store_true", help="CPU smoke test: 2 trials, 24³, 24² detector, 2 starts")
     p.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
