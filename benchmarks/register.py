@@ -6,13 +6,17 @@ are drawn (a random gantry angle plus a random offset of up to ±10° / ±10 mm)
 rendered, and registration starts from the true pose offset by a uniform error of up to
 ``±--init-deg`` per rotation-vector component and ``±--init-mm`` per translation component
 (about the volume centre). Each trial runs single-start and ``--starts``-start registration.
+Phantoms take turns trial by trial, so a time budget (``--budget-s``) is shared fairly.
 Reported per setting: success rate (mTRE < 1 mm), median/mean mTRE, median time per
-registration (compilation excluded: one warm-up trial first). nanodrr runs in the same process
-when importable; otherwise the reason is recorded.
+registration (compilation excluded: :func:`jaxmedrf.registration.register` compiles once per
+shapes and settings, ahead of time, and reports that time as ``compile_s``, recorded here
+apart). nanodrr runs in the same process when importable; otherwise the reason is recorded.
 
-Writes ``benchmarks/results/register_<device>_<date>.json`` and a PNG (mTRE before vs after).
+Writes ``benchmarks/results/register_<device>_<date>.json`` after every trial (so a run that is
+cut short still leaves its results) and, at the end, a PNG (mTRE before vs after).
 
     python benchmarks/register.py                  # GPU: 100 trials, 128³, 128² detector
+    python benchmarks/register.py --budget-s 170   # stop starting trials after 170 s
     python benchmarks/register.py --small --out-dir /tmp/x   # CPU smoke test
 """
 
@@ -87,24 +91,32 @@ def nanodrr_status() -> dict:
     return {"skipped": f"nanodrr {getattr(nanodrr, '__version__', '?')} importable but its registration loop is not wired into this benchmark yet"}
 
 
-def run_phantom(name, vol, geom, cfg, args, rng, key):
-    lo, hi = jm.volume_box(geom)
-    pivot = np.asarray(0.5 * (lo + hi))
-    lm = R.default_landmarks(geom)
-    starts_k = R.random_perturbations(key, args.starts, rot_range_deg=args.init_deg, trans_range_mm=args.init_mm)
-    rows = []
-    f32 = lambda p: P.Pose(jnp.asarray(p.rotation, jnp.float32), jnp.asarray(p.translation, jnp.float32))  # noqa: E731
-    n_total = args.trials + 1  # one warm-up trial (compilation) that is not reported
-    for trial in range(n_total):
-        theta = rng.uniform(0, 2 * math.pi)
+class Phantom:
+    """One phantom's trials: its own random stream, so results do not depend on the others."""
+
+    def __init__(self, name, vol, geom, cfg, args, seed, key):
+        self.name, self.vol, self.geom, self.cfg, self.args = name, vol, geom, cfg, args
+        self.rng = np.random.default_rng(seed)
+        lo, hi = jm.volume_box(geom)
+        self.pivot = np.asarray(0.5 * (lo + hi))
+        self.landmarks = R.default_landmarks(geom)
+        self.starts_k = R.random_perturbations(key, args.starts, rot_range_deg=args.init_deg, trans_range_mm=args.init_mm)
+        self.multi = f"multi{args.starts}"
+        self.rows = []
+
+    def trial(self) -> dict:
+        args, cfg, geom, lm = self.args, self.cfg, self.geom, self.landmarks
+        t_trial = time.perf_counter()
+        f32 = lambda p: P.Pose(jnp.asarray(p.rotation, jnp.float32), jnp.asarray(p.translation, jnp.float32))  # noqa: E731
+        theta = self.rng.uniform(0, 2 * math.pi)
         nominal = P.Pose(jnp.asarray(P._rz_np(theta), jnp.float32), jnp.zeros(3))
-        truth = P.compose(random_offset(rng, 10.0, 10.0, pivot), nominal)
-        target = R.drr(vol, geom, truth, step=cfg.step)
-        init = P.compose(random_offset(rng, args.init_deg, args.init_mm, pivot), truth)
-        row = {"trial": trial - 1, "theta_deg": math.degrees(theta),
+        truth = P.compose(random_offset(self.rng, 10.0, 10.0, self.pivot), nominal)
+        target = R.drr(self.vol, geom, truth, step=cfg.step)
+        init = P.compose(random_offset(self.rng, args.init_deg, args.init_mm, self.pivot), truth)
+        row = {"trial": len(self.rows), "theta_deg": math.degrees(theta),
                "initial_mtre_mm": float(R.mean_target_registration_error(init, truth, lm))}
-        for label, starts in (("single", None), (f"multi{args.starts}", starts_k)):
-            res = R.register(vol, geom, target, init, config=cfg, starts=starts)
+        for label, starts in (("single", None), (self.multi, self.starts_k)):
+            res = R.register(self.vol, geom, target, init, config=cfg, starts=starts)
             est = f32(res.pose)
             row[label] = {
                 "mtre_mm": float(R.mean_target_registration_error(est, truth, lm)),
@@ -112,27 +124,55 @@ def run_phantom(name, vol, geom, cfg, args, rng, key):
                 "translation_mm": float(R.translation_error_mm(est, truth)),
                 "reprojection_px": float(R.reprojection_error(est, truth, lm, geom)[1]),
                 "time_s": res.time_s,
+                "compile_s": res.compile_s,
                 "iterations": res.iterations[res.best_start].tolist(),
                 "loss": res.loss,
             }
-        if trial > 0:
-            rows.append(row)
-            print(f"[{name}] trial {trial}/{args.trials}: mTRE {row['initial_mtre_mm']:.2f} → "
-                  f"{row['single']['mtre_mm']:.3f} (single, {row['single']['time_s']:.2f} s), "
-                  f"{row[f'multi{args.starts}']['mtre_mm']:.3f} mm (multi)", flush=True)
-    summary = {}
-    for label in ("single", f"multi{args.starts}"):
-        m = np.array([r[label]["mtre_mm"] for r in rows])
-        t = np.array([r[label]["time_s"] for r in rows])
-        summary[label] = {
-            "success_rate_mtre_lt_1mm": R.success_rate(m, 1.0),
-            "median_mtre_mm": float(np.median(m)),
-            "mean_mtre_mm": float(np.mean(m)),
-            "median_time_s": float(np.median(t)),
-            "median_rotation_error_deg": float(np.median([r[label]["rotation_deg"] for r in rows])),
-            "median_translation_error_mm": float(np.median([r[label]["translation_mm"] for r in rows])),
-        }
-    return {"summary": summary, "trials": rows}
+        row["wall_s"] = time.perf_counter() - t_trial  # everything: DRR, both registrations, errors
+        self.rows.append(row)
+        s, m = row["single"], row[self.multi]
+        comp = s["compile_s"] + m["compile_s"]
+        print(f"[{self.name}] trial {len(self.rows)}/{args.trials}: mTRE {row['initial_mtre_mm']:.2f} → "
+              f"{s['mtre_mm']:.3f} mm (single, {s['time_s']:.2f} s), {m['mtre_mm']:.3f} mm "
+              f"({self.multi}, {m['time_s']:.2f} s); trial {row['wall_s']:.2f} s"
+              + (f" incl. compilation {comp:.1f} s" if comp > 0 else ""), flush=True)
+        return row
+
+    def result(self) -> dict:
+        summary = {}
+        for label in ("single", self.multi):
+            if not self.rows:
+                break
+            get = lambda k: np.array([r[label][k] for r in self.rows])  # noqa: E731,B023
+            summary[label] = {
+                "trials": len(self.rows),
+                "success_rate_mtre_lt_1mm": R.success_rate(get("mtre_mm"), 1.0),
+                "median_mtre_mm": float(np.median(get("mtre_mm"))),
+                "mean_mtre_mm": float(np.mean(get("mtre_mm"))),
+                "median_time_s": float(np.median(get("time_s"))),
+                "max_time_s": float(np.max(get("time_s"))),
+                "compile_s": float(np.sum(get("compile_s"))),
+                "median_rotation_error_deg": float(np.median(get("rotation_deg"))),
+                "median_translation_error_mm": float(np.median(get("translation_mm"))),
+            }
+        return {"summary": summary, "trials": self.rows}
+
+
+def summary_table(results: dict, multi: str) -> str:
+    head = f"{'phantom':<14} {'setting':<9} {'trials':>6} {'success':>8} {'median mTRE':>12} {'median s':>9} {'max s':>7} {'compile s':>10}"
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        if "skipped" in r:
+            lines.append(f"{name:<14} skipped: {r['skipped']}")
+            continue
+        if not r["summary"]:
+            lines.append(f"{name:<14} no trial run")
+        for label in ("single", multi):
+            if label in r["summary"]:
+                s = r["summary"][label]
+                lines.append(f"{name:<14} {label:<9} {s['trials']:>6d} {100 * s['success_rate_mtre_lt_1mm']:>7.0f}% "
+                             f"{s['median_mtre_mm']:>9.3f} mm {s['median_time_s']:>9.3f} {s['max_time_s']:>7.3f} {s['compile_s']:>10.1f}")
+    return "\n".join(lines)
 
 
 def plot(path, results, starts):
@@ -141,7 +181,7 @@ def plot(path, results, starts):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n, r in results.items() if "trials" in r]
+    names = [n for n, r in results.items() if r.get("trials")]
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(6 * max(len(names), 1), 5), squeeze=False)
     for ax, name in zip(axes[0], names):
         rows = results[name]["trials"]
@@ -163,7 +203,7 @@ def plot(path, results, starts):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--trials", type=int, default=None, help="trials per phantom (default 100; 2 with --small)")
     p.add_argument("--starts", type=int, default=16, help="K for multi-start")
     p.add_argument("--n-voxel", type=int, default=128)
     p.add_argument("--d-voxel", type=float, default=2.0)
@@ -175,11 +215,18 @@ def main(argv=None) -> int:
     p.add_argument("--loss", default="ncc")
     p.add_argument("--phantoms", nargs="+", default=["shepp-logan", "synthetic-ct"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no new trial once this many seconds have passed since the start "
+                        "(phantom set-up included); the results so far are kept")
     p.add_argument("--small", action="store_true", help="CPU smoke test: 2 trials, 24³, 24² detector, 2 starts")
     p.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
+    t_start = time.perf_counter()
+    if args.trials is None:
+        args.trials = 2 if args.small else 100
+    if args.trials < 1:
+        raise ValueError(f"--trials must be ≥ 1, got {args.trials}")
     if args.small:
-        args.trials = min(args.trials, 2)
         args.starts, args.n_voxel, args.n_detector = 2, 24, 24
         args.d_voxel, args.levels, args.iterations = 8.0, [2, 1], 30
 
@@ -189,43 +236,65 @@ def main(argv=None) -> int:
     geom = jm.cone_beam(n_voxel=(args.n_voxel,) * 3, d_voxel=args.d_voxel, n_detector=(args.n_detector,) * 2,
                         d_detector=d_det, DSD=dsd, DSO=dso, n_views=1)
     cfg = R.RegistrationConfig(levels=tuple(args.levels), iterations=args.iterations, loss=args.loss)
-    rng = np.random.default_rng(args.seed)
     key = jax.random.key(args.seed)
-    results = {}
-    for name in args.phantoms:
+    device = jax.devices()[0]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    tag = f"{device.device_kind}".replace(" ", "_").replace("/", "_")
+    stem = f"register_{tag}_{now:%Y%m%d}" + ("_small" if args.small else "")
+    out = Path(args.out_dir) / f"{stem}.json"
+    multi = f"multi{args.starts}"
+
+    results, phantoms = {}, []
+    for i, name in enumerate(args.phantoms):
         vol, reason = make_phantom(name, geom)
         if vol is None:
             results[name] = {"skipped": reason}
             print(f"[{name}] skipped: {reason}")
             continue
-        results[name] = run_phantom(name, jnp.asarray(vol), geom, cfg, args, rng, key)
-    device = jax.devices()[0]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    report = {
-        "benchmark": "register",
-        "device": device.device_kind,
-        "platform": device.platform,
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "date": now.isoformat(timespec="seconds"),
-        "settings": {k: v for k, v in vars(args).items() if k != "out_dir"} | {
-            "geometry": json.loads(geom.to_json()), "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-            "success": "mTRE < 1 mm", "landmarks": "volume centre + corners of the central half box",
-        },
-        "results": results,
-        "nanodrr": nanodrr_status(),
+        phantoms.append(Phantom(name, jnp.asarray(vol), geom, cfg, args, [args.seed, i], key))
+    settings = {k: v for k, v in vars(args).items() if k != "out_dir"} | {
+        "geometry": json.loads(geom.to_json()), "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "success": "mTRE < 1 mm", "landmarks": "volume centre + corners of the central half box",
+        "time": "time_s: one registration, compilation excluded; compile_s: its compilation (0 when reused); "
+                "wall_s: a whole trial (target DRR, both registrations, errors)",
     }
-    tag = f"{device.device_kind}".replace(" ", "_").replace("/", "_")
-    stem = f"register_{tag}_{now:%Y%m%d}" + ("_small" if args.small else "")
-    out = Path(args.out_dir) / f"{stem}.json"
-    with atomic_path(out) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2))
+
+    def write(complete: bool, stopped: str | None = None) -> None:
+        for ph in phantoms:
+            results[ph.name] = ph.result()
+        report = {
+            "benchmark": "register",
+            "device": device.device_kind,
+            "platform": device.platform,
+            "jax": jax.__version__,
+            "python": platform.python_version(),
+            "date": now.isoformat(timespec="seconds"),
+            "complete": complete,
+            "stopped": stopped,
+            "elapsed_s": time.perf_counter() - t_start,
+            "settings": settings,
+            "results": results,
+            "nanodrr": nanodrr_status(),
+        }
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+
+    stopped = None
+    for _ in range(args.trials):
+        for ph in phantoms:
+            if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
+                stopped = f"time budget of {args.budget_s:g} s reached after {len(ph.rows)} trials of {ph.name}"
+                break
+            ph.trial()
+            write(complete=False)
+        if stopped:
+            print(stopped)
+            break
+    write(complete=stopped is None, stopped=stopped)
     with atomic_path(out.with_suffix(".png")) as tmp:
         plot(tmp, results, args.starts)
-    for name, r in results.items():
-        if "summary" in r:
-            print(name, json.dumps(r["summary"], indent=1))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    print(summary_table(results, multi))
+    print(f"wrote {out} and {out.with_suffix('.png')} ({time.perf_counter() - t_start:.0f} s in all)")
     return 0
 
 

@@ -1,7 +1,10 @@
 """Registration: losses vs NumPy references, pose gradients vs finite differences, recovery of
 a known pose, multi-start vmap == sequential runs, error measures computed by hand."""
 
+import contextlib
 import functools
+import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -182,6 +185,57 @@ def test_multistart_vmap_equals_sequential_runs():
                                              jnp.asarray(batch.poses.rotation[k], jnp.float32))) < 0.02
         np.testing.assert_array_equal(one.iterations[0], batch.iterations[k])
     assert batch.best_start == int(np.argmin(batch.losses)) and batch.loss == batch.losses.min()
+
+
+@contextlib.contextmanager
+def compilations():
+    """Collects the messages JAX logs for each compilation (``jax.log_compiles``, as in
+    optax's ``test_utils.log_compilations``; works on JAX 0.10 and 0.11)."""
+    records = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if re.search(r"Finished .*compilation|^Compiling ", msg):
+                records.append(msg)
+
+    handler = Handler(level=logging.DEBUG)
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_register_compiles_once_per_shapes():
+    """A second call with a new CT, target, initial pose, start values, geometry distances and
+    progress function of the same shapes reuses the compiled program: nothing compiles."""
+    vol, target = problem()
+    cfg = R.RegistrationConfig(levels=(2, 1), iterations=6, loss="ncc")
+    starts = R.random_perturbations(jax.random.key(0), 2, rot_range_deg=3.0, trans_range_mm=3.0)
+    R.register(vol, GEOM, target, offset(TRUTH, 3.0, 5.0), config=cfg, starts=starts, progress=lambda *a: None)
+    geom2 = GEOM.replace(DSD=820.0, d_detector=(8.2, 7.9))
+    truth2 = offset(TRUTH, 2.0, -4.0, axis=(0.0, 1.0, 1.0))
+    vol2 = jnp.asarray(vol) * 1.3
+    target2 = R.drr(vol2, geom2, truth2, step=cfg.step)
+    starts2 = R.random_perturbations(jax.random.key(7), 2, rot_range_deg=5.0, trans_range_mm=2.0)
+    init2 = offset(truth2, 4.0, 6.0)
+    calls = []
+    with compilations() as second:
+        res = R.register(vol2, geom2, target2, init2, config=cfg, starts=starts2,
+                         progress=lambda level, it, loss: calls.append((level, it)))
+    assert second == [], second
+    assert res.compile_s == 0.0 and res.time_s > 0
+    assert calls and calls[0] == (0, 0) and {lv for lv, _ in calls} == {0, 1}
+    # the reused program worked on the new CT, geometry and target: each start's final loss is
+    # the loss of its pose recomputed from scratch (the finest level is the full detector)
+    loss_fn = R.get_loss(cfg.loss)
+    for k in range(2):
+        pose_k = P.Pose(jnp.asarray(res.poses.rotation[k], jnp.float32), jnp.asarray(res.poses.translation[k], jnp.float32))
+        again = float(loss_fn(R.drr(vol2, geom2, pose_k, step=cfg.step), target2))
+        np.testing.assert_allclose(res.losses[k], again, rtol=1e-3, atol=1e-5)
 
 
 def test_register_bad_input():

@@ -342,6 +342,7 @@ def run(args) -> int:
         "best_start": res.best_start,
         "start_losses": res.losses.tolist(),
         "time_s": res.time_s,
+        "compile_s": res.compile_s,
         "loss_history": [[v for v in h if np.isfinite(v)] for h in res.history[res.best_start].tolist()],
         "volume": str(args.volume),
         "xray": str(args.xray),
