@@ -23,10 +23,14 @@ CASES = {
     "naf128_25": dict(n=128, views=25, noise=None, mu_scale=1.0, iters=2000),
     "naf128_50_noisy": dict(n=128, views=50, noise=1e5, mu_scale=0.1, iters=2000),
     "naf256_50": dict(n=256, views=50, noise=None, mu_scale=1.0, iters=2000),
+    # Same data as naf128_50; output as voxel means (2³ points per voxel, like the truth's
+    # voxelisation) and 64 importance samples per ray, 3000 steps.
+    "naf128_50_avg": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=3000, grid_supersample=2, n_importance=64),
 }
 
 
-def run_case(name, n, views, noise, mu_scale, iters, *, det=256, batch=8192, samples=None, sart_iters=20, small=False):
+def run_case(name, n, views, noise, mu_scale, iters, *, det=256, batch=8192, samples=None, sart_iters=20, small=False,
+             grid_supersample=1, n_importance=0):
     import jax
     import numpy as np
 
@@ -56,7 +60,8 @@ def run_case(name, n, views, noise, mu_scale, iters, *, det=256, batch=8192, sam
     enc = HashGridConfig(log2_table_size=19 if not small else 12, n_levels=16 if not small else 6,
                          finest_resolution=2048 if not small else 64)
     cfg = NAFConfig(field=FieldConfig(encoding=enc, out_activation="softplus"), n_iters=iters, batch_rays=batch,
-                    n_samples=samples or (192 if n >= 256 else 128))
+                    n_samples=samples or (192 if n >= 256 else 128), grid_supersample=grid_supersample,
+                    n_importance=n_importance)
     t0 = time.perf_counter()
     res = train_naf(proj, g, cfg, eval_fn=quality, eval_every=max(iters // 20, 25), progress=False)
     wall = time.perf_counter() - t0
