@@ -38,6 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=128, help="NAF: samples per ray")
     p.add_argument("--n-importance", type=int, default=0,
                    help="NAF: extra samples per ray drawn where attenuation is (hierarchical sampling; 0 = off)")
+    p.add_argument("--grid-supersample", type=int, default=2,
+                   help="NAF: output voxel = mean of the field at N³ points in the voxel (1: value at the centre)")
     p.add_argument("--lr", type=float, default=1e-2, help="NAF: peak learning rate")
     p.add_argument("--tv", type=float, default=0.0, help="NAF: total-variation weight")
     p.add_argument("--log2-table-size", type=int, default=19, help="NAF: hash table size T = 2^this per level")
@@ -196,7 +198,7 @@ def run(a) -> int:
             raise ValueError(f"--log2-table-size must be between 10 and 24, got {a.log2_table_size}")
         cfg = NAFConfig(
             field=FieldConfig(encoding=HashGridConfig(log2_table_size=a.log2_table_size), out_activation="softplus"),
-            n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, lr=a.lr, lr_final=a.lr / 10,
+            n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
             tv_weight=a.tv, seed=a.seed,
         )
         try:

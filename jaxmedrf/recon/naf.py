@@ -79,7 +79,7 @@ class NAFConfig:
     tv_weight: float = 0.0
     tv_patch: int = 8
     steps_per_call: int = 25
-    grid_supersample: int = 1
+    grid_supersample: int = 2
     seed: int = 0
 
     def __post_init__(self):
