@@ -86,3 +86,29 @@ def test_nifti_and_dicom_outputs_load_back_on_the_same_grid(sim, tmp_path):
     series = io.load_volume(dcm)
     assert series.unit == "HU" and series.array.shape == mu.shape
     np.testing.assert_allclose(io.hu_to_mu(series.array, clip=False), mu, atol=io.MU_WATER / 1000 + 1e-6)
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(sim, tmp_path):
+    import os
+    import signal
+    import time
+
+    common = [str(sim), "--method", "naf", "--iters", "300", "--batch-rays", "128", "--n-samples", "8",
+              "--log2-table-size", "10", "--grid-supersample", "1", "--no-progress", "--no-png"]
+    env = {"JAX_PLATFORMS": "cpu", "PATH": ""}
+    full = tmp_path / "full.npz"
+    assert _run([*common, "--out", str(full)]).returncode == 0
+    ck = tmp_path / "ck"
+    cmd = [sys.executable, "-m", "jaxmedrf.cli", "reconstruct", *common, "--out", str(tmp_path / "part.npz"),
+           "--checkpoint-dir", str(ck), "--checkpoint-every", "25"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not [p for p in ck.glob("step_*") if p.name[5:].isdigit() and int(p.name[5:]) >= 50]:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "part.npz").exists()  # killed before the end: no output at all
+    res = _run([*common, "--out", str(tmp_path / "resumed.npz"), "--checkpoint-dir", str(ck), "--checkpoint-every", "25",
+                "--resume"])
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "resumed.npz")["volume"], np.load(full)["volume"], rtol=1e-5, atol=1e-6)

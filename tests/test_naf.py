@@ -62,15 +62,16 @@ def test_vmapped_cases_equal_separate_runs():
     _, _, proj_c = scan(mu_scale=0.8, radius=100.0)
     stack = np.stack([proj_a, proj_b, proj_c])
     c = cfg(n_iters=20, auto_mu_scale=False, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
-    together = train_naf(stack, g, c, progress=False)
+    keys = jax.random.split(jax.random.key(7), 3)
+    together = train_naf(stack, g, c, case_keys=keys, progress=False)
     assert together.volume.shape == (3, *g.n_voxel)
     for i, p in enumerate(stack):
-        # Case i of a stack uses key fold_in(key(seed), i): a single run of case 0 is the same.
-        single = train_naf(p[None], g, c, progress=False)
-        if i == 0:
-            np.testing.assert_allclose(together.volume[0], single.volume[0], rtol=1e-4, atol=1e-5)
-    keys_differ = not np.allclose(together.volume[0], together.volume[1])
-    assert keys_differ
+        alone = train_naf(p, g, c, case_keys=keys[i : i + 1], progress=False)
+        np.testing.assert_allclose(together.volume[i], alone.volume, rtol=1e-4, atol=1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(alone.params),
+                        jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[i], together.params))):
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(together.volume[0], together.volume[1])
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):

@@ -304,6 +304,7 @@ def train_naf(
     stop_after: int | None = None,
     eval_fn: Callable[[Array], dict] | None = None,
     eval_every: int = 0,
+    case_keys: Array | None = None,
     log: Callable[[str], None] = print,
 ) -> NAFResult:
     """Trains a NAF field on one scan ``(V, nv, nu)`` or K scans ``(K, V, nv, nu)`` of ``geometry``.
@@ -321,7 +322,10 @@ def train_naf(
       eval_fn: called on the volume (the field on the voxel grid) at the end, and every
         ``eval_every`` steps if that is set; results go into the history (``"eval"`` holds
         the intermediate ones with the training seconds so far, evaluation time excluded).
-      eval_every: steps between intermediate evaluations (0: only at the end).
+      eval_every: steps between intermediate evaluations (0: only at the end); each one
+        is also logged as a line.
+      case_keys: one PRNG key per case (default ``fold_in(key(config.seed), case)``); a
+        case trained alone with its key follows the same path as inside a stack.
       log: where log lines go.
 
     Returns:
@@ -344,7 +348,13 @@ def train_naf(
         scale = 4.0 * max(estimate_mu_scale(proj, geometry), 1e-6)
         config = dataclasses.replace(config, auto_mu_scale=False, field=dataclasses.replace(config.field, mu_scale=scale))
     n_cases = proj.shape[0]
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(n_cases))
+    if case_keys is None:
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(config.seed), i))(jnp.arange(n_cases))
+    else:
+        # A copy: the training state (keys included) is donated to the compiled step.
+        keys = jax.random.wrap_key_data(jnp.array(jax.random.key_data(case_keys), copy=True))
+        if keys.shape != (n_cases,):
+            raise ValueError(f"case_keys must hold one key per case ({n_cases}), got shape {keys.shape}")
     state = init_state(config, keys)
 
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
@@ -412,7 +422,11 @@ def train_naf(
             if eval_fn is not None and eval_every and step % (-(-eval_every // every) * every) == 0:
                 t0 = time.perf_counter()
                 vol = jax.vmap(lambda p: field_volume(p, config, geometry))(state.params)
-                history["eval"].append({"step": step, "train_seconds": elapsed, **eval_fn(vol[0] if single else vol)})
+                scores = eval_fn(vol[0] if single else vol)
+                history["eval"].append({"step": step, "train_seconds": elapsed, **scores})
+                line = f"step {step} ({elapsed:.1f} s): " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, (int, float)))
+                (bar.write if bar is not None else log)(line)
                 t_eval += time.perf_counter() - t0
     finally:
         if bar is not None:
