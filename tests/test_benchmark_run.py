@@ -1,0 +1,31 @@
+"""The benchmark entry point: CPU smoke suite writes valid JSON; GPU suite on CPU exits 0."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_suite_writes_json_and_gpu_suite_declines(tmp_path):
+    env = {"JAX_PLATFORMS": "cpu", "PATH": ""}
+    res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "cpu", "--only", "projector", "hashgrid",
+                          "--out-dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    files = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert any(f.startswith("projector") for f in files) and any(f.startswith("hashgrid") for f in files), files
+    for f in tmp_path.glob("*.json"):
+        d = json.loads(f.read_text())
+        text = json.dumps(d)
+        assert "jax" in text and "date" in text
+    gpu = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "gpu"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert gpu.returncode == 0 and "needs a GPU" in gpu.stdout
+
+
+def test_report_is_built_from_the_committed_results():
+    from benchmarks.run import report
+
+    text = report()
+    assert "| projector" in text and "NAF naf128_50" in text
