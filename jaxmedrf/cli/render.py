@@ -65,7 +65,7 @@ def write_frames(frames: np.ndarray, out: Path, *, fps: float) -> None:
         with atomic_path(out, suffix=".gif") as tmp:
             imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
         return
-    from jaxmedrf.io._atomic import atomic_dir
+    from jaxmedrf._files import atomic_dir
 
     with atomic_dir(out) as tmp:
         for i, im in enumerate(imgs):

@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from jaxmedrf.io._atomic import atomic_dir
+from jaxmedrf._files import atomic_dir
 from jaxmedrf.io.deid import CARRY, DEID_METHOD
 from jaxmedrf.io.volume import VolumeData, _check_volume_array, reorient_to_lps
 

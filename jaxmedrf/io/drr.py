@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from jaxmedrf.geometry import Geometry, circular_angles, view_frames
-from jaxmedrf.io._atomic import atomic_dir, check_writable
+from jaxmedrf._files import atomic_dir, check_writable
 from jaxmedrf.io.intensity import MU_AIR, MU_WATER, hu_to_mu
 from jaxmedrf.io.volume import VolumeData
 

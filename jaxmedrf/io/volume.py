@@ -291,7 +291,7 @@ def save_volume(
                                           ("HU" if modality == "CT" else ""))
     vol = VolumeData(array, spacing_from_affine(affine), affine, modality, unit, "",
                      dict(like.meta) if like is not None else (dict(base.meta) if base is not None else {}))
-    from jaxmedrf.io._atomic import check_writable
+    from jaxmedrf._files import check_writable
 
     check_writable(path, overwrite=overwrite)
     fmt = volume_format(path)
