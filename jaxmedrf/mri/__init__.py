@@ -2,8 +2,7 @@
 implicit-neural-representation fit, interpolation baselines and the evaluation protocol."""
 
 from jaxmedrf.mri.phantom import brain_field as brain_field, brain_phantom as brain_phantom, phantom_affine as phantom_affine
-if False:  # noqa
-  from jaxmedrf.mri.slices import (
+from jaxmedrf.mri.slices import (
     SliceStack as SliceStack,
     acquire as acquire,
     make_stack as make_stack,
