@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "info": "jaxmedrf.cli.info",
     "convert": "jaxmedrf.cli.convert",
     "register": "jaxmedrf.cli.register",
+    "interpolate": "jaxmedrf.cli.interpolate",
 }
 
 
