@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "convert": "jaxmedrf.cli.convert",
     "register": "jaxmedrf.cli.register",
     "render": "jaxmedrf.cli.render",
+    "interpolate": "jaxmedrf.cli.interpolate",
 }
 
 

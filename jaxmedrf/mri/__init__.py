@@ -1,0 +1,27 @@
+"""MRI slice interpolation and super-resolution: brain phantom, slice acquisition model,
+implicit-neural-representation fit, interpolation baselines and the evaluation protocol."""
+
+from jaxmedrf.mri.phantom import brain_field as brain_field, brain_phantom as brain_phantom, phantom_affine as phantom_affine
+from jaxmedrf.mri.slices import (
+    SliceStack as SliceStack,
+    acquire as acquire,
+    make_stack as make_stack,
+    psf_offsets as psf_offsets,
+    stack_box as stack_box,
+    stack_points as stack_points,
+)
+from jaxmedrf.mri.inr import INRConfig as INRConfig, INRResult as INRResult, fit_inr as fit_inr, query_inr as query_inr
+from jaxmedrf.mri.interpolate import METHODS as METHODS, interpolate as interpolate, target_grid as target_grid
+from jaxmedrf.mri.evaluate import (
+    evaluate_interpolation as evaluate_interpolation,
+    format_table as format_table,
+    save_report as save_report,
+    slice_metrics as slice_metrics,
+)
+
+__all__ = (
+    "INRConfig", "INRResult", "METHODS", "evaluate_interpolation", "fit_inr", "format_table", "interpolate",
+    "query_inr", "save_report", "slice_metrics", "target_grid",
+    "SliceStack", "acquire", "brain_field", "brain_phantom", "make_stack", "phantom_affine", "psf_offsets",
+    "stack_box", "stack_points",
+)

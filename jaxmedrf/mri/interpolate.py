@@ -1,0 +1,98 @@
+"""Slice interpolation with one API for every method: ``nearest``, ``linear``, ``cubic`` and ``inr``.
+
+The baselines interpolate along the slice axis only (scipy.ndimage: order 0, 1 and 3 — cubic
+is the B-spline of order 3 with its prefilter, boundary mode ``"nearest"``), so the target
+grid must share the stack's in-plane grid; ``"inr"`` fits :func:`jaxmedrf.mri.inr.fit_inr`
+to all the stacks and evaluates it on any target grid.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxmedrf.mri.inr import INRConfig, fit_inr, query_inr
+from jaxmedrf.mri.slices import SliceStack
+
+__all__ = ["METHODS", "interpolate", "target_grid", "interpolate_along_axis"]
+
+METHODS = ("nearest", "linear", "cubic", "inr")
+_ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
+
+
+def target_grid(stack: SliceStack, *, target_spacing: float | None = None, factor: float | None = None):
+    """``(shape, affine)`` of the stack's grid refined along its slice axis.
+
+    The first target slice is the stack's first slice; the last lies at or before its last.
+    Give either ``target_spacing`` (mm) or ``factor`` (spacing / factor).
+    """
+    if (target_spacing is None) == (factor is None):
+        raise ValueError("give exactly one of target_spacing (mm) or factor")
+    ds = stack.slice_spacing
+    sp = float(target_spacing) if target_spacing is not None else ds / float(factor)
+    if not (np.isfinite(sp) and sp > 0):
+        raise ValueError(f"target spacing must be positive (mm), got {sp}")
+    n = stack.shape[stack.axis]
+    m = int(np.floor((n - 1) * ds / sp + 1e-6)) + 1
+    shape = list(stack.shape)
+    shape[stack.axis] = m
+    a = stack.affine.copy()
+    a[:3, stack.axis] *= sp / ds
+    return tuple(shape), a
+
+
+def interpolate_along_axis(stack: SliceStack, shape, affine, method: str) -> np.ndarray:
+    """nearest/linear/cubic interpolation of ``stack`` onto a grid that shares its in-plane grid."""
+    a = np.asarray(affine, np.float64)
+    m = np.linalg.solve(stack.affine, a)  # target index → stack index
+    ax = stack.axis
+    expect = np.eye(4)
+    expect[:, ax] = m[:, ax]
+    if not np.allclose(m, expect, atol=1e-4) or tuple(np.delete(shape, ax)) != tuple(np.delete(stack.shape, ax)):
+        raise ValueError(f"method {method!r} interpolates along the slice axis only: the target grid must share "
+                         "the stack's in-plane grid (use method='inr' for any other grid)")
+    from scipy import ndimage
+
+    n = stack.shape[ax]
+    t = m[ax, ax] * np.arange(shape[ax]) + m[ax, 3]  # stack slice coordinate of each target slice
+    eye = np.eye(n)
+    w = np.stack([ndimage.map_coordinates(eye[i], t[None], order=_ORDER[method], mode="nearest") for i in range(n)], 1)
+    out = np.tensordot(np.moveaxis(stack.values, ax, -1), w.T, axes=1)  # (.., m)
+    return np.moveaxis(out, -1, ax).astype(np.float32)
+
+
+def interpolate(
+    stacks: SliceStack | Sequence[SliceStack],
+    method: str = "cubic",
+    *,
+    target_spacing: float | None = None,
+    factor: float | None = None,
+    shape=None,
+    affine=None,
+    inr_config: INRConfig = INRConfig(),
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstructs a finer volume from slice stacks: ``(volume, affine)``.
+
+    Args:
+      stacks: one stack or several (``"inr"`` uses them all; the baselines use the first).
+      method: ``"nearest"``, ``"linear"``, ``"cubic"`` or ``"inr"``.
+      target_spacing, factor: the new slice spacing of the first stack (mm), or its
+        refinement factor; or give the target grid itself (``shape`` and ``affine``).
+      inr_config: settings of the INR fit.
+      progress: progress bar while fitting.
+    """
+    if isinstance(stacks, SliceStack):
+        stacks = [stacks]
+    stacks = list(stacks)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if shape is None:
+        shape, affine = target_grid(stacks[0], target_spacing=target_spacing, factor=factor)
+    elif affine is None:
+        raise ValueError("give affine with shape")
+    if method == "inr":
+        res = fit_inr(stacks, inr_config, progress=progress)
+        return query_inr(res, shape, affine), np.asarray(affine)
+    return interpolate_along_axis(stacks[0], shape, affine, method), np.asarray(affine)
