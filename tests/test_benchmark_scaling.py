@@ -11,7 +11,7 @@ def test_scaling_benchmark_small(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_scaling", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    rc = mod.main(["--small", "--device-counts", "1", "2", "--repeats", "1", "--skip", "strong",
+    rc = mod.main(["--small", "--device-counts", "1", "2", "--repeats", "1", "--skip", "strong", "volume",
                    "--volume-sizes", "16", "--out-dir", str(tmp_path)])
     assert rc == 0
     (out,) = tmp_path.glob("scaling_*.json")
@@ -21,4 +21,4 @@ def test_scaling_benchmark_small(tmp_path):
     assert data["weak"][0]["efficiency"] == 1.0
     assert all(r["rays_per_s"] > 0 for r in data["weak"])
     assert [r["scans_per_hour"] > 0 for r in data["cohort"]] == [True, True]
-    assert data["largest_volume"] == 16 and "error" not in data["volume"][0]
+    assert "volume" not in data  # skipped: tests/test_scale_volume.py covers the sharded FDK/SART

@@ -15,7 +15,7 @@ def test_cohort_sharded_cases_equal_separate_runs():
     g, _, proj_a = scan(mu_scale=1.0)
     _, _, proj_b = scan(mu_scale=0.5)
     stack = np.stack([proj_a, proj_b])
-    c = cfg(n_iters=10, auto_mu_scale=False, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
+    c = cfg(n_iters=10, auto_mu_scale=False, grid_supersample=1, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
     keys = jax.random.split(jax.random.key(7), 2)
     mesh = make_mesh()
     assert mesh.size == 8

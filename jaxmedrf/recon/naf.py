@@ -400,6 +400,7 @@ def train_naf(
         raise ValueError("--resume needs a checkpoint directory")
 
     train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
+    to_volume = jax.jit(jax.vmap(lambda p: field_volume(p, config, geometry)))
     proj_dev = jax.device_put(proj, batch_sharding(mesh, proj.ndim)) if shard_cases else jnp.asarray(proj)
     peak = float(np.max(proj)) or 1.0
     step = int(np.asarray(state.step).reshape(-1)[0])
@@ -440,7 +441,7 @@ def train_naf(
                 last_ckpt = save_checkpoint(ckpt_root, state)
             if eval_fn is not None and eval_every and step % (-(-eval_every // every) * every) == 0:
                 t0 = time.perf_counter()
-                vol = jax.vmap(lambda p: field_volume(p, config, geometry))(state.params)[:n_cases]
+                vol = to_volume(state.params)[:n_cases]
                 scores = eval_fn(vol[0] if single else vol)
                 history["eval"].append({"step": step, "train_seconds": elapsed, **scores})
                 line = f"step {step} ({elapsed:.1f} s): " + ", ".join(
@@ -452,7 +453,7 @@ def train_naf(
             bar.close()
     if ckpt_root is not None and (stop_after is not None or ckpt_every):
         last_ckpt = save_checkpoint(ckpt_root, state)
-    volume = jax.vmap(lambda p: field_volume(p, config, geometry))(state.params)[:n_cases]
+    volume = to_volume(state.params)[:n_cases]
     history["train_seconds"] = time.perf_counter() - t_start - t_eval
     history["mu_scale"] = config.field.mu_scale
     if eval_fn is not None:
