@@ -8,7 +8,7 @@ import pytest
 
 from jaxmedrf.parallel import make_mesh
 from jaxmedrf.recon.naf import train_naf
-from tests.test_naf import SMALL_FIELD, cfg, scan
+from tests.test_naf import SMALL_FIELD, assert_cases_equal_separate_runs, cfg, scan
 
 
 def test_cohort_sharded_cases_equal_separate_runs():
@@ -26,13 +26,8 @@ def test_cohort_sharded_cases_equal_separate_runs():
     assert together.volume.shape == (2, *g.n_voxel)
     leaf = jax.tree_util.tree_leaves(together.params)[0]
     assert leaf.shape[0] == 2
-    for i, p in enumerate(stack):
-        alone = train_naf(p, g, c, case_keys=keys[i : i + 1], progress=False)
-        # stated tolerance: float32, same keys and rays; only the reduction order may differ
-        np.testing.assert_allclose(together.volume[i], alone.volume, rtol=1e-4, atol=1e-5)
-        for a, b in zip(jax.tree_util.tree_leaves(alone.params),
-                        jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[i], together.params))):
-            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-4, atol=1e-6)
+    # stated tolerance (float32, same keys and rays, only the reduction order may differ): rtol 1e-4
+    assert_cases_equal_separate_runs(together, stack, g, c, keys)
 
 
 def test_cohort_state_is_sharded_on_the_case_axis():
