@@ -10,7 +10,10 @@ from __future__ import annotations
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-__all__ = ["batch_sharding", "constrain", "make_mesh", "replicated", "shard_batch"]
+__all__ = [
+    "batch_sharding", "constrain", "make_mesh", "pad_to_mesh", "replicated", "shard_batch", "shard_map",
+    "volume_sharding",
+]
 
 
 def make_mesh(*, n_devices: int | None = None, axis_name: str = "batch") -> Mesh:
@@ -58,3 +61,22 @@ def shard_batch(tree, mesh: Mesh, axis: int = 0):
 
     return jax.tree_util.tree_map(put, tree)
 
+
+
+def volume_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding of an ``(nx, ny, nz)`` volume split along z over all mesh axes: ``P(None, None, axes)``."""
+    return batch_sharding(mesh, 3, 2)
+
+
+def pad_to_mesh(n: int, mesh: Mesh) -> int:
+    """The smallest multiple of ``mesh.size`` that is ≥ ``n`` (sizes are padded up to it)."""
+    return -(-int(n) // mesh.size) * mesh.size
+
+
+def shard_map(f, *, mesh: Mesh, in_specs, out_specs):
+    """``jax.shard_map`` (JAX ≥ 0.6), or ``jax.experimental.shard_map`` on older JAX."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+    from jax.experimental.shard_map import shard_map as _sm  # pragma: no cover - old JAX
+
+    return _sm(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)

@@ -48,6 +48,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
     p.add_argument("--devices", type=int, default=None, help="NAF: devices to split rays over (default: all)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                        "JAX_PROCESS_ID (every process runs the same command; the mesh spans all hosts' devices)")
+    p.add_argument("--distributed-timeout", type=int, default=60,
+                   help="--distributed: seconds to wait for the coordinator and every process (then exit 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-png", action="store_true", help="do not write the slice PNG")
     return p
@@ -170,6 +175,13 @@ def _classical(method, proj, geometry, a):
 
 
 def run(a) -> int:
+    if a.distributed:
+        from jaxmedrf.distributed import initialize_from_env
+
+        try:
+            initialize_from_env(timeout_s=a.distributed_timeout)
+        except RuntimeError as e:
+            raise ValueError(str(e)) from e
     from jaxmedrf.fields import FieldConfig, HashGridConfig
     from jaxmedrf.recon.naf import NAFConfig, train_naf
 

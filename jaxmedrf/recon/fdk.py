@@ -25,7 +25,8 @@ Backprojection is voxel-driven: every voxel is projected onto each view's detect
 geometry's frames, so detector offsets, ``off_origin`` and per-view poses are honoured) and
 the filtered projection is read there by bilinear interpolation (zero outside the detector).
 Views are processed in chunks with ``lax.scan`` so memory is bounded by ``chunk_views``
-volumes whatever the number of views.
+volumes whatever the number of views. With ``mesh`` the volume is sharded along z (each
+device backprojects into its own slab).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, Float
 
 from jaxmedrf.geometry import Geometry, view_frames, voxel_centers
+from jaxmedrf.parallel import pad_to_mesh, shard_map
 from jaxmedrf.recon._result import Result
 
 __all__ = ["FILTERS", "fdk", "parker_weights", "ramp_filter"]
@@ -144,12 +147,34 @@ def _bilinear(img, r, c):
     return top * (1 - fr) + bot * fr
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_views",))
-def _backproject(q, weights, geometry: Geometry, *, chunk_views: int):
-    """Σ_views weights[view] · (DSO/U)² · q_view(a(x), b(x)) for every voxel (cone) or ``q(t, z)`` (parallel)."""
+@functools.partial(jax.jit, static_argnames=("chunk_views", "mesh"))
+def _backproject(q, weights, geometry: Geometry, *, chunk_views: int, mesh=None):
+    """Σ_views weights[view] · (DSO/U)² · q_view(a(x), b(x)) for every voxel (cone) or ``q(t, z)`` (parallel).
+
+    With ``mesh`` every device computes its own z-slab of voxels (``shard_map``; the filtered
+    projections are replicated), ``nz`` zero-padded up to a multiple of the device count and
+    the result cropped back.
+    """
+    zs = voxel_centers(geometry)[2]
+    if mesh is None:
+        return _backproject_slab(q, weights, geometry, zs, chunk_views)
+    axes = tuple(mesh.axis_names)
+    nz = zs.shape[0]
+    extra = pad_to_mesh(nz, mesh) - nz
+    if extra:
+        dz = jnp.asarray(geometry.d_voxel, zs.dtype)[2]
+        zs = jnp.concatenate([zs, zs[-1] + dz * jnp.arange(1, extra + 1, dtype=zs.dtype)])
+    f = shard_map(lambda q, w, g, z: _backproject_slab(q, w, g, z, chunk_views), mesh=mesh,
+                  in_specs=(P(), P(), P(), P(axes)), out_specs=P(None, None, axes))
+    out = f(q, weights, geometry, zs)
+    return out[:, :, :nz] if extra else out
+
+
+def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):
+    """:func:`_backproject` for the voxels with z centres ``zs`` (mm), shape ``(nx, ny, len(zs))``."""
     n_views, nv, nu = q.shape
     fr = view_frames(geometry)
-    xs, ys, zs = voxel_centers(geometry)
+    xs, ys, _ = voxel_centers(geometry)
     xs, ys, zs = (a.astype(q.dtype) for a in (xs, ys, zs))
     dv, du = (jnp.asarray(geometry.d_detector, q.dtype)[i] for i in (0, 1))
     off_v, off_u = (jnp.asarray(geometry.off_detector, q.dtype)[i] for i in (0, 1))
@@ -191,7 +216,8 @@ def _backproject(q, weights, geometry: Geometry, *, chunk_views: int):
         contrib = jax.vmap(one_view)(qs, ws, S, D, u, v, d, ok)
         return acc + contrib.sum(0), None
 
-    acc0 = jnp.zeros(geometry.n_voxel, q.dtype)
+    # derived from zs so that inside shard_map the carry is "varying" like the slab it sums
+    acc0 = jnp.zeros((xs.shape[0], ys.shape[0], 1), q.dtype) * zs[None, None, :]
     out, _ = jax.lax.scan(body, acc0, (*per_view[:2], *per_view[2:6], per_view[6], valid))
     return out
 
@@ -213,6 +239,7 @@ def fdk(
     short_scan: bool | None = None,
     chunk_views: int = 8,
     dtype=jnp.float32,
+    mesh: Mesh | None = None,
 ) -> Result:
     """FDK (cone beam) or FBP (parallel beam) reconstruction of μ (mm⁻¹).
 
@@ -226,6 +253,9 @@ def fdk(
       short_scan: apply Parker weights (cone beam). Default: when the arc is < 360°.
       chunk_views: views backprojected together (memory ∝ ``chunk_views`` volumes).
       dtype: computation dtype.
+      mesh: optional device mesh (:func:`jaxmedrf.parallel.make_mesh`): the volume is
+        sharded along z, each device backprojecting into its own slab (``nz`` is padded to a
+        multiple of the device count internally and cropped).
 
     Returns:
       :class:`Result` with ``volume`` in mm⁻¹ (shape ``n_voxel``) and an empty history.
@@ -279,5 +309,5 @@ def fdk(
         dtheta = 2 * math.pi / n_views if full else step
         q = _filter_rows(p, jnp.asarray(H, dtype), pad) / du * (dtheta * math.pi / arc)
     weights = jnp.ones((n_views,), dtype)
-    vol = _backproject(q, weights, geometry, chunk_views=int(min(chunk_views, n_views)))
+    vol = _backproject(q, weights, geometry, chunk_views=int(min(chunk_views, n_views)), mesh=mesh)
     return Result(vol, {})

@@ -19,6 +19,10 @@ Both solve ``A x ≈ b`` with ``A`` = :func:`jaxmedrf.project` and ``Aᵀ`` =
 
 All return :class:`~jaxmedrf.recon.Result` ``(volume, history)`` with ``history["residual"]``
 = ‖A x − b‖₂ after each iteration.
+
+With ``mesh`` both run over a device mesh: ``shard="volume"`` (default) keeps the iterate
+sharded along z and uses the slab projector pair (:mod:`jaxmedrf.sharded_projection`),
+``shard="rays"`` replicates the volume and splits the rays.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
 from jaxmedrf.geometry import Geometry
+from jaxmedrf.parallel import volume_sharding
 from jaxmedrf.projectors import backproject, project
+from jaxmedrf.sharded_projection import backproject_sharded, project_sharded
 from jaxmedrf.recon._result import Result
 
 __all__ = ["cgls", "sart", "tv_gradient"]
@@ -82,11 +88,24 @@ def _check_common(projections, geometry, n_iters, method):
         raise ValueError(f"method must be 'siddon' or 'trilinear', got {method!r}")
 
 
-def _x0(x0, geometry, dtype):
+def _x0(x0, geometry, dtype, mesh=None, shard="volume"):
     if x0 is None:
-        return jnp.zeros(geometry.n_voxel, dtype)
-    geometry.check_volume(x0, "x0")
-    return jnp.asarray(x0, dtype)
+        x = jnp.zeros(geometry.n_voxel, dtype)
+    else:
+        geometry.check_volume(x0, "x0")
+        x = jnp.asarray(x0, dtype)
+    if mesh is not None and shard == "volume" and geometry.n_voxel[2] % mesh.size == 0:
+        x = jax.device_put(x, volume_sharding(mesh))
+    return x
+
+
+def _operators(method, step, chunk_size, mesh, shard, dtype):
+    """``(A, Aᵀ)`` as functions of ``(array, geometry)``: single device or over ``mesh``."""
+    kw = dict(method=method, step=step, chunk_size=chunk_size)
+    if mesh is None:
+        return (lambda x, g: project(x, g, **kw)), (lambda y, g: backproject(y, g, dtype=dtype, **kw))
+    kw.update(mesh=mesh, shard=shard)
+    return (lambda x, g: project_sharded(x, g, **kw)), (lambda y, g: backproject_sharded(y, g, dtype=dtype, **kw))
 
 
 def _run(n_iters, step, state, residual_of, progress, callback, desc):
@@ -119,6 +138,8 @@ def sart(
     callback: Callable[[int, Array, float], None] | None = None,
     progress: bool = True,
     dtype=jnp.float32,
+    mesh=None,
+    shard: str = "volume",
 ) -> Result:
     """OS-SART (SART with ``n_subsets = n_views``, SIRT with 1), TIGRE normalisation.
 
@@ -137,6 +158,7 @@ def sart(
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
       dtype: computation dtype.
+      mesh: optional device mesh; ``shard`` = ``"volume"`` (z-slabs, Siddon only) or ``"rays"``.
 
     Returns:
       :class:`Result` ``(volume, {"residual": ‖A x − b‖₂ per iteration})``; μ in mm⁻¹.
@@ -156,9 +178,7 @@ def sart(
     mask = ids < n_views
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
     b = jnp.asarray(projections, dtype)
-    kw = dict(method=method, step=step, chunk_size=chunk_size)
-    fwd = lambda x, g: project(x, g, **kw)  # noqa: E731
-    bwd = lambda y, g: backproject(y, g, dtype=dtype, **kw)  # noqa: E731
+    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype)
 
     @jax.jit
     def weights(geometry, ids, mask):
@@ -191,7 +211,7 @@ def sart(
 
     residual = jax.jit(lambda x, g: jnp.linalg.norm(fwd(x, g) - b))
     (x,), hist = _run(
-        n_iters, lambda s: (epoch(s[0], geometry),), (_x0(x0, geometry, dtype),),
+        n_iters, lambda s: (epoch(s[0], geometry),), (_x0(x0, geometry, dtype, mesh, shard),),
         lambda s: residual(s[0], geometry), progress, callback, "OS-SART" if n_sub > 1 else "SIRT",
     )
     return Result(x, {"residual": hist})
@@ -209,6 +229,8 @@ def cgls(
     callback: Callable[[int, Array, float], None] | None = None,
     progress: bool = True,
     dtype=jnp.float32,
+    mesh=None,
+    shard: str = "volume",
 ) -> Result:
     """CGLS: conjugate gradients for ``min ‖A x − b‖₂`` (no constraint, no regulariser).
 
@@ -223,34 +245,35 @@ def cgls(
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
       dtype: computation dtype.
+      mesh: optional device mesh; ``shard`` = ``"volume"`` (z-slabs, Siddon only) or ``"rays"``.
 
     Returns:
       :class:`Result` ``(volume, {"residual": ‖A x − b‖₂ per iteration})``; μ in mm⁻¹.
     """
     _check_common(projections, geometry, n_iters, method)
-    kw = dict(method=method, step=step, chunk_size=chunk_size)
+    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype)
     b = jnp.asarray(projections, dtype)
 
     @jax.jit
     def init(x, geometry):
-        r = b - project(x, geometry, **kw)
-        p = backproject(r, geometry, dtype=dtype, **kw)
+        r = b - fwd(x, geometry)
+        p = bwd(r, geometry)
         return x, r, p, jnp.vdot(p, p)
 
     @jax.jit
     def iterate(state, geometry):
         x, r, p, gamma = state
-        q = project(p, geometry, **kw)
+        q = fwd(p, geometry)
         qq = jnp.vdot(q, q)
         alpha = jnp.where(qq > 0, gamma / jnp.where(qq > 0, qq, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * q
-        s = backproject(r, geometry, dtype=dtype, **kw)
+        s = bwd(r, geometry)
         gamma_new = jnp.vdot(s, s)
         beta = jnp.where(gamma > 0, gamma_new / jnp.where(gamma > 0, gamma, 1.0), 0.0)
         return x, r, s + beta * p, gamma_new
 
-    state = init(_x0(x0, geometry, dtype), geometry)
+    state = init(_x0(x0, geometry, dtype, mesh, shard), geometry)
     state, hist = _run(
         n_iters, lambda s: iterate(s, geometry), state, lambda s: jnp.linalg.norm(s[1]), progress, callback, "CGLS"
     )

@@ -9,7 +9,11 @@ Sparse-View CBCT Reconstruction", MICCAI 2022, Eq. 1–3; Müller et al., Instan
 * Data parallel over every device of a mesh: each step's rays are split over the devices
   (``NamedSharding``), parameters are replicated and the compiler reduces the gradients.
 * Many scans of one geometry train together: every array of the training state carries a
-  leading *case* axis and the step is ``vmap``-ed over it.
+  leading *case* axis and the step is ``vmap``-ed over it. With ``shard_cases=True`` (cohort
+  mode) that case axis, not the rays, is split over the mesh (``NamedSharding`` outside,
+  ``vmap`` inside): each device trains its own cases and no gradient crosses devices. K is
+  padded to a multiple of the device count with dummy cases (copies of case 0) that are
+  dropped from the results.
 * Randomness: the key of step ``n`` is ``fold_in(key, n)``, so a run resumed from a
   checkpoint draws the same rays as an uninterrupted run.
 * Checkpoints (orbax) every ``checkpoint_every`` steps hold the parameters, optimiser state,
@@ -34,7 +38,7 @@ from jaxtyping import Array, Float
 
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid
 from jaxmedrf.geometry import Geometry, volume_box
-from jaxmedrf.parallel import constrain
+from jaxmedrf.parallel import batch_sharding, constrain
 from jaxmedrf.rays import box_intersect, pixel_rays
 from jaxmedrf.render import render_rays
 
@@ -305,6 +309,7 @@ def train_naf(
     eval_fn: Callable[[Array], dict] | None = None,
     eval_every: int = 0,
     case_keys: Array | None = None,
+    shard_cases: bool = False,
     log: Callable[[str], None] = print,
 ) -> NAFResult:
     """Trains a NAF field on one scan ``(V, nv, nu)`` or K scans ``(K, V, nv, nu)`` of ``geometry``.
@@ -313,7 +318,8 @@ def train_naf(
       projections: measured line integrals (dimensionless, ≥ 0).
       geometry: the scan (shared by all cases).
       config: settings (:class:`NAFConfig`).
-      mesh: optional device mesh: each step's rays are split over its devices.
+      mesh: optional device mesh: each step's rays are split over its devices (or, with
+        ``shard_cases``, the cases).
       checkpoint_dir: where orbax checkpoints go (with ``config.json``).
       checkpoint_every: steps between checkpoints (rounded up to ``steps_per_call``).
       resume: continue from the newest checkpoint in ``checkpoint_dir``.
@@ -326,6 +332,9 @@ def train_naf(
         is also logged as a line.
       case_keys: one PRNG key per case (default ``fold_in(key(config.seed), case)``); a
         case trained alone with its key follows the same path as inside a stack.
+      shard_cases: cohort mode: split the case axis over ``mesh``'s devices instead of each
+        step's rays. When K does not divide over the devices it is padded with dummy cases
+        (copies of case 0, trained and then dropped; a log line says so).
       log: where log lines go.
 
     Returns:
@@ -342,7 +351,9 @@ def train_naf(
     if proj.ndim != 4:
         raise ValueError(f"projections must be (views, nv, nu) or (cases, views, nv, nu), got {proj.shape}")
     _check_inputs(proj, geometry)
-    if mesh is not None and config.batch_rays % mesh.size:
+    if shard_cases and mesh is None:
+        raise ValueError("shard_cases=True needs a mesh (jaxmedrf.parallel.make_mesh)")
+    if mesh is not None and not shard_cases and config.batch_rays % mesh.size:
         raise ValueError(f"batch_rays={config.batch_rays} does not divide over {mesh.size} devices")
     if config.auto_mu_scale:
         scale = 4.0 * max(estimate_mu_scale(proj, geometry), 1e-6)
@@ -355,11 +366,19 @@ def train_naf(
         keys = jax.random.wrap_key_data(jnp.array(jax.random.key_data(case_keys), copy=True))
         if keys.shape != (n_cases,):
             raise ValueError(f"case_keys must hold one key per case ({n_cases}), got shape {keys.shape}")
+    n_pad = (-n_cases) % mesh.size if shard_cases else 0
+    if n_pad:
+        log(f"cohort mode: {n_cases} cases do not divide over {mesh.size} devices; "
+            f"padding with {n_pad} dummy case(s) (copies of case 0), dropped from the results")
+        proj = np.concatenate([proj, np.repeat(proj[:1], n_pad, 0)])
+        keys = jnp.concatenate([keys, jnp.repeat(keys[:1], n_pad, 0)])
     state = init_state(config, keys)
+    if shard_cases:
+        state = jax.tree_util.tree_map(lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim)), state)
 
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     cfg_json = json.dumps({"config": json.loads(config.to_json()), "geometry": json.loads(geometry.to_json()),
-                           "cases": n_cases})
+                           "cases": n_cases + n_pad})
     last_ckpt = None
     if ckpt_root is not None:
         ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -380,8 +399,9 @@ def train_naf(
     elif resume:
         raise ValueError("--resume needs a checkpoint directory")
 
-    train_fn = make_train_fn(config, geometry, mesh=mesh)
-    proj_dev = jnp.asarray(proj)
+    train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
+    to_volume = jax.jit(jax.vmap(lambda p: field_volume(p, config, geometry)))
+    proj_dev = jax.device_put(proj, batch_sharding(mesh, proj.ndim)) if shard_cases else jnp.asarray(proj)
     peak = float(np.max(proj)) or 1.0
     step = int(np.asarray(state.step).reshape(-1)[0])
     history = {"step": [], "loss": [], "proj_psnr": [], "time_s": []}
@@ -400,7 +420,7 @@ def train_naf(
     try:
         while step < target:
             state, losses = train_fn(state, proj_dev)
-            losses = np.asarray(losses)  # (cases, steps_per_call): syncs once per call
+            losses = np.asarray(losses)[:n_cases]  # (cases, steps_per_call): syncs once per call
             step += every
             rays_done += every * config.batch_rays * n_cases
             if not np.all(np.isfinite(losses)):
@@ -421,7 +441,7 @@ def train_naf(
                 last_ckpt = save_checkpoint(ckpt_root, state)
             if eval_fn is not None and eval_every and step % (-(-eval_every // every) * every) == 0:
                 t0 = time.perf_counter()
-                vol = jax.vmap(lambda p: field_volume(p, config, geometry))(state.params)
+                vol = to_volume(state.params)[:n_cases]
                 scores = eval_fn(vol[0] if single else vol)
                 history["eval"].append({"step": step, "train_seconds": elapsed, **scores})
                 line = f"step {step} ({elapsed:.1f} s): " + ", ".join(
@@ -433,11 +453,11 @@ def train_naf(
             bar.close()
     if ckpt_root is not None and (stop_after is not None or ckpt_every):
         last_ckpt = save_checkpoint(ckpt_root, state)
-    volume = jax.vmap(lambda p: field_volume(p, config, geometry))(state.params)
+    volume = to_volume(state.params)[:n_cases]
     history["train_seconds"] = time.perf_counter() - t_start - t_eval
     history["mu_scale"] = config.field.mu_scale
     if eval_fn is not None:
         history.update(eval_fn(volume[0] if single else volume))
-    params = jax.tree_util.tree_map(lambda x: x[0], state.params) if single else state.params
+    params = jax.tree_util.tree_map(lambda x: x[0] if single else x[:n_cases], state.params)
     return NAFResult(volume[0] if single else volume, params, history)
 
