@@ -20,6 +20,7 @@ from jaxmedrf import (
     recon as recon,
     registration as registration,
     render as render,
+    sharded_projection as sharded_projection,
 )
 from jaxmedrf.fields import FieldConfig as FieldConfig, HashGridConfig as HashGridConfig
 from jaxmedrf.geometry import (
@@ -86,6 +87,7 @@ __all__ = (
     "registration",
     "render",
     "sart",
+    "sharded_projection",
     "save_volume",
     "shepp_logan",
     "spheres",
