@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -61,8 +62,9 @@ def _parameters_cell(nb):
 def test_notebook_files_are_the_built_ones():
     assert sorted(p.stem for p in NB_DIR.glob("*.ipynb")) == NAMES == sorted(TINY)
     for name in NAMES:
-        text = (NB_DIR / f"{name}.ipynb").read_text(encoding="utf-8")
-        assert text == BUILD.render(name), f"{name}.ipynb differs from notebooks/_build.py: run `python notebooks/_build.py`"
+        committed = json.loads((NB_DIR / f"{name}.ipynb").read_text(encoding="utf-8"))
+        assert committed == json.loads(BUILD.render(name)), (
+            f"{name}.ipynb differs from notebooks/_build.py: run `python notebooks/_build.py`")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -80,7 +82,7 @@ def test_notebook_structure(name):
     title, install = nb.cells[0], nb.cells[1]
     assert title.cell_type == "markdown" and title.source.startswith("# ")
     colab = f"https://colab.research.google.com/github/{BUILD.REPO.removeprefix('https://github.com/')}/blob/main/notebooks/{name}.ipynb"
-    assert colab in title.source and "**Time**" in title.source and "**What it teaches:**" in title.source
+    assert colab in title.source and "**Time:**" in title.source and "**What it teaches:**" in title.source
     # One repository URL for every notebook, the README and the badge.
     assert re.findall(r'^REPO = "(.*)"$', install.source, re.M) == [BUILD.REPO]
     assert 'if "google.colab" in sys.modules:' in install.source and "!" not in install.source
