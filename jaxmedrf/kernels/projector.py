@@ -1,0 +1,408 @@
+"""Fused ray-marching trilinear projector: a Pallas kernel (Triton lowering on GPU).
+
+One program marches a tile of ``block_rays`` rays (a small 2-D patch of the detector, so
+neighbouring rays read neighbouring voxels from cache) through the volume: ``n_samples``
+bin midpoints between each ray's box entry and exit, eight gathers per sample from the
+flat volume, trilinear weights and the running sum kept in registers (float32 whatever
+the storage dtype). The XLA projector (:func:`jaxmedrf.projectors.trilinear.trilinear_integrals`)
+is the reference: same samples, same interpolant, same quadrature
+
+.. math:: p = \\lVert d \\rVert \\, \\frac{t_f - t_n}{N} \\sum_{i=0}^{N-1}
+   \\mu\\big(o + (t_n + \\tfrac{i + 1/2}{N} (t_f - t_n))\\, d\\big),
+
+with ``(t_n, t_f)`` from :func:`jaxmedrf.rays.box_intersect`, computed (like the ray
+generation) in XLA so that the pose gradient flows through it by ordinary autodiff.
+
+The kernel itself maps ``(volume, start, segment)`` (in voxel units, per ray) to the sum
+``S = Σ_i μ(start + a_i segment)``, ``a_i = (i + ½)/N``, under :func:`jax.custom_vjp`:
+
+* ``∂S/∂start = Σ_i ∇μ_i`` and ``∂S/∂segment = Σ_i a_i ∇μ_i``: the spatial gradient of the
+  trilinear interpolant, accumulated per ray in the *forward* pass when the rays are being
+  differentiated (the eight gathers serve value and gradient), so a pose gradient costs one
+  march.
+* ``∂S/∂volume``: the exact adjoint, a second march that adds ``weight × cotangent`` into a
+  float32 volume with ``atomic_add`` (run only when the volume is being differentiated).
+
+Sample placement, clamping and the zero outside the box follow
+:func:`jaxmedrf.projectors.trilinear.interpolate_trilinear`. On a machine without GPU the
+kernel runs in Pallas interpret mode when asked (``interpret=True``, for tests); otherwise,
+and for unsupported inputs (float64 volume, volumes of 2³¹ voxels or more, Siddon, a device
+mesh), the XLA projector runs instead, with one warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+from jaxtyping import Array, Float
+
+from jaxmedrf.geometry import Geometry, volume_box
+from jaxmedrf.rays import Rays, box_intersect, pixel_rays
+
+__all__ = ["KERNEL_DTYPES", "project_pallas", "trilinear_integrals_pallas"]
+
+KERNEL_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+_ROWS = 8  # ray table rows: start (3), segment (3), unused (2); a power of two for Triton
+DEFAULT_BLOCK = 128
+DEFAULT_CHUNK = 1 << 19  # rays per kernel launch in project_pallas (8 views of 256²)
+
+
+# --------------------------------------------------------------------------- the kernels
+def _axis(g, n: int):
+    """Per axis: inside flag, lower corner, fraction and d(fraction)/dg ≠ 0 (as in XLA's clip)."""
+    inside = (g >= 0.0) & (g <= float(n))
+    x = g - 0.5
+    c = jnp.clip(x, 0.0, float(n - 1))
+    i0 = jnp.clip(jnp.floor(c), 0.0, float(max(n - 2, 0)))
+    return inside, i0.astype(jnp.int32), c - i0, (x > 0.0) & (x < float(n - 1))
+
+
+def _sample(vol_ref, ray, a, shape, *, need_grad):
+    """μ (and ∇μ in voxel units) at ``start + a · segment`` for a tile of rays."""
+    nx, ny, nz = shape
+    sx, sy, sz, ex, ey, ez = ray
+    ix_in, i0x, fx, kx = _axis(sx + a * ex, nx)
+    iy_in, i0y, fy, ky = _axis(sy + a * ey, ny)
+    iz_in, i0z, fz, kz = _axis(sz + a * ez, nz)
+    inside = ix_in & iy_in & iz_in
+    ox, oy, oz = (ny * nz if nx > 1 else 0), (nz if ny > 1 else 0), (1 if nz > 1 else 0)
+    base = (i0x * ny + i0y) * nz + i0z
+    v = {}
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                v[dx, dy, dz] = vol_ref[base + (dx * ox + dy * oy + dz * oz)].astype(jnp.float32)
+    c00 = v[0, 0, 0] + fz * (v[0, 0, 1] - v[0, 0, 0])
+    c01 = v[0, 1, 0] + fz * (v[0, 1, 1] - v[0, 1, 0])
+    c10 = v[1, 0, 0] + fz * (v[1, 0, 1] - v[1, 0, 0])
+    c11 = v[1, 1, 0] + fz * (v[1, 1, 1] - v[1, 1, 0])
+    c0 = c00 + fy * (c01 - c00)
+    c1 = c10 + fy * (c11 - c10)
+    mu = jnp.where(inside, c0 + fx * (c1 - c0), 0.0)
+    if not need_grad:
+        return mu, None
+    gx = c1 - c0
+    gy = (1.0 - fx) * (c01 - c00) + fx * (c11 - c10)
+    dz0 = (1.0 - fy) * (v[0, 0, 1] - v[0, 0, 0]) + fy * (v[0, 1, 1] - v[0, 1, 0])
+    dz1 = (1.0 - fy) * (v[1, 0, 1] - v[1, 0, 0]) + fy * (v[1, 1, 1] - v[1, 1, 0])
+    gz = (1.0 - fx) * dz0 + fx * dz1
+    grad = tuple(jnp.where(inside & k, gk, 0.0) for gk, k in ((gx, kx), (gy, ky), (gz, kz)))
+    return mu, grad
+
+
+def _march(body, carry, n_samples: int, unroll: int):
+    """``carry = body(i, carry)`` for i in range(n_samples), ``unroll`` samples per iteration."""
+    unroll = max(1, min(unroll, n_samples))
+    n_main = n_samples // unroll
+
+    def step(j, c):
+        for u in range(unroll):
+            c = body(j * unroll + u, c)
+        return c
+
+    carry = jax.lax.fori_loop(0, n_main, step, carry)
+    for i in range(n_main * unroll, n_samples):
+        carry = body(i, carry)
+    return carry
+
+
+def _load_rays(ray_ref):
+    return tuple(ray_ref[k] for k in range(6))
+
+
+def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unroll):
+    ray = _load_rays(ray_ref)
+    need_grad = bool(grad_refs)
+    zero = jnp.zeros_like(ray[0])
+    inv_n = 1.0 / n_samples
+
+    def body(i, carry):
+        a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
+        mu, g = _sample(vol_ref, ray, a, shape, need_grad=need_grad)
+        if not need_grad:
+            return (carry[0] + mu,)
+        acc, gx, gy, gz, ax, ay, az = carry
+        return (acc + mu, gx + g[0], gy + g[1], gz + g[2], ax + a * g[0], ay + a * g[1], az + a * g[2])
+
+    carry = _march(body, (zero,) * (7 if need_grad else 1), n_samples, unroll)
+    out_ref[...] = carry[0]
+    if need_grad:
+        (grad_ref,) = grad_refs
+        for k in range(6):
+            grad_ref[k] = carry[1 + k]
+        grad_ref[6] = zero
+        grad_ref[7] = zero
+
+
+def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, interpret):
+    """Adjoint: ``gvol[corner] += weight · ct`` for every sample of every ray of the tile."""
+    nx, ny, nz = shape
+    sx, sy, sz, ex, ey, ez = _load_rays(ray_ref)
+    ct = ct_ref[...]
+    inv_n = 1.0 / n_samples
+    ox, oy, oz = (ny * nz if nx > 1 else 0), (nz if ny > 1 else 0), (1 if nz > 1 else 0)
+
+    def body(i, carry):
+        a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
+        ix_in, i0x, fx, _ = _axis(sx + a * ex, nx)
+        iy_in, i0y, fy, _ = _axis(sy + a * ey, ny)
+        iz_in, i0z, fz, _ = _axis(sz + a * ez, nz)
+        inside = ix_in & iy_in & iz_in
+        c = jnp.where(inside, ct, 0.0)
+        base = (i0x * ny + i0y) * nz + i0z
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            cx = c * wx
+            for dy, wy in ((0, 1.0 - fy), (1, fy)):
+                cxy = cx * wy
+                for dz, wz in ((0, 1.0 - fz), (1, fz)):
+                    idx = base + (dx * ox + dy * oy + dz * oz)
+                    if interpret:  # the interpreter's atomic_add drops duplicate indices
+                        gvol_ref[...] = gvol_ref[...].at[idx].add(cxy * wz)
+                    else:
+                        plgpu.atomic_add(gvol_ref, (idx,), cxy * wz, mask=inside)
+        return carry
+
+    _march(body, 0, n_samples, unroll)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret):
+    """The custom-VJP op ``(flat volume, (8, R) ray table) → (R,) sums`` for one config."""
+    n_vox = math.prod(shape)
+    params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
+    vol_spec = pl.BlockSpec((n_vox,), lambda i: (0,))
+    ray_spec = pl.BlockSpec((_ROWS, block), lambda i: (0, i))
+    row_spec = pl.BlockSpec((block,), lambda i: (i,))
+    kw = dict(shape=shape, n_samples=n_samples, unroll=unroll)
+
+    def forward(vol, table, need_grad):
+        r = table.shape[1]
+        out_shape = [jax.ShapeDtypeStruct((r,), jnp.float32)]
+        out_specs = [row_spec]
+        if need_grad:
+            out_shape.append(jax.ShapeDtypeStruct((_ROWS, r), jnp.float32))
+            out_specs.append(ray_spec)
+        res = pl.pallas_call(
+            functools.partial(_forward_kernel, **kw), grid=(r // block,), in_specs=[vol_spec, ray_spec],
+            out_specs=out_specs, out_shape=out_shape, interpret=interpret, compiler_params=params,
+            name="trilinear_march_grad" if need_grad else "trilinear_march",
+        )(vol, table)
+        return res if need_grad else (res[0], None)
+
+    def scatter(table, ct):
+        r = table.shape[1]
+        return pl.pallas_call(
+            functools.partial(_scatter_kernel, interpret=interpret, **kw), grid=(r // block,),
+            in_specs=[ray_spec, row_spec, vol_spec], out_specs=vol_spec,
+            out_shape=jax.ShapeDtypeStruct((n_vox,), jnp.float32), input_output_aliases={2: 0},
+            interpret=interpret, compiler_params=params, name="trilinear_march_adjoint",
+        )(table, ct, jnp.zeros((n_vox,), jnp.float32))
+
+    @jax.custom_vjp
+    def op(vol, table):
+        return forward(vol, table, False)[0]
+
+    def op_fwd(vol, table):
+        s, ga = forward(vol.value, table.value, table.perturbed)
+        return s, (table.value if vol.perturbed else None, ga)
+
+    def op_bwd(res, ct):
+        table, ga = res
+        if isinstance(ct, SymbolicZero):
+            return None, None
+        ct_vol = None if table is None else scatter(table, ct).astype(dtype)
+        ct_table = None if ga is None else ga * ct[None, :]
+        return ct_vol, ct_table
+
+    op.defvjp(op_fwd, op_bwd, symbolic_zeros=True)
+    return op
+
+
+# --------------------------------------------------------------------------- wrappers
+def _warn(reason: str) -> None:
+    warnings.warn(f"Pallas projector: {reason}; using the XLA projector instead.", RuntimeWarning, stacklevel=3)
+
+
+def _unsupported(volume, interpret) -> str | None:
+    """Why the kernel cannot run here (None when it can)."""
+    if jnp.dtype(volume.dtype) not in [jnp.dtype(d) for d in KERNEL_DTYPES]:
+        return f"volume dtype {volume.dtype} is not float32/bfloat16/float16"
+    if math.prod(volume.shape) >= 2**31:
+        return f"volume of {math.prod(volume.shape)} voxels needs 64-bit indices"
+    if not interpret and jax.default_backend() != "gpu":
+        return f"no GPU (backend {jax.default_backend()!r}; pass interpret=True to run the kernel interpreted)"
+    return None
+
+
+def _check_block(block_rays: int, unroll: int) -> None:
+    if not (isinstance(block_rays, int) and block_rays >= 1 and block_rays & (block_rays - 1) == 0):
+        raise ValueError(f"block_rays must be a power of two, got {block_rays!r}")
+    if not (isinstance(unroll, int) and unroll >= 1):
+        raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+
+
+def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret):
+    """The kernel path of :func:`trilinear_integrals_pallas` (inputs already checked)."""
+    f32 = jnp.float32
+    o, d = rays.origins.astype(f32), rays.directions.astype(f32)
+    lo, d_voxel = jnp.asarray(lo, f32), jnp.asarray(d_voxel, f32)
+    hi = lo + jnp.asarray(volume.shape, f32) * d_voxel
+    t_near, t_far = box_intersect(Rays(o, d), lo, hi)
+    span = t_far - t_near
+    start = (o + t_near[:, None] * d - lo) / d_voxel  # voxel units, 0 at the lower box face
+    seg = span[:, None] * d / d_voxel
+    r = o.shape[0]
+    r_pad = -(-r // block_rays) * block_rays
+    table = jnp.concatenate([start.T, seg.T, jnp.zeros((2, r), f32)], axis=0)
+    # Padding rays start outside the box (-1 voxel) with a zero segment: they add nothing.
+    table = jnp.pad(table, ((0, 0), (0, r_pad - r)), constant_values=-1.0).at[3:, r:].set(0.0)
+    op = _fused_op(tuple(volume.shape), jnp.dtype(volume.dtype), n_samples, block_rays, unroll, num_warps, interpret)
+    s = op(volume.reshape(-1), table)[:r]
+    return s * (span / n_samples) * Rays(o, d).lengths
+
+
+def trilinear_integrals_pallas(
+    volume: Float[Array, "nx ny nz"],
+    rays: Rays,
+    lo: Float[Array, "3"],
+    d_voxel: Float[Array, "3"],
+    *,
+    n_samples: int,
+    block_rays: int = DEFAULT_BLOCK,
+    unroll: int = 2,
+    num_warps: int = 4,
+    interpret: bool | None = None,
+) -> Float[Array, " rays"]:
+    """Line integrals of the trilinear field along ``(R, 3)`` rays, by the fused kernel.
+
+    Same values and gradients (volume, ray origins and directions, ``lo``, ``d_voxel``) as
+    :func:`jaxmedrf.projectors.trilinear.trilinear_integrals`, computed in float32 whatever
+    the volume's storage dtype (float32, bfloat16 or float16).
+
+    Args:
+      volume: μ in mm⁻¹, indexed (x, y, z).
+      rays: ``(R, 3)`` segments (mm), ``t ∈ [0, 1]``.
+      lo: lower corner of the volume box, mm.
+      d_voxel: voxel size, mm.
+      n_samples: samples per ray (bin midpoints between box entry and exit).
+      block_rays: rays per program (a power of two).
+      unroll: samples per loop iteration.
+      num_warps: Triton warps per program (GPU).
+      interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests).
+        ``None``: compiled on GPU; elsewhere the XLA projector runs, with a warning.
+
+    Returns:
+      ``(R,)`` line integrals, dimensionless, float32.
+
+    Raises:
+      ValueError: a bad ``n_samples``, ``block_rays`` or ``unroll``.
+    """
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    _check_block(block_rays, unroll)
+    reason = _unsupported(volume, interpret)
+    if reason:
+        from jaxmedrf.projectors.trilinear import trilinear_integrals
+
+        _warn(reason)
+        return trilinear_integrals(volume, rays, lo, d_voxel, n_samples=int(n_samples))
+    return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret))
+
+
+def _tile_order(nv: int, nu: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Detector (row, col) of each ray in kernel order: tiles of ``ty × tx`` pixels."""
+    tx = min(1 << math.ceil(math.log2(math.sqrt(block))), block)
+    ty = block // tx
+    row, col = np.meshgrid(np.arange(nv), np.arange(nu), indexing="ij")
+    if nv % ty or nu % tx:
+        return row.reshape(-1), col.reshape(-1)
+    tile = lambda a: a.reshape(nv // ty, ty, nu // tx, tx).transpose(0, 2, 1, 3).reshape(-1)  # noqa: E731
+    return tile(row), tile(col)
+
+
+@functools.partial(jax.jit, static_argnames=("n_samples", "chunk", "block_rays", "unroll", "num_warps", "interpret"))
+def _project(volume, geometry, *, n_samples, chunk, block_rays, unroll, num_warps, interpret):
+    n_views, nv, nu = geometry.projection_shape
+    rows, cols = _tile_order(nv, nu, block_rays)
+    inverse = np.argsort(rows * nu + cols)
+    per = max(1, min(n_views, chunk // (nv * nu)))
+    n_chunks = -(-n_views // per)
+    views = jnp.minimum(jnp.arange(n_chunks * per), n_views - 1).reshape(n_chunks, per)
+    lo, _ = volume_box(geometry)
+
+    def body(view):
+        rays = pixel_rays(geometry, view[:, None], jnp.asarray(rows)[None], jnp.asarray(cols)[None])
+        shape = rays.directions.shape  # cone-beam origins are one source per view: broadcast
+        flat = Rays(jnp.broadcast_to(rays.origins, shape).reshape(-1, 3), rays.directions.reshape(-1, 3))
+        out = _integrals(volume, flat, lo, jnp.asarray(geometry.d_voxel), n_samples, block_rays, unroll,
+                         num_warps, interpret)
+        return out.reshape(per, nv * nu)
+
+    out = body(views[0]) if n_chunks == 1 else jax.lax.map(body, views).reshape(-1, nv * nu)
+    return out[:n_views][:, inverse].reshape(n_views, nv, nu)
+
+
+def project_pallas(
+    volume: Float[Array, "nx ny nz"],
+    geometry: Geometry,
+    *,
+    method: str = "trilinear",
+    step: float = 0.5,
+    n_samples: int | None = None,
+    chunk_size: int | None = None,
+    mesh=None,
+    block_rays: int = DEFAULT_BLOCK,
+    unroll: int = 2,
+    num_warps: int = 4,
+    interpret: bool | None = None,
+) -> Float[Array, "views nv nu"]:
+    """:func:`jaxmedrf.project` by the fused trilinear kernel (same values and gradients).
+
+    Views are batched: ``chunk_size`` rays (default 2¹⁹, whole views) go to one kernel
+    launch; more views are marched chunk by chunk (``lax.map``).
+
+    Args:
+      volume: μ in mm⁻¹, shape ``geometry.n_voxel``; float32, bfloat16 or float16 storage.
+      geometry: the scan (differentiable: the pose gradient flows through the rays).
+      method: ``"trilinear"`` (``"siddon"`` runs the XLA projector, with a warning).
+      step: sampling step in voxels (as :func:`jaxmedrf.project`), unless ``n_samples``.
+      n_samples: samples per ray (overrides ``step``).
+      chunk_size: rays per kernel launch.
+      mesh: not supported by the kernel (the XLA projector runs, with a warning).
+      block_rays, unroll, num_warps, interpret: see :func:`trilinear_integrals_pallas`.
+
+    Returns:
+      Projections ``(n_views, nv, nu)``, dimensionless, float32.
+
+    Raises:
+      ValueError: a volume of the wrong shape, an unknown method, a bad step or size.
+    """
+    from jaxmedrf.projectors import METHODS, project
+    from jaxmedrf.projectors.trilinear import n_samples_for_step
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    geometry.check_volume(volume)
+    volume = jnp.asarray(volume)
+    n = n_samples_for_step(geometry.n_voxel, step) if n_samples is None else n_samples
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    _check_block(block_rays, unroll)
+    chunk = int(chunk_size or DEFAULT_CHUNK)
+    if chunk <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
+    reason = ("Siddon has no kernel yet" if method != "trilinear" else
+              "a device mesh is not supported" if mesh is not None else _unsupported(volume, interpret))
+    if reason:
+        _warn(reason)
+        return project(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
+    return _project(volume, geometry, n_samples=int(n), chunk=chunk, block_rays=block_rays, unroll=unroll,
+                    num_warps=num_warps, interpret=bool(interpret))
