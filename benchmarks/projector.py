@@ -5,6 +5,15 @@ Writes ``benchmarks/results/projector_<device>_<date>.json``.
 
     python -m benchmarks.projector            # GPU sizes: 128³ and 256³, 256² detector
     python -m benchmarks.projector --small    # CPU smoke run
+    python -m benchmarks.projector --kernels  # fused Pallas kernel vs XLA trilinear, one process a size
+
+``--kernels`` times the fused Pallas trilinear projector (:mod:`jaxmedrf.kernels.projector`)
+beside the XLA trilinear projector in the same process: 128³ and 256³ volumes (float32, and
+bfloat16/float16 storage for the kernel), 256² detector, 512 samples per ray, 8 views a
+batch; forward, forward+backward w.r.t. the volume, and forward+backward w.r.t. the pose
+(per-view rotation and translation, as a registration step needs). It also records the
+kernel's deviation from XLA (values and both gradients) at each size. Writes
+``benchmarks/results/projector_kernels_<device>_<date>.json``.
 """
 
 from __future__ import annotations
@@ -49,15 +58,144 @@ def run_case(n: int, det: int, views: int, method: str, chunk: int | None, grad:
     return out
 
 
+def _samples_step(n_voxel, n_samples: int) -> float:
+    """The ``step`` (voxels) for which :func:`jaxmedrf.project` takes exactly ``n_samples`` samples."""
+    import math
+
+    return math.sqrt(sum(n * n for n in n_voxel)) / (n_samples - 0.5)
+
+
+def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list, repeats: int,
+                    check: bool = True, grads: tuple = ("volume", "pose")) -> dict:
+    """XLA trilinear and fused-kernel rows for one size, in this process.
+
+    ``configs``: dicts with ``implementation`` ("xla" or "pallas"), ``dtype`` and, for the
+    kernel, ``block_rays``, ``num_warps``, ``unroll``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import jaxmedrf as jm
+    from jaxmedrf import phantoms
+    from jaxmedrf.kernels.projector import project_pallas
+
+    g = jm.cone_beam(n_voxel=(n, n, n), d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det,
+                     DSD=1500.0, DSO=1000.0, n_views=views)
+    g = g.replace(rotation=jnp.broadcast_to(jnp.eye(3), (views, 3, 3)), translation=jnp.zeros((views, 3)))
+    vol32 = phantoms.voxelize(phantoms.shepp_logan(radius=128.0), g, supersample=1).astype(jnp.float32)
+    step = _samples_step(g.n_voxel, n_samples)
+
+    def projector(c):
+        if c["implementation"] == "xla":
+            return lambda v, geo: jm.project(v, geo, method="trilinear", step=step, chunk_size=c.get("chunk"))
+        kw = {k: c[k] for k in ("block_rays", "num_warps", "unroll", "interpret") if k in c}
+        return lambda v, geo: project_pallas(v, geo, n_samples=n_samples, **kw)
+
+    target = jax.jit(projector({"implementation": "xla"}))(vol32, g) * 1.01
+    rays = views * det * det
+    rows = []
+    fns = {}
+    for c in configs:
+        proj = projector(c)
+        vol = vol32.astype(c.get("dtype", "float32"))
+        row = {**c, "n_voxel": n, "detector": det, "views": views, "n_samples": n_samples}
+        try:
+            fwd = jax.jit(proj)
+            loss_v = jax.jit(jax.grad(lambda v: jnp.sum((proj(v, g).astype(jnp.float32) - target) ** 2)))
+            pose = lambda rt: g.replace(rotation=rt[0], translation=rt[1])  # noqa: E731
+            loss_p = jax.jit(jax.grad(lambda rt, v: jnp.sum((proj(v, pose(rt)) - target) ** 2)))
+            rt = (g.rotation, g.translation)
+            timed = {"forward": lambda: fwd(vol, g).block_until_ready(),
+                     "forward_backward_volume": lambda: loss_v(vol).block_until_ready(),
+                     "forward_backward_pose": lambda: jax.block_until_ready(loss_p(rt, vol))}
+            for name, fn in timed.items():
+                if name != "forward" and name.split("_")[-1] not in grads:
+                    continue
+                t0 = time.perf_counter()
+                fn()
+                row[f"{name}_compile_s"] = time.perf_counter() - t0
+                t = timeit(fn, repeats=repeats)
+                row[f"{name}_ms_per_drr"] = 1e3 * t["median_s"] / views
+                row[f"{name}_rays_per_s"] = rays / t["median_s"]
+            fns[id(row)] = (fwd, loss_v, loss_p, vol, rt)
+        except Exception as e:  # noqa: BLE001 - a failing config is recorded, not fatal
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if check:
+        ref = next((r for r in rows if r["implementation"] == "xla" and id(r) in fns), None)
+        if ref is not None:
+            xfwd, xloss_v, xloss_p, _, _ = fns[id(ref)]
+            for r in rows:
+                if r["implementation"] == "xla" or id(r) not in fns:
+                    continue
+                fwd, loss_v, loss_p, vol, rt = fns[id(r)]
+                v_ref = vol.astype(jnp.float32)  # the same (rounded) volume, in float32, through XLA
+                want = (xfwd(v_ref, g), xloss_v(v_ref), xloss_p(rt, v_ref))
+                got = (fwd(vol, g), loss_v(vol), loss_p(rt, vol))
+                rel = lambda a, b: float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - b)) / jnp.max(jnp.abs(b)))  # noqa: E731
+                r["max_rel_error_vs_xla"] = {"values": rel(got[0], want[0]), "volume_grad": rel(got[1], want[1]),
+                                             "rotation_grad": rel(got[2][0], want[2][0]),
+                                             "translation_grad": rel(got[2][1], want[2][1])}
+    return {"n_voxel": n, "rows": rows, "peak_bytes": peak_bytes()}
+
+
+KERNEL_CONFIGS = [
+    {"implementation": "xla", "dtype": "float32"},
+    {"implementation": "pallas", "dtype": "float32"},
+    {"implementation": "pallas", "dtype": "bfloat16"},
+    {"implementation": "pallas", "dtype": "float16"},
+]
+
+
+def kernels_main(a) -> dict:
+    sizes = (16,) if a.small else (128, 256)
+    det, views, n_samples, repeats = (8, 2, 32, 2) if a.small else (256, 8, 512, 10)
+    results = []
+    for n in sizes:
+        configs = [{**c, "interpret": True} if a.small and c["implementation"] == "pallas" else c for c in KERNEL_CONFIGS]
+        case = dict(n=n, det=det, views=views, n_samples=n_samples, configs=configs, repeats=repeats)
+        print("case", n, flush=True)
+        res = subprocess.run([sys.executable, "-m", "benchmarks.projector", "--kernel-case", json.dumps(case)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            results.append({"n_voxel": n, "error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"})
+        else:
+            results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+    payload = {"benchmark": "projector_kernels", "environment": environment(),
+               "geometry": "cone beam, DSD 1500 mm, DSO 1000 mm, 256 mm field of view, detector 409.6 mm",
+               "phantom": "Shepp-Logan", "samples_per_ray": n_samples, "views_per_batch": views,
+               "note": "per DRR = batch time / views; fwd+bwd pose = gradient w.r.t. per-view rotation and "
+                       "translation; fwd+bwd volume = gradient w.r.t. the volume", "results": results}
+    path = write_json("projector_kernels" + ("_small" if a.small else ""), payload, a.out_dir)
+    print(f"{'case':34s} {'fwd':>8s} {'f+b vol':>8s} {'f+b pose':>8s}  ms per DRR")
+    for res in results:
+        for r in res.get("rows", []):
+            name = f"{r['implementation']} {r['dtype']} {r['n_voxel']}³"
+            f = lambda k: f"{r[k]:8.3f}" if k in r else f"{'-':>8s}"  # noqa: E731
+            print(f"{name:34s} {f('forward_ms_per_drr')} {f('forward_backward_volume_ms_per_drr')} "
+                  f"{f('forward_backward_pose_ms_per_drr')} {r.get('error', '')}")
+    print("wrote", path)
+    return payload
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--small", action="store_true", help="tiny CPU sizes")
     ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--kernels", action="store_true", help="fused Pallas kernel vs XLA trilinear")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--kernel-case", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.case:
         print(json.dumps(run_case(**json.loads(a.case))))
         return {}
+    if a.kernel_case:
+        print(json.dumps(run_kernel_case(**json.loads(a.kernel_case))))
+        return {}
+    if a.kernels:
+        return kernels_main(a)
     if a.small:
         cases = [dict(n=16, det=16, views=4, method=m, chunk=None, grad=True, repeats=2) for m in ("siddon", "trilinear")]
     else:
