@@ -317,21 +317,32 @@ def trilinear_integrals_pallas(
     return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret))
 
 
-def _tile_order(nv: int, nu: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Detector (row, col) of each ray in kernel order: tiles of ``ty × tx`` pixels."""
-    tx = min(1 << math.ceil(math.log2(math.sqrt(block))), block)
-    ty = block // tx
+def _tile_order(nv: int, nu: int, tile: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Detector (row, col) of each ray in kernel order.
+
+    Tiles of ``tv × tu`` pixels, and inside a tile consecutive rays go down a column (along
+    v, the rotation axis z of a circular orbit): the lanes of a warp then read neighbouring
+    voxels along the volume's contiguous axis, few cache lines per gather. Column-major
+    order when the detector is not a whole number of tiles.
+    """
+    tv, tu = tile
     row, col = np.meshgrid(np.arange(nv), np.arange(nu), indexing="ij")
-    if nv % ty or nu % tx:
-        return row.reshape(-1), col.reshape(-1)
-    tile = lambda a: a.reshape(nv // ty, ty, nu // tx, tx).transpose(0, 2, 1, 3).reshape(-1)  # noqa: E731
-    return tile(row), tile(col)
+    if nv % tv or nu % tu:
+        return row.T.reshape(-1), col.T.reshape(-1)
+    order = lambda a: a.reshape(nv // tv, tv, nu // tu, tu).transpose(0, 2, 3, 1).reshape(-1)  # noqa: E731
+    return order(row), order(col)
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples", "chunk", "block_rays", "unroll", "num_warps", "interpret"))
-def _project(volume, geometry, *, n_samples, chunk, block_rays, unroll, num_warps, interpret):
+def _default_tile(block_rays: int) -> tuple[int, int]:
+    tv = min(block_rays, 32)
+    return tv, block_rays // tv
+
+
+@functools.partial(jax.jit, static_argnames=("n_samples", "chunk", "block_rays", "tile", "unroll", "num_warps",
+                                             "interpret"))
+def _project(volume, geometry, *, n_samples, chunk, block_rays, tile, unroll, num_warps, interpret):
     n_views, nv, nu = geometry.projection_shape
-    rows, cols = _tile_order(nv, nu, block_rays)
+    rows, cols = _tile_order(nv, nu, tile)
     inverse = np.argsort(rows * nu + cols)
     per = max(1, min(n_views, chunk // (nv * nu)))
     n_chunks = -(-n_views // per)
@@ -360,6 +371,7 @@ def project_pallas(
     chunk_size: int | None = None,
     mesh=None,
     block_rays: int = DEFAULT_BLOCK,
+    tile: tuple[int, int] | None = None,
     unroll: int = 2,
     num_warps: int = 4,
     interpret: bool | None = None,
@@ -378,6 +390,8 @@ def project_pallas(
       chunk_size: rays per kernel launch.
       mesh: not supported by the kernel (the XLA projector runs, with a warning).
       block_rays, unroll, num_warps, interpret: see :func:`trilinear_integrals_pallas`.
+      tile: ``(tv, tu)`` detector pixels marched by one program, rays going down each column
+        (``tv · tu == block_rays``); default ``(min(32, block_rays), block_rays // tv)``.
 
     Returns:
       Projections ``(n_views, nv, nu)``, dimensionless, float32.
@@ -396,6 +410,9 @@ def project_pallas(
     if not (isinstance(n, (int, np.integer)) and n >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     _check_block(block_rays, unroll)
+    tile = _default_tile(block_rays) if tile is None else tuple(int(t) for t in tile)
+    if len(tile) != 2 or min(tile) < 1 or tile[0] * tile[1] != block_rays:
+        raise ValueError(f"tile must be two positive integers with tv * tu == block_rays ({block_rays}), got {tile!r}")
     chunk = int(chunk_size or DEFAULT_CHUNK)
     if chunk <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
@@ -403,6 +420,8 @@ def project_pallas(
               "a device mesh is not supported" if mesh is not None else _unsupported(volume, interpret))
     if reason:
         _warn(reason)
+        if n_samples is not None:  # the step for which the XLA projector takes exactly n samples
+            step = math.sqrt(sum(k * k for k in geometry.n_voxel)) / (n - 0.5)
         return project(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
-    return _project(volume, geometry, n_samples=int(n), chunk=chunk, block_rays=block_rays, unroll=unroll,
+    return _project(volume, geometry, n_samples=int(n), chunk=chunk, block_rays=block_rays, tile=tile, unroll=unroll,
                     num_warps=num_warps, interpret=bool(interpret))

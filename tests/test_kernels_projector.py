@@ -1,0 +1,160 @@
+"""Fused Pallas trilinear projector (interpret mode on CPU) against the XLA projector and a
+float64 NumPy ray march: values, volume gradient, ray origin/direction gradients, pose
+gradient through the geometry, float32 and half volumes, jit and vmap, fallbacks.
+
+Tolerances, relative to the largest magnitude: values 1e-5 (float32 arithmetic in both; the
+kernel places samples as start + a·segment in voxel units, XLA as o + t·d in mm); volume
+gradient 1e-5 (float32 volume) and 4e-3 (bfloat16/float16 volume: the cotangent is rounded
+to the volume's dtype, 2⁻⁸); origin/direction/pose gradients 1e-4 (the gradient of the
+trilinear interpolant jumps at cell faces, so a sample that rounding moves across a face
+changes it). Half volumes are compared with XLA on the same rounded volume in float32.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmedrf as jm
+from jaxmedrf.geometry import volume_box
+from jaxmedrf.kernels.projector import project_pallas, trilinear_integrals_pallas
+from jaxmedrf.projectors.trilinear import trilinear_integrals
+from jaxmedrf.rays import Rays, geometry_rays
+
+N_SAMPLES = 24
+
+
+def _geometry(views=2):
+    g = jm.cone_beam(n_voxel=(16, 16, 16), d_voxel=1.0, n_detector=(8, 8), d_detector=3.0, DSD=60.0, DSO=40.0,
+                     n_views=views)
+    return g.replace(rotation=np.broadcast_to(np.eye(3), (views, 3, 3)).copy(), translation=np.zeros((views, 3)))
+
+
+def _rays(g, rng):
+    r = geometry_rays(g)
+    o = jnp.broadcast_to(r.origins, r.directions.shape).reshape(-1, 3)
+    d = r.directions.reshape(-1, 3)
+    o = o + jnp.asarray(rng.normal(size=o.shape) * 2.0)  # rays off the source: varied entries
+    return o.astype(jnp.float32), d.astype(jnp.float32)
+
+
+def _close(a, b, rtol):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * float(np.max(np.abs(b))))
+
+
+def _march_reference(volume, lo, d_voxel, o, e, n):
+    """float64 NumPy: midpoint rule over the box chord, trilinear clamped to edge voxels."""
+    volume, lo, d_voxel, o, e = (np.asarray(a, np.float64) for a in (volume, lo, d_voxel, o, e))
+    shape = np.array(volume.shape)
+    hi = lo + shape * d_voxel
+    with np.errstate(divide="ignore"):
+        t0, t1 = (lo - o) / e, (hi - o) / e
+    tn = np.clip(np.max(np.minimum(t0, t1)), 0, 1)
+    tf = max(np.clip(np.min(np.maximum(t0, t1)), 0, 1), tn)
+    total = 0.0
+    for i in range(n):
+        g = (o + (tn + (i + 0.5) / n * (tf - tn)) * e - lo) / d_voxel
+        if np.any(g < 0) or np.any(g > shape):
+            continue
+        c = np.clip(g - 0.5, 0, shape - 1)
+        i0 = np.clip(np.floor(c), 0, shape - 2).astype(int)
+        f = c - i0
+        for corner in np.ndindex(2, 2, 2):
+            w = np.prod(np.where(corner, f, 1 - f))
+            total += w * volume[tuple(i0 + corner)]
+    return total * (tf - tn) / n * np.linalg.norm(e)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_values_and_gradients_equal_xla(rng, dtype):
+    g = _geometry()
+    volume = jnp.asarray(rng.random(g.n_voxel), dtype)
+    o, d = _rays(g, rng)
+    lo, _ = volume_box(g)
+    dv = jnp.asarray(g.d_voxel, jnp.float32)
+    w = jnp.asarray(rng.normal(size=o.shape[0]), jnp.float32)
+
+    def loss(fn, vol, o, d):
+        return jnp.sum(w * fn(vol, Rays(o, d), lo, dv, n_samples=N_SAMPLES))
+
+    kernel = lambda *a, **k: trilinear_integrals_pallas(*a, interpret=True, **k)  # noqa: E731
+    xla = lambda vol, *a, **k: trilinear_integrals(vol.astype(jnp.float32), *a, **k)  # noqa: E731
+    got = jax.jit(lambda v, o, d: kernel(v, Rays(o, d), lo, dv, n_samples=N_SAMPLES))(volume, o, d)
+    want = xla(volume, Rays(o, d), lo, dv, n_samples=N_SAMPLES)
+    assert got.dtype == jnp.float32 and got.shape == (o.shape[0],)
+    _close(got, want, 1e-5)
+    ref = [_march_reference(volume.astype(jnp.float32), lo, dv, o[k], d[k], N_SAMPLES) for k in range(0, o.shape[0], 16)]
+    _close(got[::16], ref, 1e-5)
+
+    grad = lambda fn: jax.jit(jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2)))(volume, o, d)  # noqa: E731
+    (gv, go, gd), (rv, ro, rd) = grad(kernel), grad(xla)
+    assert gv.dtype == volume.dtype
+    _close(gv, rv, 1e-5 if dtype == jnp.float32 else 4e-3)
+    _close(go, ro, 1e-4)
+    _close(gd, rd, 1e-4)
+    # Only the rays, only the volume: the unused half of the backward pass is skipped.
+    go2, gd2 = jax.grad(lambda *a: loss(kernel, volume, *a), argnums=(0, 1))(o, d)
+    _close(go2, ro, 1e-4)
+    _close(gd2, rd, 1e-4)
+    _close(jax.grad(lambda v: loss(kernel, v, o, d))(volume), rv, 1e-5 if dtype == jnp.float32 else 4e-3)
+
+
+def test_project_and_pose_gradient_equal_xla(rng):
+    g = _geometry()
+    volume = jnp.asarray(rng.random(g.n_voxel), jnp.float32)
+    kernel = lambda v, geo: project_pallas(v, geo, n_samples=N_SAMPLES, block_rays=16, interpret=True)  # noqa: E731
+    step = float(np.sqrt(3 * 16**2)) / (N_SAMPLES - 0.5)
+    xla = lambda v, geo: jm.project(v, geo, method="trilinear", step=step)  # noqa: E731
+    _close(kernel(volume, g), xla(volume, g), 1e-5)
+    target = xla(volume, g) * 1.1
+
+    def pose_grad(fn):
+        def loss(rot, tr):
+            return jnp.sum((fn(volume, g.replace(rotation=rot, translation=tr)) - target) ** 2)
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(g.rotation), jnp.asarray(g.translation))
+
+    for a, b in zip(pose_grad(kernel), pose_grad(xla)):
+        _close(a, b, 1e-4)
+
+
+def test_vmap_over_volumes_and_tiles(rng):
+    g = _geometry(views=1)
+    vols = jnp.asarray(rng.random((2, *g.n_voxel)), jnp.float32)
+    fn = lambda v: project_pallas(v, g, n_samples=8, block_rays=32, interpret=True)  # noqa: E731
+    batched = jax.vmap(fn)(vols)
+    _close(batched, jnp.stack([fn(v) for v in vols]), 1e-6)
+    # A detector that is not a whole number of tiles, and several chunks of views.
+    g2 = jm.cone_beam(n_voxel=(16, 16, 16), d_voxel=1.0, n_detector=(6, 5), d_detector=3.0, DSD=60.0, DSO=40.0,
+                      n_views=3)
+    got = project_pallas(vols[0], g2, n_samples=8, block_rays=16, chunk_size=30, interpret=True)
+    want = jm.project(vols[0], g2, method="trilinear", step=float(np.sqrt(3 * 16**2)) / 7.5)
+    _close(got, want, 1e-5)
+
+
+def test_fallbacks_and_bad_input(rng):
+    g = _geometry(views=1)
+    volume = jnp.asarray(rng.random(g.n_voxel), jnp.float32)
+    want = jm.project(volume, g, method="trilinear")
+    with pytest.warns(RuntimeWarning, match="no GPU"):
+        got = jm.project(volume, g, method="trilinear", implementation="pallas")  # CPU: XLA runs
+    _close(got, want, 1e-6)
+    with pytest.warns(RuntimeWarning, match="Siddon"):
+        jm.project(volume, g, method="siddon", implementation="pallas")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trilinear_integrals_pallas(volume, Rays(jnp.zeros((4, 3)), jnp.ones((4, 3))), jnp.zeros(3), jnp.ones(3),
+                                   n_samples=4)
+    assert len(caught) == 1
+    with pytest.raises(ValueError, match="implementation"):
+        jm.project(volume, g, implementation="cuda")
+    with pytest.raises(ValueError, match="block_rays"):
+        project_pallas(volume, g, block_rays=48, interpret=True)
+    with pytest.raises(ValueError, match="tile"):
+        project_pallas(volume, g, block_rays=32, tile=(4, 4), interpret=True)
+    with pytest.raises(ValueError, match="n_samples"):
+        project_pallas(volume, g, n_samples=0, interpret=True)
+    with pytest.raises(ValueError, match="volume"):
+        project_pallas(volume[:8], g, interpret=True)
