@@ -95,11 +95,11 @@ def test_values_and_gradients_equal_xla(rng, dtype):
     _close(gv, rv, 1e-5 if dtype == jnp.float32 else 4e-3)
     _close(go, ro, 1e-4)
     _close(gd, rd, 1e-4)
-    # Only the rays, only the volume: the unused half of the backward pass is skipped.
-    go2, gd2 = jax.grad(lambda *a: loss(kernel, volume, *a), argnums=(0, 1))(o, d)
-    _close(go2, ro, 1e-4)
-    _close(gd2, rd, 1e-4)
-    _close(jax.grad(lambda v: loss(kernel, v, o, d))(volume), rv, 1e-5 if dtype == jnp.float32 else 4e-3)
+    if dtype == jnp.float32:  # only the rays, only the volume: the unused half of the backward is skipped
+        go2, gd2 = jax.jit(jax.grad(lambda *a: loss(kernel, volume, *a), argnums=(0, 1)))(o, d)
+        _close(go2, ro, 1e-4)
+        _close(gd2, rd, 1e-4)
+        _close(jax.jit(jax.grad(lambda v: loss(kernel, v, o, d)))(volume), rv, 1e-5)
 
 
 def test_project_and_pose_gradient_equal_xla(rng):
