@@ -88,7 +88,7 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
     def projector(c):
         if c["implementation"] == "xla":
             return lambda v, geo: jm.project(v, geo, method="trilinear", step=step, chunk_size=c.get("chunk"))
-        kw = {k: c[k] for k in ("block_rays", "num_warps", "unroll", "interpret") if k in c}
+        kw = {k: c[k] for k in ("block_rays", "tile", "num_warps", "unroll", "pack_z", "interpret") if k in c}
         return lambda v, geo: project_pallas(v, geo, n_samples=n_samples, **kw)
 
     target = jax.jit(projector({"implementation": "xla"}))(vol32, g) * 1.01
@@ -145,27 +145,53 @@ KERNEL_CONFIGS = [
     {"implementation": "pallas", "dtype": "float32"},
     {"implementation": "pallas", "dtype": "bfloat16"},
     {"implementation": "pallas", "dtype": "float16"},
+    {"implementation": "pallas", "dtype": "bfloat16", "pack_z": False},
 ]
+
+
+# Tuning rows (float32, 256³): rays per program, Triton warps, detector tile (rows × columns).
+TUNE_CONFIGS = [dict(block_rays=b, num_warps=w, tile=t, unroll=2) for b, w, t in (
+    (128, 2, (32, 4)), (128, 4, (32, 4)), (64, 2, (32, 2)), (32, 1, (32, 1)), (64, 1, (32, 2)), (256, 4, (32, 8)),
+    (256, 8, (32, 8)), (256, 2, (32, 8)), (128, 2, (8, 16)), (128, 4, (128, 1)))]
+
+
+def _subprocess_case(case: dict) -> dict:
+    res = subprocess.run([sys.executable, "-m", "benchmarks.projector", "--kernel-case", json.dumps(case)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"n_voxel": case["n"], "error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def kernels_main(a) -> dict:
     sizes = (16,) if a.small else (128, 256)
     det, views, n_samples, repeats = (8, 2, 32, 2) if a.small else (256, 8, 512, 10)
+    best, tuning = {}, None
+    if not a.small and not a.no_tune:
+        # Pick the kernel configuration by forward + forward-backward (pose) time at 256³.
+        cfgs = [{"implementation": "pallas", "dtype": "float32", **c} for c in TUNE_CONFIGS]
+        tuning = _subprocess_case(dict(n=256, det=det, views=views, n_samples=n_samples, configs=cfgs, repeats=5,
+                                       check=False))
+        ok = [r for r in tuning.get("rows", []) if "forward_backward_pose_ms_per_drr" in r]
+        if ok:
+            top = min(ok, key=lambda r: r["forward_ms_per_drr"] + r["forward_backward_pose_ms_per_drr"])
+            best = {k: top[k] for k in ("block_rays", "num_warps", "tile", "unroll")}
+        print("tuned", json.dumps(best), flush=True)
     results = []
     for n in sizes:
-        configs = [{**c, "interpret": True} if a.small and c["implementation"] == "pallas" else c for c in KERNEL_CONFIGS]
-        case = dict(n=n, det=det, views=views, n_samples=n_samples, configs=configs, repeats=repeats)
+        configs = []
+        for c in KERNEL_CONFIGS:
+            if c["implementation"] == "pallas":
+                c = {**c, **best, **({"interpret": True} if a.small else {})}
+            configs.append(c)
         print("case", n, flush=True)
-        res = subprocess.run([sys.executable, "-m", "benchmarks.projector", "--kernel-case", json.dumps(case)],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            results.append({"n_voxel": n, "error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"})
-        else:
-            results.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        results.append(_subprocess_case(dict(n=n, det=det, views=views, n_samples=n_samples, configs=configs,
+                                             repeats=repeats)))
         print(json.dumps(results[-1]), flush=True)
     payload = {"benchmark": "projector_kernels", "environment": environment(),
                "geometry": "cone beam, DSD 1500 mm, DSO 1000 mm, 256 mm field of view, detector 409.6 mm",
                "phantom": "Shepp-Logan", "samples_per_ray": n_samples, "views_per_batch": views,
+               "kernel_config": best or "defaults", "tuning": tuning,
                "note": "per DRR = batch time / views; fwd+bwd pose = gradient w.r.t. per-view rotation and "
                        "translation; fwd+bwd volume = gradient w.r.t. the volume", "results": results}
     path = write_json("projector_kernels" + ("_small" if a.small else ""), payload, a.out_dir)
@@ -185,6 +211,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--small", action="store_true", help="tiny CPU sizes")
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--kernels", action="store_true", help="fused Pallas kernel vs XLA trilinear")
+    ap.add_argument("--no-tune", action="store_true", help="--kernels: skip the kernel configuration sweep")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--kernel-case", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -126,6 +126,11 @@ def test_vmap_over_volumes_and_tiles(rng):
     fn = lambda v: project_pallas(v, g, n_samples=8, block_rays=32, interpret=True)  # noqa: E731
     batched = jax.vmap(fn)(vols)
     _close(batched, jnp.stack([fn(v) for v in vols]), 1e-6)
+    for dtype in (jnp.bfloat16, jnp.float16):  # z-pairs packed in 32-bit words, and not
+        half = vols[0].astype(dtype)
+        for pack in (True, False):
+            got = project_pallas(half, g, n_samples=8, block_rays=32, pack_z=pack, interpret=True)
+            _close(got, fn(half.astype(jnp.float32)), 1e-6)
     # A detector that is not a whole number of tiles, and several chunks of views.
     g2 = jm.cone_beam(n_voxel=(16, 16, 16), d_voxel=1.0, n_detector=(6, 5), d_detector=3.0, DSD=60.0, DSO=40.0,
                       n_views=3)

@@ -65,8 +65,26 @@ def _axis(g, n: int):
     return inside, i0.astype(jnp.int32), c - i0, (x > 0.0) & (x < float(n - 1))
 
 
-def _sample(vol_ref, ray, a, shape, *, need_grad):
-    """μ (and ∇μ in voxel units) at ``start + a · segment`` for a tile of rays."""
+def _pack_z(volume):
+    """16-bit volume → uint32 words holding voxel (x, y, z) low and (x, y, z+1) high: one
+    gather then reads both z corners of a cell."""
+    bits = jax.lax.bitcast_convert_type(volume, jnp.uint16).astype(jnp.uint32)
+    nxt = jnp.concatenate([bits[..., 1:], bits[..., -1:]], axis=-1)
+    return (bits | (nxt << jnp.uint32(16))).reshape(-1)
+
+
+def _unpack_z(word, dtype):
+    if dtype == jnp.bfloat16:  # bfloat16 is the high half of a float32
+        lo = jax.lax.bitcast_convert_type(word << jnp.uint32(16), jnp.float32)
+        return lo, jax.lax.bitcast_convert_type(word & jnp.uint32(0xFFFF0000), jnp.float32)
+    half = lambda w: jax.lax.bitcast_convert_type(w.astype(jnp.uint16), jnp.float16).astype(jnp.float32)  # noqa: E731
+    return half(word & jnp.uint32(0xFFFF)), half(word >> jnp.uint32(16))
+
+
+def _sample(vol_ref, ray, a, shape, *, need_grad, packed=None):
+    """μ (and ∇μ in voxel units) at ``start + a · segment`` for a tile of rays.
+
+    ``packed``: the storage dtype when ``vol_ref`` holds z-pairs (:func:`_pack_z`)."""
     nx, ny, nz = shape
     sx, sy, sz, ex, ey, ez = ray
     ix_in, i0x, fx, kx = _axis(sx + a * ex, nx)
@@ -78,6 +96,9 @@ def _sample(vol_ref, ray, a, shape, *, need_grad):
     v = {}
     for dx in (0, 1):
         for dy in (0, 1):
+            if packed is not None:
+                v[dx, dy, 0], v[dx, dy, 1] = _unpack_z(vol_ref[base + (dx * ox + dy * oy)], packed)
+                continue
             for dz in (0, 1):
                 v[dx, dy, dz] = vol_ref[base + (dx * ox + dy * oy + dz * oz)].astype(jnp.float32)
     c00 = v[0, 0, 0] + fz * (v[0, 0, 1] - v[0, 0, 0])
@@ -118,7 +139,7 @@ def _load_rays(ray_ref):
     return tuple(ray_ref[k] for k in range(6))
 
 
-def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unroll):
+def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unroll, packed):
     ray = _load_rays(ray_ref)
     need_grad = bool(grad_refs)
     zero = jnp.zeros_like(ray[0])
@@ -126,7 +147,7 @@ def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unr
 
     def body(i, carry):
         a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
-        mu, g = _sample(vol_ref, ray, a, shape, need_grad=need_grad)
+        mu, g = _sample(vol_ref, ray, a, shape, need_grad=need_grad, packed=packed)
         if not need_grad:
             return (carry[0] + mu,)
         acc, gx, gy, gz, ax, ay, az = carry
@@ -174,8 +195,9 @@ def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, i
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret):
+def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack):
     """The custom-VJP op ``(flat volume, (8, R) ray table) → (R,) sums`` for one config."""
+    packed = dtype if pack else None
     n_vox = math.prod(shape)
     params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
     vol_spec = pl.BlockSpec((n_vox,), lambda i: (0,))
@@ -190,8 +212,10 @@ def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret):
         if need_grad:
             out_shape.append(jax.ShapeDtypeStruct((_ROWS, r), jnp.float32))
             out_specs.append(ray_spec)
+        if packed is not None:
+            vol = _pack_z(vol.reshape(shape))
         res = pl.pallas_call(
-            functools.partial(_forward_kernel, **kw), grid=(r // block,), in_specs=[vol_spec, ray_spec],
+            functools.partial(_forward_kernel, packed=packed, **kw), grid=(r // block,), in_specs=[vol_spec, ray_spec],
             out_specs=out_specs, out_shape=out_shape, interpret=interpret, compiler_params=params,
             name="trilinear_march_grad" if need_grad else "trilinear_march",
         )(vol, table)
@@ -249,7 +273,7 @@ def _check_block(block_rays: int, unroll: int) -> None:
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
 
 
-def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret):
+def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack_z):
     """The kernel path of :func:`trilinear_integrals_pallas` (inputs already checked)."""
     f32 = jnp.float32
     o, d = rays.origins.astype(f32), rays.directions.astype(f32)
@@ -264,7 +288,9 @@ def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_war
     table = jnp.concatenate([start.T, seg.T, jnp.zeros((2, r), f32)], axis=0)
     # Padding rays start outside the box (-1 voxel) with a zero segment: they add nothing.
     table = jnp.pad(table, ((0, 0), (0, r_pad - r)), constant_values=-1.0).at[3:, r:].set(0.0)
-    op = _fused_op(tuple(volume.shape), jnp.dtype(volume.dtype), n_samples, block_rays, unroll, num_warps, interpret)
+    dtype = jnp.dtype(volume.dtype)
+    pack = dtype.itemsize == 2 and (pack_z is None or bool(pack_z))
+    op = _fused_op(tuple(volume.shape), dtype, n_samples, block_rays, unroll, num_warps, interpret, pack)
     s = op(volume.reshape(-1), table)[:r]
     return s * (span / n_samples) * Rays(o, d).lengths
 
@@ -279,6 +305,7 @@ def trilinear_integrals_pallas(
     block_rays: int = DEFAULT_BLOCK,
     unroll: int = 2,
     num_warps: int = 4,
+    pack_z: bool | None = None,
     interpret: bool | None = None,
 ) -> Float[Array, " rays"]:
     """Line integrals of the trilinear field along ``(R, 3)`` rays, by the fused kernel.
@@ -296,6 +323,8 @@ def trilinear_integrals_pallas(
       block_rays: rays per program (a power of two).
       unroll: samples per loop iteration.
       num_warps: Triton warps per program (GPU).
+      pack_z: for a 16-bit volume, gather z-neighbour pairs as one 32-bit word (half the
+        loads; a packed copy of the volume, twice its size, is made per call). Default on.
       interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests).
         ``None``: compiled on GPU; elsewhere the XLA projector runs, with a warning.
 
@@ -314,7 +343,7 @@ def trilinear_integrals_pallas(
 
         _warn(reason)
         return trilinear_integrals(volume, rays, lo, d_voxel, n_samples=int(n_samples))
-    return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret))
+    return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret), pack_z)
 
 
 def _tile_order(nv: int, nu: int, tile: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -339,8 +368,8 @@ def _default_tile(block_rays: int) -> tuple[int, int]:
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples", "chunk", "block_rays", "tile", "unroll", "num_warps",
-                                             "interpret"))
-def _project(volume, geometry, *, n_samples, chunk, block_rays, tile, unroll, num_warps, interpret):
+                                             "interpret", "pack_z"))
+def _project(volume, geometry, *, n_samples, chunk, block_rays, tile, unroll, num_warps, interpret, pack_z):
     n_views, nv, nu = geometry.projection_shape
     rows, cols = _tile_order(nv, nu, tile)
     inverse = np.argsort(rows * nu + cols)
@@ -354,7 +383,7 @@ def _project(volume, geometry, *, n_samples, chunk, block_rays, tile, unroll, nu
         shape = rays.directions.shape  # cone-beam origins are one source per view: broadcast
         flat = Rays(jnp.broadcast_to(rays.origins, shape).reshape(-1, 3), rays.directions.reshape(-1, 3))
         out = _integrals(volume, flat, lo, jnp.asarray(geometry.d_voxel), n_samples, block_rays, unroll,
-                         num_warps, interpret)
+                         num_warps, interpret, pack_z)
         return out.reshape(per, nv * nu)
 
     out = body(views[0]) if n_chunks == 1 else jax.lax.map(body, views).reshape(-1, nv * nu)
@@ -374,6 +403,7 @@ def project_pallas(
     tile: tuple[int, int] | None = None,
     unroll: int = 2,
     num_warps: int = 4,
+    pack_z: bool | None = None,
     interpret: bool | None = None,
 ) -> Float[Array, "views nv nu"]:
     """:func:`jaxmedrf.project` by the fused trilinear kernel (same values and gradients).
@@ -389,7 +419,7 @@ def project_pallas(
       n_samples: samples per ray (overrides ``step``).
       chunk_size: rays per kernel launch.
       mesh: not supported by the kernel (the XLA projector runs, with a warning).
-      block_rays, unroll, num_warps, interpret: see :func:`trilinear_integrals_pallas`.
+      block_rays, unroll, num_warps, pack_z, interpret: see :func:`trilinear_integrals_pallas`.
       tile: ``(tv, tu)`` detector pixels marched by one program, rays going down each column
         (``tv · tu == block_rays``); default ``(min(32, block_rays), block_rays // tv)``.
 
@@ -424,4 +454,4 @@ def project_pallas(
             step = math.sqrt(sum(k * k for k in geometry.n_voxel)) / (n - 0.5)
         return project(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
     return _project(volume, geometry, n_samples=int(n), chunk=chunk, block_rays=block_rays, tile=tile, unroll=unroll,
-                    num_warps=num_warps, interpret=bool(interpret))
+                    num_warps=num_warps, interpret=bool(interpret), pack_z=pack_z)
