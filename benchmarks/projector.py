@@ -88,7 +88,7 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
     def projector(c):
         if c["implementation"] == "xla":
             return lambda v, geo: jm.project(v, geo, method="trilinear", step=step, chunk_size=c.get("chunk"))
-        kw = {k: c[k] for k in ("block_rays", "tile", "num_warps", "unroll", "pack_z", "interpret") if k in c}
+        kw = {k: c[k] for k in ("block_rays", "tile", "lanes", "num_warps", "unroll", "pack_z", "interpret") if k in c}
         return lambda v, geo: project_pallas(v, geo, n_samples=n_samples, **kw)
 
     target = jax.jit(projector({"implementation": "xla"}))(vol32, g) * 1.01
@@ -145,14 +145,15 @@ KERNEL_CONFIGS = [
     {"implementation": "pallas", "dtype": "float32"},
     {"implementation": "pallas", "dtype": "bfloat16"},
     {"implementation": "pallas", "dtype": "float16"},
-    {"implementation": "pallas", "dtype": "bfloat16", "pack_z": False},
+    {"implementation": "pallas", "dtype": "bfloat16", "pack_z": True},
 ]
 
 
-# Tuning rows (float32, 256³): rays per program, Triton warps, detector tile (rows × columns).
-TUNE_CONFIGS = [dict(block_rays=b, num_warps=w, tile=t, unroll=2) for b, w, t in (
-    (128, 2, (32, 4)), (128, 4, (32, 4)), (64, 2, (32, 2)), (32, 1, (32, 1)), (64, 1, (32, 2)), (256, 4, (32, 8)),
-    (256, 8, (32, 8)), (256, 2, (32, 8)), (128, 2, (8, 16)), (128, 4, (128, 1)))]
+# Tuning rows (float32, 256³): rays per program, Triton warps, detector tile (rows × columns),
+# lanes along detector rows ("u") or columns ("v").
+TUNE_CONFIGS = [dict(block_rays=b, num_warps=w, tile=t, lanes=ln, unroll=2) for b, w, t, ln in (
+    (32, 1, (4, 8), "u"), (64, 2, (8, 8), "u"), (128, 2, (8, 16), "u"), (32, 1, (32, 1), "v"), (64, 2, (32, 2), "v"),
+    (128, 2, (32, 4), "v"), (128, 4, (32, 4), "v"), (64, 1, (8, 8), "u"), (256, 4, (32, 8), "v"), (32, 1, (8, 4), "v"))]
 
 
 def _subprocess_case(case: dict) -> dict:

@@ -28,22 +28,41 @@ BENCHMARKS = {
 }
 
 
-def _latest(pattern: str, results: Path) -> dict | None:
+def _latest(pattern: str, results: Path, exclude: str | None = None) -> dict | None:
     files = sorted(results.glob(pattern), key=lambda p: p.stat().st_mtime)
-    files = [f for f in files if "small" not in f.name and "cpu" not in f.name.lower()]
+    files = [f for f in files if "small" not in f.name and "cpu" not in f.name.lower()
+             and not (exclude and exclude in f.name)]
     return json.loads(files[-1].read_text()) if files else None
 
 
 def report(results: Path = HERE / "results") -> str:
     """A markdown table of the latest GPU figures, with the peers' figures where measured."""
     rows = ["| benchmark | figure | jaxmedrf | peer (same run) | file |", "|---|---|---|---|---|"]
-    p = _latest("projector_*.json", results)
+    p = _latest("projector_*.json", results, exclude="kernels")
     if p:
         for r in p["results"]:
             if r.get("chunk_size") is None and "forward_ms_per_drr" in r and r["views"] == 64:
                 fb = r.get("forward_backward_ms_per_drr")
                 rows.append(f"| projector {r['method']} {r['n_voxel']}³ → 256² | ms per DRR fwd / fwd+bwd | "
                             f"{r['forward_ms_per_drr']:.2f} / {fb:.2f} | not run | projector ({p['environment']['device']}) |")
+    k = _latest("projector_kernels_*.json", results)
+    if k:
+        env = k["environment"]
+        # A --kernels run lists sizes under "results"; the first H100 probe under main128/main256/sweep256.
+        sizes = k.get("results") or [k[s] for s in ("main128", "main256") if s in k]
+        rows_all = [r for size in sizes for r in size.get("rows", [])] + k.get("sweep256", [])
+        for n in sorted({r["n_voxel"] for r in rows_all}):
+            ok = [r for r in rows_all if r["n_voxel"] == n and "forward_backward_pose_ms_per_drr" in r]
+            xla = [r for r in ok if r["implementation"] == "xla"]
+            pal = [r for r in ok if r["implementation"] == "pallas" and r["dtype"] == "float32"]
+            if not (xla and pal):
+                continue
+            best = min(pal, key=lambda r: r["forward_ms_per_drr"] + r["forward_backward_pose_ms_per_drr"])
+            f = lambda r: (f"{r['forward_ms_per_drr']:.2f} / {r['forward_backward_pose_ms_per_drr']:.2f} / "  # noqa: E731
+                           f"{r['forward_backward_volume_ms_per_drr']:.2f}")
+            rows.append(f"| projector fused Pallas trilinear {n}³ → 256², 512 samples, 8 views a batch | ms per DRR fwd / "
+                        f"fwd+bwd pose / fwd+bwd volume | {f(best)} | XLA trilinear {f(xla[0])} | "
+                        f"projector_kernels ({env['device']}) |")
     h = _latest("hashgrid_*.json", results)
     if h:
         b = h["best"]

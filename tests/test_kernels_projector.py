@@ -86,7 +86,8 @@ def test_values_and_gradients_equal_xla(rng, dtype):
     want = xla(volume, Rays(o, d), lo, dv, n_samples=N_SAMPLES)
     assert got.dtype == jnp.float32 and got.shape == (o.shape[0],)
     _close(got, want, 1e-5)
-    ref = [_march_reference(volume.astype(jnp.float32), lo, dv, o[k], d[k], N_SAMPLES) for k in range(0, o.shape[0], 16)]
+    vol32 = volume.astype(jnp.float32)
+    ref = [_march_reference(vol32, lo, dv, o[k], d[k], N_SAMPLES) for k in range(0, o.shape[0], 16)]
     _close(got[::16], ref, 1e-5)
 
     grad = lambda fn: jax.jit(jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2)))(volume, o, d)  # noqa: E731
@@ -105,7 +106,8 @@ def test_values_and_gradients_equal_xla(rng, dtype):
 def test_project_and_pose_gradient_equal_xla(rng):
     g = _geometry()
     volume = jnp.asarray(rng.random(g.n_voxel), jnp.float32)
-    kernel = lambda v, geo: project_pallas(v, geo, n_samples=N_SAMPLES, block_rays=16, interpret=True)  # noqa: E731
+    kernel = lambda v, geo: project_pallas(v, geo, n_samples=N_SAMPLES, block_rays=16, lanes="v",  # noqa: E731
+                                           interpret=True)
     step = float(np.sqrt(3 * 16**2)) / (N_SAMPLES - 0.5)
     xla = lambda v, geo: jm.project(v, geo, method="trilinear", step=step)  # noqa: E731
     _close(kernel(volume, g), xla(volume, g), 1e-5)
@@ -134,7 +136,7 @@ def test_vmap_over_volumes_and_tiles(rng):
     # A detector that is not a whole number of tiles, and several chunks of views.
     g2 = jm.cone_beam(n_voxel=(16, 16, 16), d_voxel=1.0, n_detector=(6, 5), d_detector=3.0, DSD=60.0, DSO=40.0,
                       n_views=3)
-    got = project_pallas(vols[0], g2, n_samples=8, block_rays=16, chunk_size=30, interpret=True)
+    got = project_pallas(vols[0], g2, n_samples=8, block_rays=16, chunk_size=30, lanes="v", interpret=True)
     want = jm.project(vols[0], g2, method="trilinear", step=float(np.sqrt(3 * 16**2)) / 7.5)
     _close(got, want, 1e-5)
 
