@@ -16,9 +16,9 @@ bounded by one chunk plus the volume and the projections, whatever the number of
 ``backproject`` is the exact adjoint (the transpose of the linear map ``project(·, geometry)``,
 obtained by ``jax.vjp``), so ``<A x, y> = <x, Aᵀ y>`` to rounding.
 
-``implementation="pallas"`` runs the trilinear method as one fused Pallas kernel on GPU
+``implementation="pallas"`` runs either method as one fused Pallas kernel on GPU
 (:mod:`jaxmedrf.kernels.projector`: same values and gradients, float32 accumulation, half
-volumes accepted); elsewhere, and for Siddon or a mesh, it warns and runs the XLA code.
+volumes accepted); elsewhere, and with a mesh, it warns and runs the XLA code.
 
 With ``mesh`` the rays of each chunk are sharded over the mesh's devices (``NamedSharding``)
 while the volume is replicated: the compiler partitions the work and sums the adjoint.
@@ -110,8 +110,7 @@ def project(
       chunk_size: rays per chunk (bounds memory); default 16384 (Siddon), 32768 (trilinear).
       mesh: optional device mesh (:func:`jaxmedrf.parallel.make_mesh`); rays of each chunk
         are sharded over all its axes.
-      implementation: ``"xla"`` or ``"pallas"`` (the fused GPU kernel; trilinear only,
-        float32 output).
+      implementation: ``"xla"`` or ``"pallas"`` (the fused GPU kernel, float32 output).
 
     Returns:
       Projections ``(n_views, nv, nu)``, dimensionless, in ``volume``'s dtype.
