@@ -86,10 +86,11 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
     step = _samples_step(g.n_voxel, n_samples)
 
     def projector(c):
+        method = c.get("method", "trilinear")
         if c["implementation"] == "xla":
-            return lambda v, geo: jm.project(v, geo, method="trilinear", step=step, chunk_size=c.get("chunk"))
+            return lambda v, geo: jm.project(v, geo, method=method, step=step, chunk_size=c.get("chunk"))
         kw = {k: c[k] for k in ("block_rays", "tile", "lanes", "num_warps", "unroll", "pack_z", "interpret") if k in c}
-        return lambda v, geo: project_pallas(v, geo, n_samples=n_samples, **kw)
+        return lambda v, geo: project_pallas(v, geo, method=method, n_samples=n_samples, **kw)
 
     target = jax.jit(projector({"implementation": "xla"}))(vol32, g) * 1.01
     rays = views * det * det
@@ -123,12 +124,12 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
         rows.append(row)
         print(json.dumps(row), flush=True)
     if check:
-        ref = next((r for r in rows if r["implementation"] == "xla" and id(r) in fns), None)
-        if ref is not None:
-            xfwd, xloss_v, xloss_p, _, _ = fns[id(ref)]
-            for r in rows:
-                if r["implementation"] == "xla" or id(r) not in fns:
-                    continue
+        for r in rows:
+            method = r.get("method", "trilinear")
+            ref = next((x for x in rows if x["implementation"] == "xla" and x.get("method", "trilinear") == method
+                        and id(x) in fns), None)
+            if r["implementation"] != "xla" and id(r) in fns and ref is not None:
+                xfwd, xloss_v, xloss_p, _, _ = fns[id(ref)]
                 fwd, loss_v, loss_p, vol, rt = fns[id(r)]
                 v_ref = vol.astype(jnp.float32)  # the same (rounded) volume, in float32, through XLA
                 want = (xfwd(v_ref, g), xloss_v(v_ref), xloss_p(rt, v_ref))
@@ -146,6 +147,8 @@ KERNEL_CONFIGS = [
     {"implementation": "pallas", "dtype": "bfloat16"},
     {"implementation": "pallas", "dtype": "float16"},
     {"implementation": "pallas", "dtype": "bfloat16", "pack_z": True},
+    {"implementation": "xla", "dtype": "float32", "method": "siddon"},
+    {"implementation": "pallas", "dtype": "float32", "method": "siddon"},
 ]
 
 
@@ -199,7 +202,7 @@ def kernels_main(a) -> dict:
     print(f"{'case':34s} {'fwd':>8s} {'f+b vol':>8s} {'f+b pose':>8s}  ms per DRR")
     for res in results:
         for r in res.get("rows", []):
-            name = f"{r['implementation']} {r['dtype']} {r['n_voxel']}³"
+            name = f"{r['implementation']} {r.get('method', 'trilinear')} {r['dtype']} {r['n_voxel']}³"
             f = lambda k: f"{r[k]:8.3f}" if k in r else f"{'-':>8s}"  # noqa: E731
             print(f"{name:34s} {f('forward_ms_per_drr')} {f('forward_backward_volume_ms_per_drr')} "
                   f"{f('forward_backward_pose_ms_per_drr')} {r.get('error', '')}")

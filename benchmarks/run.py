@@ -52,7 +52,8 @@ def report(results: Path = HERE / "results") -> str:
         sizes = k.get("results") or [k[s] for s in ("main128", "main256") if s in k]
         rows_all = [r for size in sizes for r in size.get("rows", [])] + k.get("sweep256", [])
         for n in sorted({r["n_voxel"] for r in rows_all}):
-            ok = [r for r in rows_all if r["n_voxel"] == n and "forward_backward_pose_ms_per_drr" in r]
+            ok = [r for r in rows_all if r["n_voxel"] == n and "forward_backward_pose_ms_per_drr" in r
+                  and r.get("method", "trilinear") == "trilinear"]
             xla = [r for r in ok if r["implementation"] == "xla"]
             pal = [r for r in ok if r["implementation"] == "pallas" and r["dtype"] == "float32"]
             if not (xla and pal):
