@@ -197,7 +197,9 @@ def kernels_main(a) -> dict:
                "phantom": "Shepp-Logan", "samples_per_ray": n_samples, "views_per_batch": views,
                "kernel_config": best or "defaults", "tuning": tuning,
                "note": "per DRR = batch time / views; fwd+bwd pose = gradient w.r.t. per-view rotation and "
-                       "translation; fwd+bwd volume = gradient w.r.t. the volume", "results": results}
+                       "translation; fwd+bwd volume = gradient w.r.t. the volume. Siddon pose gradients differ from XLA's "
+                       "where rays cross two planes at once (this symmetric set-up's diagonal pixels): the integral "
+                       "has no derivative there", "results": results}
     path = write_json("projector_kernels" + ("_small" if a.small else ""), payload, a.out_dir)
     print(f"{'case':34s} {'fwd':>8s} {'f+b vol':>8s} {'f+b pose':>8s}  ms per DRR")
     for res in results:

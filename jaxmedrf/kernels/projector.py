@@ -537,8 +537,11 @@ def siddon_integrals_pallas(
     (Siddon 1985; Amanatides & Woo 1987 traversal: one segment per plane crossing, the voxel
     taken at the segment's midpoint), in float32. The pose gradient uses
     ``dS = Σ_k μ_k (dα_{k+1} − dα_k)`` with ``∂α/∂o_a = −1/d_a`` and ``∂α/∂d_a = −α/d_a`` for a
-    plane of axis ``a``; the volume gradient is one ``atomic_add`` per segment. Not yet
-    compiled or timed on GPU (tested in interpret mode).
+    plane of axis ``a``; the volume gradient is one ``atomic_add`` per segment. Where a ray
+    crosses two planes at once (the diagonal pixels of a symmetric set-up) the line integral
+    has no derivative; there the two implementations return different one-sided values
+    (rounding decides the voxel of the zero-length segment). Not yet compiled or timed on
+    GPU (tested in interpret mode).
 
     Args, returns: as :func:`trilinear_integrals_pallas` (no samples).
     """
