@@ -209,16 +209,14 @@ def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, i
     _march(body, 0, n_samples, unroll)
 
 
-@functools.lru_cache(maxsize=None)
-def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack):
-    """The custom-VJP op ``(flat volume, (8, R) ray table) → (R,) sums`` for one config."""
-    packed = dtype if pack else None
+def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpret, name, prepare=None):
+    """The custom-VJP op ``(flat volume, (8, R) ray table) → (R,) sums`` from a forward
+    kernel (optionally writing the per-ray gradient table) and an atomic adjoint kernel."""
     n_vox = math.prod(shape)
     params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
     vol_spec = pl.BlockSpec((n_vox,), lambda i: (0,))
     ray_spec = pl.BlockSpec((_ROWS, block), lambda i: (0, i))
     row_spec = pl.BlockSpec((block,), lambda i: (i,))
-    kw = dict(shape=shape, n_samples=n_samples, unroll=unroll)
 
     def forward(vol, table, need_grad):
         r = table.shape[1]
@@ -227,25 +225,33 @@ def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack
         if need_grad:
             out_shape.append(jax.ShapeDtypeStruct((_ROWS, r), jnp.float32))
             out_specs.append(ray_spec)
-        if packed is not None:
-            vol = _pack_z(vol.reshape(shape))
         res = pl.pallas_call(
-            functools.partial(_forward_kernel, packed=packed, **kw), grid=(r // block,), in_specs=[vol_spec, ray_spec],
-            out_specs=out_specs, out_shape=out_shape, interpret=interpret, compiler_params=params,
-            name="trilinear_march_grad" if need_grad else "trilinear_march",
-        )(vol, table)
+            fwd_kernel, grid=(r // block,), in_specs=[vol_spec, ray_spec], out_specs=out_specs, out_shape=out_shape,
+            interpret=interpret, compiler_params=params, name=f"{name}_grad" if need_grad else name,
+        )(vol if prepare is None else prepare(vol), table)
         return res if need_grad else (res[0], None)
 
     def scatter(table, ct):
         r = table.shape[1]
         return pl.pallas_call(
-            functools.partial(_scatter_kernel, interpret=interpret, **kw), grid=(r // block,),
-            in_specs=[ray_spec, row_spec, vol_spec], out_specs=vol_spec,
+            adj_kernel, grid=(r // block,), in_specs=[ray_spec, row_spec, vol_spec], out_specs=vol_spec,
             out_shape=jax.ShapeDtypeStruct((n_vox,), jnp.float32), input_output_aliases={2: 0},
-            interpret=interpret, compiler_params=params, name="trilinear_march_adjoint",
+            interpret=interpret, compiler_params=params, name=f"{name}_adjoint",
         )(table, ct, jnp.zeros((n_vox,), jnp.float32))
 
     return _custom_vjp_op(forward, scatter, dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack):
+    """The trilinear march for one configuration."""
+    packed = dtype if pack else None
+    kw = dict(shape=shape, n_samples=n_samples, unroll=unroll)
+    return _build_op(
+        functools.partial(_forward_kernel, packed=packed, **kw),
+        functools.partial(_scatter_kernel, interpret=interpret, **kw),
+        shape=shape, dtype=dtype, block=block, num_warps=num_warps, interpret=interpret, name="trilinear_march",
+        prepare=(lambda v: _pack_z(v.reshape(shape))) if pack else None)
 
 
 # --------------------------------------------------------------------------- Siddon
@@ -351,38 +357,12 @@ def _siddon_scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_steps, inte
 
 @functools.lru_cache(maxsize=None)
 def _siddon_op(shape, dtype, block, num_warps, interpret):
-    """Custom-VJP op ``(flat volume, (8, R) table: o, d in voxel units, t_near, t_far) → Σ seg·μ``."""
-    n_vox = math.prod(shape)
-    n_steps = sum(shape) + 3  # every plane crossed once, plus the last segment
-    params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
-    vol_spec = pl.BlockSpec((n_vox,), lambda i: (0,))
-    ray_spec = pl.BlockSpec((_ROWS, block), lambda i: (0, i))
-    row_spec = pl.BlockSpec((block,), lambda i: (i,))
-
-    def forward(vol, table, need_grad):
-        r = table.shape[1]
-        out_shape = [jax.ShapeDtypeStruct((r,), jnp.float32)]
-        out_specs = [row_spec]
-        if need_grad:
-            out_shape.append(jax.ShapeDtypeStruct((_ROWS, r), jnp.float32))
-            out_specs.append(ray_spec)
-        res = pl.pallas_call(
-            functools.partial(_siddon_forward_kernel, shape=shape, n_steps=n_steps), grid=(r // block,),
-            in_specs=[vol_spec, ray_spec], out_specs=out_specs, out_shape=out_shape, interpret=interpret,
-            compiler_params=params, name="siddon_walk_grad" if need_grad else "siddon_walk",
-        )(vol, table)
-        return res if need_grad else (res[0], None)
-
-    def scatter(table, ct):
-        r = table.shape[1]
-        return pl.pallas_call(
-            functools.partial(_siddon_scatter_kernel, shape=shape, n_steps=n_steps, interpret=interpret),
-            grid=(r // block,), in_specs=[ray_spec, row_spec, vol_spec], out_specs=vol_spec,
-            out_shape=jax.ShapeDtypeStruct((n_vox,), jnp.float32), input_output_aliases={2: 0},
-            interpret=interpret, compiler_params=params, name="siddon_walk_adjoint",
-        )(table, ct, jnp.zeros((n_vox,), jnp.float32))
-
-    return _custom_vjp_op(forward, scatter, dtype)
+    """The Siddon walk; ray table: o, d in voxel units, t_near, t_far."""
+    kw = dict(shape=shape, n_steps=sum(shape) + 3)  # every plane crossed once, plus the last segment
+    return _build_op(
+        functools.partial(_siddon_forward_kernel, **kw),
+        functools.partial(_siddon_scatter_kernel, interpret=interpret, **kw),
+        shape=shape, dtype=dtype, block=block, num_warps=num_warps, interpret=interpret, name="siddon_walk")
 
 
 def _custom_vjp_op(forward, scatter, dtype):
