@@ -133,6 +133,7 @@ def sart(
     tv_iters: int = 10,
     method: str = "siddon",
     step: float = 0.5,
+    backprojector: str = "matched",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     callback: Callable[[int, Array, float], None] | None = None,
@@ -154,6 +155,11 @@ def sart(
       tv_weight: ASD-POCS-style TV step size relative to the data step (0 = off).
       tv_iters: TV gradient steps per iteration when ``tv_weight > 0``.
       method, step, chunk_size: passed to the projector.
+      backprojector: ``"matched"`` uses the projector's exact adjoint (the default);
+        ``"voxel"`` the voxel-driven interpolating backprojector of :func:`~jaxmedrf.fdk`
+        (bilinear detector read at each voxel's projection, cone weight ``(DSO/U)²``), an
+        unmatched pair like TIGRE's ``"FDK"`` backprojection type: several times faster per
+        iteration, with the column normalisation ``V`` computed from the same backprojector.
       x0: initial volume (default zeros).
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
@@ -179,6 +185,14 @@ def sart(
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
     b = jnp.asarray(projections, dtype)
     fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype)
+    if backprojector == "voxel":
+        from jaxmedrf.recon.fdk import _backproject
+
+        def bwd(y, g):  # noqa: F811 — the unmatched, voxel-driven Aᵀ
+            w = jnp.ones((y.shape[0],), dtype)
+            return _backproject(y.astype(dtype), w, g, chunk_views=int(min(8, y.shape[0])), mesh=mesh if shard == "volume" else None)
+    elif backprojector != "matched":
+        raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
 
     @jax.jit
     def weights(geometry, ids, mask):
