@@ -394,7 +394,7 @@ def time_mbirjax(volume: np.ndarray, geometry, *, warmup: int = 2, repeats: int 
         import jax.numpy as jnp
     except Exception as e:  # noqa: BLE001
         return {"skipped": f"mbirjax not importable: {type(e).__name__}: {e}"}
-    out = {"peer": "mbirjax", "version": getattr(mj, "__version__", "unknown"),
+    out = {"peer": "mbirjax", "version": _version("mbirjax", mj),
            "stubs": ["easygui"] if stubbed else [], "device": jax.devices()[0].device_kind,
            "views": geometry.n_views, "n_voxel": list(geometry.n_voxel), "n_detector": list(geometry.n_detector),
            "projector": "mbirjax cone-beam (footprint) model", "pose_gradient": "not supported (no pose parameters)"}

@@ -223,6 +223,10 @@ class Phantom:
         self.multi_cfg = dataclasses.replace(cfg, multi_start_levels=args.multi_levels)
         self.rows = []
         self.nano_compile_s = None
+        lm, g = self.landmarks, geom
+        self.errors = jax.jit(lambda est, truth: jnp.stack([
+            R.mean_target_registration_error(est, truth, lm), R.rotation_error_deg(est, truth),
+            R.translation_error_mm(est, truth), R.reprojection_error(est, truth, lm, g)[1]]))
 
     def trial(self) -> dict:
         args, cfg, geom, lm = self.args, self.cfg, self.geom, self.landmarks
@@ -236,12 +240,8 @@ class Phantom:
         row = {"trial": len(self.rows), "theta_deg": math.degrees(theta),
                "initial_mtre_mm": float(R.mean_target_registration_error(init, truth, lm))}
         def errors(est):
-            return {
-                "mtre_mm": float(R.mean_target_registration_error(est, truth, lm)),
-                "rotation_deg": float(R.rotation_error_deg(est, truth)),
-                "translation_mm": float(R.translation_error_mm(est, truth)),
-                "reprojection_px": float(R.reprojection_error(est, truth, lm, geom)[1]),
-            }
+            e = np.asarray(self.errors(est, truth), np.float64)  # one compiled call, one transfer
+            return dict(zip(("mtre_mm", "rotation_deg", "translation_mm", "reprojection_px"), map(float, e)))
 
         for label, starts, c in (("single", None, cfg), (self.multi, self.starts_k, self.multi_cfg)):
             res = R.register(self.vol, geom, target, init, config=c, starts=starts)
