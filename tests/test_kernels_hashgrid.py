@@ -39,8 +39,12 @@ def _points(n=40):
 
 
 def _value_and_grads(encode, table, x, r):
-    out, vjp = jax.vjp(encode, table, x)
-    d_table, d_x = vjp(r)
+    @jax.jit
+    def f(table, x, r):
+        out, vjp = jax.vjp(encode, table, x)
+        return out, *vjp(r)
+
+    out, d_table, d_x = f(table, x, r)
     return np.asarray(out), np.asarray(d_table.astype(jnp.float32)), np.asarray(d_x), d_table.dtype
 
 
@@ -54,7 +58,7 @@ def test_interpret_matches_xla(dtype):
     ref_cfg = dataclasses.replace(cfg, implementation="level_major", backward="segment_sum")
     ref = _value_and_grads(lambda t, p: hash_grid_encode(t, p, ref_cfg), table, x, r)
     got = _value_and_grads(
-        jax.jit(lambda t, p: kernel.hash_grid_encode_pallas(t, p, cfg, tuning=TUNING, interpret=True)), table, x, r
+        lambda t, p: kernel.hash_grid_encode_pallas(t, p, cfg, tuning=TUNING, interpret=True), table, x, r
     )
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5 * np.abs(ref[0]).max())
     np.testing.assert_allclose(got[1], ref[1], rtol=GRAD_TOL[dtype], atol=1e-5 * np.abs(ref[1]).max())
@@ -65,16 +69,17 @@ def test_interpret_matches_xla(dtype):
     np.testing.assert_array_equal(got[2][1], [0.0, 0.0, ref[2][1, 2]])
 
 
-def test_interpret_features_1_and_level_parallel():
-    """F = 1 and the level-parallel schedule (no replicas), float32."""
-    cfg = dataclasses.replace(CFG, features_per_level=1, n_levels=2)
+def test_interpret_features_1_and_level_groups():
+    """F = 1 and the level-group schedule (2 groups of 2 levels, no replicas), float32."""
+    cfg = dataclasses.replace(CFG, features_per_level=1, n_levels=4)
+    assert cfg.dense_levels == (True, True, False, False)
     table = hash_grid_init(jax.random.key(4), cfg)
     x = _points(24)
     r = jax.random.normal(jax.random.key(5), (x.shape[0], cfg.out_dim), jnp.float32)
     ref = _value_and_grads(lambda t, p: hash_grid_encode(t, p, cfg), table, x, r)
-    tun = TUNING._replace(level_parallel=True)
+    tun = TUNING._replace(levels_per_program=2)
     got = _value_and_grads(
-        jax.jit(lambda t, p: kernel.hash_grid_encode_pallas(t, p, cfg, tuning=tun, interpret=True)), table, x, r
+        lambda t, p: kernel.hash_grid_encode_pallas(t, p, cfg, tuning=tun, interpret=True), table, x, r
     )
     for g, e in zip(got[:3], ref[:3]):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
@@ -84,7 +89,7 @@ def test_replicas_cover_dense_levels_only():
     reps, size = kernel._replicas(CFG, TUNING)  # at most 512 rows of replicas per level
     assert reps == [(4, 125, 0), None, None]  # 729 rows: 1 copy; hashed level: never
     assert size == 4 * 125 * 2
-    assert kernel._replicas(CFG, TUNING._replace(level_parallel=True))[0] == [None] * 3
+    assert kernel._replicas(CFG, TUNING._replace(levels_per_program=2))[0] == [None] * 3
 
 
 def test_fallback_warns_once_for_unsupported_features(monkeypatch):
@@ -120,7 +125,7 @@ def test_cpu_public_path_falls_back_with_gradients(monkeypatch):
 def test_kernel_rejects_bad_input():
     table = hash_grid_init(jax.random.key(8), CFG)
     with pytest.raises(ValueError, match="params"):
-        kernel.hash_grid_encode_pallas(table[:2], _points(4), CFG, interpret=True)
+        kernel.hash_grid_encode_pallas(table[:2], jnp.zeros((4, 3)), CFG, interpret=True)
     with pytest.raises(ValueError, match="x must have shape"):
         kernel.hash_grid_encode_pallas(table, jnp.zeros((4, 2)), CFG, interpret=True)
     assert kernel.hash_grid_encode_pallas(table, jnp.zeros((0, 3)), CFG, interpret=True).shape == (0, 6)

@@ -19,9 +19,13 @@ Same values and gradients as the XLA reference :func:`jaxmedrf.fields.hash_grid_
   0 and 1, as ``jnp.clip``'s does). It is its own kernel so that XLA removes it when the
   positions are not differentiated (the common case: training a field).
 
-Two schedules: ``level_parallel=False`` (default above) or ``True`` (a grid over
-``(point blocks, levels)``, level slowest, so at any time one level's table, 4 MB at
-``2^19 × 2`` float32, is the working set in L2).
+Schedules (:class:`Tuning`): ``levels_per_program = G``; ``G = L`` (default) is the loop
+over all levels above; ``G < L`` launches a grid over ``(point blocks, L / G level
+groups)``, groups slowest, so at any time only ``G`` levels' tables (4 MB each at
+``2^19 × 2`` float32) are the working set in L2 for the gathers and the atomics, at the
+price of ``L / G`` reads of the positions and ``G·F``-wide partial writes of each output row
+(``G = 1``: one level per program). Replicas apply to the ``G = L`` schedule only, where
+levels are static.
 
 On CPU the kernels run only in Pallas' interpret mode (``interpret=True``), which the tests
 use; in interpret mode the atomic adds are replaced by an equivalent ``.at[].add`` (Pallas'
@@ -60,7 +64,7 @@ class Tuning(NamedTuple):
     num_warps: int = 4
     bwd_block: int = 128  # points per program, table-gradient kernel
     bwd_num_warps: int = 4
-    level_parallel: bool = False  # grid (blocks, levels) instead of a loop over levels
+    levels_per_program: int = 0  # G: levels per program (0 or >= L: all, one pass)
     replica_rows: int = 1 << 18  # dense level l gets R_l = 2^k replicas with R_l n_l <= this
     max_replicas: int = 64
     relaxed_atomics: bool = True  # red.relaxed instead of atom.acq_rel (same sums)
@@ -112,11 +116,25 @@ def _select(level, values, dtype):
     return out
 
 
+def _group_size(config: HashGridConfig, tuning: Tuning) -> int:
+    """Levels per program: the largest divisor of ``L`` not above the requested ``G``."""
+    n = config.n_levels
+    g = min(tuning.levels_per_program or n, n)
+    while n % g:
+        g -= 1
+    return g
+
+
 def _levels(config: HashGridConfig, tuning: Tuning, level_axis: int):
-    if not tuning.level_parallel:
+    g = _group_size(config, tuning)
+    if g == config.n_levels:
         return [_Level(r, d, i) for i, (r, d) in enumerate(zip(config.resolutions, config.dense_levels))]
-    lv = pl.program_id(level_axis)
-    return [_Level(_select(lv, config.resolutions, jnp.int32), _select(lv, config.dense_levels, jnp.bool_), lv)]
+    first = pl.program_id(level_axis) * g
+    out = []
+    for j in range(g):
+        lv = first + j
+        out.append(_Level(_select(lv, config.resolutions, jnp.int32), _select(lv, config.dense_levels, jnp.bool_), lv))
+    return out
 
 
 def _cell(xs, res):
@@ -249,7 +267,7 @@ def _replicas(config: HashGridConfig, tuning: Tuning):
     for res, dense in zip(config.resolutions, config.dense_levels):
         n_rows = (res + 1) ** 3
         r = 1
-        if dense and not tuning.level_parallel:
+        if dense and _group_size(config, tuning) == config.n_levels:
             while r * 2 <= tuning.max_replicas and r * 2 * n_rows <= tuning.replica_rows:
                 r *= 2
         if r > 1:
@@ -299,7 +317,7 @@ def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n)
                 dfrac[d] = dfrac[d] + (other * gv if (c >> d) & 1 else -(other * gv))
         dx = [dx[d] + dpos[d] * dfrac[d] for d in range(3)]
     for d in range(3):
-        if tuning.level_parallel:  # levels in separate programs (GPU only, see _encode_bwd)
+        if _group_size(config, tuning) < config.n_levels:  # level groups in separate programs (GPU only)
             _scatter_add(dx_ref, p * 3 + d, dx[d], valid, False, tuning.relaxed_atomics)
         else:
             plgpu.store(dx_ref.at[p * 3 + d], dx[d], mask=valid)
@@ -311,7 +329,8 @@ def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n)
 
 def _grid(n: int, block: int, config: HashGridConfig, tuning: Tuning):
     nb = pl.cdiv(n, block)
-    return (nb, config.n_levels) if tuning.level_parallel else (nb,)
+    g = _group_size(config, tuning)
+    return (nb, config.n_levels // g) if g < config.n_levels else (nb,)
 
 
 def _params(num_warps: int, interpret: bool):
@@ -365,7 +384,7 @@ def _position_grad(table, x, g, config, tuning, interpret):
     kernel = partial(_position_grad_kernel, config=config, tuning=tuning, n=n)
     args = (x.reshape(-1), table.reshape(-1), g.reshape(-1))
     kw = {}
-    if tuning.level_parallel:
+    if _group_size(config, tuning) < config.n_levels:
         args = args + (jnp.zeros((n * 3,), jnp.float32),)
         kw["input_output_aliases"] = {3: 0}
         kernel = _drop_arg(kernel, 3)
@@ -405,9 +424,9 @@ def _encode_bwd(config, tuning, interpret, res, g):
     table, x = res
     g = g.astype(jnp.float32)
     d_table = _table_grad(x, g, config, tuning, interpret, table.dtype)
-    # Positions: the level-parallel schedule accumulates dx with atomics, which the
-    # interpreter cannot express; use the loop schedule there (same values).
-    tx = tuning._replace(level_parallel=False) if interpret else tuning
+    # Positions: level groups accumulate dx with atomics, which the interpreter does not
+    # express; it uses the one-pass schedule (same values).
+    tx = tuning._replace(levels_per_program=0) if interpret else tuning
     d_x = _position_grad(table, x, g, config, tx, interpret)
     return d_table, d_x
 
