@@ -139,6 +139,70 @@ def run(
     return records
 
 
+#: Launch settings of the Pallas kernel tried by ``--pallas-sweep`` (all give the same values).
+SWEEP = {
+    "one_pass_b128_w4": Tuning(),
+    "one_pass_b256_w4": Tuning(block=256, bwd_block=256),
+    "one_pass_b64_w2": Tuning(block=64, num_warps=2, bwd_block=64, bwd_num_warps=2),
+    "one_pass_no_replicas": Tuning(replica_rows=1),
+    "one_pass_acq_rel_atomics": Tuning(relaxed_atomics=False),
+    "groups_of_4_levels": Tuning(levels_per_program=4),
+    "groups_of_4_levels_b256": Tuning(levels_per_program=4, block=256, bwd_block=256),
+    "one_level_per_program": Tuning(levels_per_program=1),
+}
+
+
+def sweep(*, n_points: int, base: HashGridConfig, dtype: str, repeats: int, deadline: float, seed: int = 0):
+    """Times every :data:`SWEEP` tuning (forward, forward + backward) and checks it against
+    ``level_major`` (max error relative to the largest reference entry). Returns
+    ``(records, best tuning by forward + backward among the correct ones or None)``."""
+    key_x, key_t, key_r = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.uniform(key_x, (n_points, 3), jnp.float32)
+    cot = jax.random.normal(key_r, (n_points, base.out_dim), jnp.float32)
+    cfg = dataclasses.replace(base, table_dtype=dtype, init_scale=1.0)
+    if (reason := pallas_supported(cfg)) is not None:
+        return [{"mode": "sweep", "skipped": reason}], None
+    table = hash_grid_init(key_t, cfg)
+
+    @jax.jit
+    def relerr(a, b):
+        a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+        return jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-30)
+
+    def both(enc):
+        fwd = jax.jit(enc)
+        fb = jax.jit(jax.value_and_grad(lambda t, p, r: jnp.sum(enc(t, p) * r)))
+        return fwd, fb
+
+    ref_fwd, ref_fb = both(lambda t, p: hash_grid_encode(t, p, dataclasses.replace(cfg, backward="segment_sum")))
+    ref_out, (_, ref_grad) = ref_fwd(table, x), ref_fb(table, x, cot)
+    records, best = [], None
+    for name, tun in SWEEP.items():
+        rec = {"mode": "sweep", "name": name, "table_dtype": dtype, "tuning": tun._asdict()}
+        records.append(rec)
+        if time.time() > deadline:
+            rec["skipped"] = "time budget (--deadline-s) exhausted"
+            continue
+        try:
+            fwd, fb = both(lambda t, p, tun=tun: hash_grid_encode_pallas(t, p, cfg, tuning=tun))
+            rec["rel_err_features"] = float(relerr(fwd(table, x), ref_out))
+            rec["rel_err_table_grad"] = float(relerr(fb(table, x, cot)[1], ref_grad))
+            for mode, fn, args in (("forward", fwd, (table, x)), ("forward+backward", fb, (table, x, cot))):
+                first, med = _time(fn, *args, repeats=repeats)
+                rec[mode] = {"seconds": med, "first_call_seconds": first, "points_per_second": n_points / med}
+        except Exception as e:
+            rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            continue
+        ok = rec["rel_err_features"] < 1e-5 and rec["rel_err_table_grad"] < 1e-4
+        rec["matches_reference"] = ok
+        print(f"sweep {name:26s} fwd {rec['forward']['points_per_second']:.3e} fwd+bwd "
+              f"{rec['forward+backward']['points_per_second']:.3e} points/s, errors {rec['rel_err_features']:.1e} "
+              f"{rec['rel_err_table_grad']:.1e}", flush=True)  # fmt: skip
+        if ok and (best is None or rec["forward+backward"]["points_per_second"] > best[1]):
+            best = (tun, rec["forward+backward"]["points_per_second"])
+    return records, (best[0] if best else None)
+
+
 def run_peer(
     *, n_points: int, base: HashGridConfig, dtypes, repeats: int, seed: int = 0, deadline: float = float("inf")
 ) -> dict:
@@ -242,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--peer", action="store_true", help="also build and time torch-ngp's CUDA kernel (GPU)")
     ap.add_argument("--peer-dtypes", nargs="+", default=["float32", "float16"], choices=list(_DTYPES))
     ap.add_argument("--pallas-tuning", type=Path, default=None, help="JSON of jaxmedrf.kernels.hashgrid.Tuning fields")
+    ap.add_argument("--pallas-sweep", action="store_true",
+                    help="first time every SWEEP tuning (first dtype); the fastest correct one is used after")
     ap.add_argument("--deadline-s", type=float, default=None, help="skip variants reached after this many seconds")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -262,6 +328,14 @@ def main(argv=None) -> int:
     )
     device = jax.devices()[0]
     print(f"device {device.device_kind} ({device.platform}), jax {jax.__version__}, {n_points} points", flush=True)
+    sweep_records = None
+    if args.pallas_sweep and "pallas" in args.impls:
+        sweep_records, best_tuning = sweep(
+            n_points=n_points, base=base, dtype=args.dtypes[0], repeats=repeats, deadline=deadline
+        )
+        if best_tuning is not None and args.pallas_tuning is None:
+            tuning = best_tuning
+            print(f"pallas tuning from the sweep: {tuning}", flush=True)
     records = run(
         n_points=n_points, base=base, impls=args.impls, backwards=args.backwards, dtypes=args.dtypes,
         repeats=repeats, position_grad=args.position_grad, tuning=tuning, deadline=deadline,
@@ -322,6 +396,8 @@ def main(argv=None) -> int:
     }
     if peer_section is not None:
         result["peer_comparison"] = peer_section
+    if sweep_records is not None:
+        result["pallas_sweep"] = sweep_records
     out = args.out_dir / f"hashgrid_{_device_slug(device.device_kind)}_{now.strftime('%Y%m%d-%H%M%S')}.json"
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
