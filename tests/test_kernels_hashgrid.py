@@ -129,3 +129,12 @@ def test_kernel_rejects_bad_input():
     with pytest.raises(ValueError, match="x must have shape"):
         kernel.hash_grid_encode_pallas(table, jnp.zeros((4, 2)), CFG, interpret=True)
     assert kernel.hash_grid_encode_pallas(table, jnp.zeros((0, 3)), CFG, interpret=True).shape == (0, 6)
+
+
+def test_interpret_under_vmap():
+    """A batch axis over point sets (Pallas' batching rule), forward values."""
+    table = hash_grid_init(jax.random.key(9), CFG)
+    xs = jax.random.uniform(jax.random.key(10), (2, 16, 3), jnp.float32)
+    got = jax.jit(jax.vmap(lambda p: kernel.hash_grid_encode_pallas(table, p, CFG, tuning=TUNING, interpret=True)))(xs)
+    ref = jax.vmap(lambda p: hash_grid_encode(table, p, CFG))(xs)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
