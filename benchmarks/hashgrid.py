@@ -148,6 +148,7 @@ SWEEP = {
     "one_pass_acq_rel_atomics": Tuning(relaxed_atomics=False),
     "groups_of_4_levels": Tuning(levels_per_program=4),
     "groups_of_4_levels_b256": Tuning(levels_per_program=4, block=256, bwd_block=256),
+    "groups_of_4_levels_no_replicas": Tuning(levels_per_program=4, replica_rows=1),
     "one_level_per_program": Tuning(levels_per_program=1),
 }
 

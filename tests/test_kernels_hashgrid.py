@@ -89,7 +89,9 @@ def test_replicas_cover_dense_levels_only():
     reps, size = kernel._replicas(CFG, TUNING)  # at most 512 rows of replicas per level
     assert reps == [(4, 125, 0), None, None]  # 729 rows: 1 copy; hashed level: never
     assert size == 4 * 125 * 2
-    assert kernel._replicas(CFG, TUNING._replace(levels_per_program=2))[0] == [None] * 3
+    assert kernel._replicas(CFG, TUNING._replace(replica_rows=1)) == ([None] * 3, 0)
+    sizes = [kernel._group_size(CFG, TUNING._replace(levels_per_program=g)) for g in (0, 1, 2, 3, 9)]
+    assert sizes == [3, 1, 1, 3, 3]  # largest divisor of L = 3 not above the request
 
 
 def test_fallback_warns_once_for_unsupported_features(monkeypatch):

@@ -10,10 +10,11 @@ Same values and gradients as the XLA reference :func:`jaxmedrf.fields.hash_grid_
   ``F`` features written into the ``(N, L·F)`` output (float32). Nothing else touches
   memory: no ``(N, L, 8)`` index or weight arrays as in the XLA version.
 * **table gradient**: the same loop, each weighted cotangent row added to a float32
-  gradient table with atomic adds (relaxed ordering: see :func:`_make_relaxed_add`). The dense coarse levels (a few
-  thousand rows hit by every point) are the contended ones: each gets ``R_l`` replicas
-  (program ``p`` adds into replica ``p mod R_l``) that XLA sums afterwards, so same-address
-  atomics drop ``R_l``-fold without a sort. The result is cast to the table's dtype.
+  gradient table with atomic adds (relaxed ordering: see :func:`_make_relaxed_add`). The
+  dense coarse levels (a few thousand rows hit by every point) are the contended ones: each
+  gets ``R_l`` replicas behind the table in the same buffer (program ``p`` adds into
+  replica ``p mod R_l``) that XLA sums afterwards, so same-address atomics drop
+  ``R_l``-fold without a sort. The result is cast to the table's dtype.
 * **position gradient**: gathers the rows again and applies the derivative of the
   trilinear weights (the clamp onto the unit cube passes half the gradient at exactly
   0 and 1, as ``jnp.clip``'s does). It is its own kernel so that XLA removes it when the
@@ -24,8 +25,7 @@ over all levels above; ``G < L`` launches a grid over ``(point blocks, L / G lev
 groups)``, groups slowest, so at any time only ``G`` levels' tables (4 MB each at
 ``2^19 × 2`` float32) are the working set in L2 for the gathers and the atomics, at the
 price of ``L / G`` reads of the positions and ``G·F``-wide partial writes of each output row
-(``G = 1``: one level per program). Replicas apply to the ``G = L`` schedule only, where
-levels are static.
+(``G = 1``: one level per program).
 
 Measured on one H100 (JAX 0.11.2, ``benchmarks/results/hashgrid_*20261125-161143.json``;
 L = 16, F = 2, T = 2^19, resolutions 16…2048, 4M points, default tuning): forward
@@ -275,12 +275,12 @@ def _scatter_add(ref, offsets, vals, mask, interpret: bool, relaxed: bool = True
 
 
 def _replicas(config: HashGridConfig, tuning: Tuning):
-    """Per level: (replicas R_l, rows n_l, float offset in the replica buffer) or None."""
+    """Per level: (replicas R_l, rows n_l, float offset in the replica area) or None."""
     out, offset = [], 0
     for res, dense in zip(config.resolutions, config.dense_levels):
         n_rows = (res + 1) ** 3
         r = 1
-        if dense and _group_size(config, tuning) == config.n_levels:
+        if dense:
             while r * 2 <= tuning.max_replicas and r * 2 * n_rows <= tuning.replica_rows:
                 r *= 2
         if r > 1:
@@ -288,11 +288,29 @@ def _replicas(config: HashGridConfig, tuning: Tuning):
             offset += r * n_rows * config.features_per_level
         else:
             out.append(None)
-    return out, max(offset, 1)
+    return out, offset
 
 
-def _table_grad_kernel(x_ref, g_ref, _z1, _z2, grad_ref, rep_ref, *, config, tuning, n, interpret):
-    t, f, out_dim = config.table_size, config.features_per_level, config.out_dim
+def _grad_offsets(rows, level: _Level, replicas, config: HashGridConfig):
+    """Offsets ``(B, F)`` of a level's rows in the gradient buffer: the ``(L, T, F)`` table,
+    followed by the replica area (replica ``program mod R_l`` for replicated levels)."""
+    t, f = config.table_size, config.features_per_level
+    base = config.n_levels * t * f
+    cols = jnp.arange(f, dtype=jnp.int32)[None, :]
+    if isinstance(level.index, int):  # static level: static choice
+        rep = replicas[level.index]
+        if rep is None:
+            return _table_offsets(rows, level.index, t, f)
+        r, n_rows, off = rep
+        return base + off + (pl.program_id(0) % r * n_rows + rows)[:, None] * f + cols
+    infos = [rep or (1, 0, 0) for rep in replicas]
+    r, n_rows, off = (_select(level.index, [i[k] for i in infos], jnp.int32) for k in range(3))
+    replicated = base + off + (pl.program_id(0) % r * n_rows + rows)[:, None] * f + cols
+    return jnp.where(r > 1, replicated, _table_offsets(rows, level.index, t, f))
+
+
+def _table_grad_kernel(x_ref, g_ref, _zeros, grad_ref, *, config, tuning, n, interpret):
+    f, out_dim = config.features_per_level, config.out_dim
     block = tuning.bwd_block
     p, valid, xs = _load_points(x_ref, n, block)
     replicas, _ = _replicas(config, tuning)
@@ -300,17 +318,11 @@ def _table_grad_kernel(x_ref, g_ref, _z1, _z2, grad_ref, rep_ref, *, config, tun
     for level in _levels(config, tuning, 1):
         lows, fracs, _ = _cell(xs, level.res)
         g = plgpu.load(g_ref.at[_feature_cols(p, level.index, out_dim, f)], mask=mask2, other=0.0)
-        rep = replicas[level.index] if isinstance(level.index, int) else None
-        for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
+        for c, rows in enumerate(_corner_rows(lows, level, config.table_size - 1)):
             wx, wy, wz = _axis_weights(fracs, c)
             vals = ((wx * wy) * wz)[:, None] * g
-            if rep is None:
-                _scatter_add(grad_ref, _table_offsets(rows, level.index, t, f), vals, mask2, interpret, tuning.relaxed_atomics)
-            else:
-                r, n_rows, off = rep
-                copy = pl.program_id(0) % r
-                offs = off + (copy * n_rows + rows)[:, None] * f + jnp.arange(f, dtype=jnp.int32)[None, :]
-                _scatter_add(rep_ref, offs, vals, mask2, interpret, tuning.relaxed_atomics)
+            offs = _grad_offsets(rows, level, replicas, config)
+            _scatter_add(grad_ref, offs, vals, mask2, interpret, tuning.relaxed_atomics)
 
 
 def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n):
@@ -370,24 +382,23 @@ def _table_grad(x, g, config, tuning, interpret, table_dtype):
     n = x.shape[0]
     L, t, f = config.n_levels, config.table_size, config.features_per_level
     replicas, rep_size = _replicas(config, tuning)
+    size = L * t * f + rep_size
     kernel = partial(_table_grad_kernel, config=config, tuning=tuning, n=n, interpret=interpret)
-    grad, rep = pl.pallas_call(
+    buf = pl.pallas_call(
         kernel,
-        out_shape=(
-            jax.ShapeDtypeStruct((L * t * f,), jnp.float32),
-            jax.ShapeDtypeStruct((rep_size,), jnp.float32),
-        ),
+        out_shape=jax.ShapeDtypeStruct((size,), jnp.float32),
         grid=_grid(n, tuning.bwd_block, config, tuning),
-        input_output_aliases={2: 0, 3: 1},
+        input_output_aliases={2: 0},
         interpret=interpret,
         name="hash_grid_table_grad",
         **_params(tuning.bwd_num_warps, interpret),
-    )(x.reshape(-1), g.reshape(-1), jnp.zeros((L * t * f,), jnp.float32), jnp.zeros((rep_size,), jnp.float32))
-    grad = grad.reshape(L, t, f)
+    )(x.reshape(-1), g.reshape(-1), jnp.zeros((size,), jnp.float32))
+    grad = buf[: L * t * f].reshape(L, t, f)
     for level, info in enumerate(replicas):
         if info is not None:
             r, n_rows, off = info
-            part = rep[off : off + r * n_rows * f].reshape(r, n_rows, f).sum(axis=0)
+            start = L * t * f + off
+            part = buf[start : start + r * n_rows * f].reshape(r, n_rows, f).sum(axis=0)
             grad = grad.at[level, :n_rows].add(part)
     return grad.astype(table_dtype)
 
