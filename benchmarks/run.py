@@ -65,10 +65,19 @@ def report(results: Path = HERE / "results") -> str:
     h = _latest("hashgrid_*.json", results)
     if h:
         b = h["best"]
-        rows.append(f"| hash grid L16 F2 T2^19, 4M points (best: fwd {b['forward']['table_dtype']}, "
-                    f"fwd+bwd {b['forward+backward']['table_dtype']}) | points/s fwd / fwd+bwd | "
+        peer = "not run"
+        pc = h.get("peer_comparison", {}).get("peer", {})
+        pr = {r["mode"]: r for r in pc.get("records", []) if r.get("table_dtype") == "float32" and "points_per_second" in r}
+        if len(pr) == 2:
+            peer = (f"torch-ngp CUDA (scale 2) {pr['forward']['points_per_second']:.3g} / "
+                    f"{pr['forward+backward']['points_per_second']:.3g}")
+        elif "skipped" in pc:
+            peer = f"torch-ngp: {pc['skipped'][:60]}"
+        rows.append(f"| hash grid L16 F2 T2^19, 4M points (best: fwd {b['forward'].get('implementation', '')} "
+                    f"{b['forward']['table_dtype']}, fwd+bwd {b['forward+backward'].get('implementation', '')} "
+                    f"{b['forward+backward']['table_dtype']}) | points/s fwd / fwd+bwd | "
                     f"{b['forward']['points_per_second']:.3g} / {b['forward+backward']['points_per_second']:.3g} | "
-                    f"not run | hashgrid ({h['device']}) |")
+                    f"{peer} | hashgrid ({h['device']}) |")
     r = _latest("reconstruct_*.json", results)
     if r:
         for c in r["results"]:
