@@ -24,12 +24,17 @@ from benchmarks.common import environment, timeit, write_json
 from jaxmedrf.cli.render import orbit_geometry
 
 
-def run(*, n: int, views: int, det: int, size: int, frames: int, iters: int, chunk_rays: int, samples: int | None) -> dict:
+def run(*, n: int, views: int, det: int, size: int, frames: int, iters: int, chunk_rays: int, samples: int | None,
+        small_field: bool = False) -> dict:
     g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det, n_views=views)
     ph = jm.shepp_logan(radius=128.0, mu_scale=1.0)
     vol = jm.voxelize(ph, g, supersample=2)
     proj = jm.analytic_projections(ph, g)
     cfg = jm.NAFConfig(n_iters=iters)
+    if small_field:  # CPU smoke run: a tiny hash grid
+        enc = jm.HashGridConfig(n_levels=4, log2_table_size=10, base_resolution=4, finest_resolution=32)
+        cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, encoding=enc, width=16), n_samples=16, batch_rays=256,
+                                  steps_per_call=25)
     res = jm.train_naf(proj, g, cfg, progress=False)
     cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, mu_scale=res.history["mu_scale"]), auto_mu_scale=False)
     orbit = orbit_geometry(g.n_voxel, g.d_voxel, n_frames=frames, size=size)
@@ -58,7 +63,7 @@ def main(argv=None):
     ap.add_argument("--out-dir", default=None)
     a = ap.parse_args(argv)
     if a.small:
-        kw = dict(n=16, views=8, det=24, size=16, frames=4, iters=25, chunk_rays=512, samples=16)
+        kw = dict(n=16, views=8, det=24, size=16, frames=4, iters=25, chunk_rays=512, samples=8, small_field=True)
     else:
         kw = dict(n=128, views=50, det=192, size=256, frames=36, iters=1000, chunk_rays=1 << 16, samples=64)
     payload = {"benchmark": "render", "environment": environment(), "target_frames_per_s": 30, "small": a.small,
