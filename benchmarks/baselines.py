@@ -81,11 +81,32 @@ def _quality(vol, ref):
     return {"psnr3d": float(M.psnr(vol, ref, data_range=dr)), "ssim3d": float(M.ssim3d(vol, ref, data_range=dr))}
 
 
+def _operators(proj, g, ref):
+    """Seconds for one forward and one backprojection of all views (the per-iteration floor)."""
+    from jaxmedrf.recon.fdk import _backproject
+
+    ops = {
+        "project_s": jax.jit(lambda x: jm.project(x, g)),
+        "backproject_s": jax.jit(lambda y: jm.backproject(y, g)),
+        "backproject_voxel_s": jax.jit(lambda y: _backproject(y, jnp.ones((g.n_views,), y.dtype), g, chunk_views=8)),
+    }
+    args = {"project_s": jnp.asarray(ref, jnp.float32)}
+    out = {}
+    for name, fn in ops.items():
+        x = args.get(name, jnp.asarray(proj, jnp.float32))
+        jax.block_until_ready(fn(x))
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(x))
+        out[name] = time.perf_counter() - t0
+    return out
+
+
 def _ours(proj, g, ref, n_iters):
-    rows = {}
+    rows = {"operators": _operators(proj, g, ref)}
     runs = {
         "fdk": lambda: fdk(proj, g, filter="ram-lak"),
         "sart": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, progress=False),
+        "sart_voxel": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, backprojector="voxel", progress=False),
         "cgls": lambda: cgls(proj, g, n_iters=n_iters, progress=False),
     }
     for name, fn in runs.items():
@@ -139,6 +160,13 @@ def _mbirjax(ref, g, n_iters):
         sino = jax.block_until_ready(model.forward_project(phantom))
         out["forward_s"] = time.perf_counter() - t1
         out["forward_compile_s"] = max(t1 - t0 - out["forward_s"], 0.0)
+        try:
+            jax.block_until_ready(model.back_project(sino))
+            t1 = time.perf_counter()
+            jax.block_until_ready(model.back_project(sino))
+            out["back_s"] = time.perf_counter() - t1
+        except Exception as e:  # noqa: BLE001
+            out["back_s_error"] = f"{type(e).__name__}: {e}"
         res, first, steady = _timed(lambda: model.fdk_recon(sino))
         out["fdk"] = {"time_s": steady, "compile_s": max(first - steady, 0.0), "peak_bytes": _peak_bytes(), **_quality(res, ref)}
         t0 = time.perf_counter()
@@ -177,7 +205,7 @@ def main(argv=None) -> Path:
             entry = {"n_voxel": n, "n_views": nv, "phantom": phantom_name, "ours": _ours(proj, g, ref, n_iters)}
             entry["mbirjax"] = {"skipped": "--no-mbirjax"} if a.no_mbirjax else _mbirjax(ref, g, n_iters)
             report["results"].append(entry)
-            print(json.dumps({k: entry[k] for k in ("n_voxel", "n_views")}), {k: round(v["psnr3d"], 2) for k, v in entry["ours"].items()},
+            print(json.dumps({k: entry[k] for k in ("n_voxel", "n_views")}), {k: round(v["psnr3d"], 2) for k, v in entry["ours"].items() if "psnr3d" in v},
                   file=sys.stderr)
     name = re.sub(r"[^A-Za-z0-9]+", "-", dev.device_kind).strip("-").lower()
     out = Path(a.out_dir) / f"baselines_{name}_{dt.date.today().isoformat()}.json"

@@ -21,24 +21,26 @@ HERE = Path(__file__).resolve().parent
 # name -> (command after `python`, extra arguments for the CPU smoke run)
 BENCHMARKS = {
     "projector": (["-m", "benchmarks.projector"], ["--small"]),
+    "projector_peers": (["-m", "benchmarks.projector_peers"], ["--small"]),
     "hashgrid": ([str(HERE / "hashgrid.py")], ["--small"]),
     "reconstruct": (["-m", "benchmarks.reconstruct"], ["--small", "--cases", "naf128_50"]),
     "baselines": ([str(HERE / "baselines.py")], ["--small", "--no-mbirjax"]),
     "register": ([str(HERE / "register.py")], ["--small"]),
+    "render": (["-m", "benchmarks.render"], ["--small"]),
 }
 
 
-def _latest(pattern: str, results: Path, exclude: str | None = None) -> dict | None:
+def _latest(pattern: str, results: Path, exclude: str | tuple[str, ...] | None = None) -> dict | None:
     files = sorted(results.glob(pattern), key=lambda p: p.stat().st_mtime)
     files = [f for f in files if "small" not in f.name and "cpu" not in f.name.lower()
-             and not (exclude and exclude in f.name)]
+             and not (exclude and f.name.startswith(exclude))]
     return json.loads(files[-1].read_text()) if files else None
 
 
 def report(results: Path = HERE / "results") -> str:
     """A markdown table of the latest GPU figures, with the peers' figures where measured."""
     rows = ["| benchmark | figure | jaxmedrf | peer (same run) | file |", "|---|---|---|---|---|"]
-    p = _latest("projector_*.json", results, exclude="kernels")
+    p = _latest("projector_*.json", results, exclude=("projector_peers", "projector_kernels"))
     if p:
         for r in p["results"]:
             if r.get("chunk_size") is None and "forward_ms_per_drr" in r and r["views"] == 64:
@@ -64,13 +66,37 @@ def report(results: Path = HERE / "results") -> str:
             rows.append(f"| projector fused Pallas trilinear {n}³ → 256², 512 samples, 8 views a batch | ms per DRR fwd / "
                         f"fwd+bwd pose / fwd+bwd volume | {f(best)} | XLA trilinear {f(xla[0])} | "
                         f"projector_kernels ({env['device']}) |")
+    pp = _latest("projector_peers_*.json", results)
+    if pp:
+        c, res = pp["case"], pp["results"]
+
+        def figs(r):
+            if "forward_ms_per_drr" not in r:
+                return r.get("skipped") or r.get("error") or "not run"
+            fb = r.get("forward_backward_pose_ms_per_drr")
+            return f"{r['forward_ms_per_drr']:.2f} / " + (f"{fb:.2f}" if fb is not None else "–")
+
+        peers = "; ".join(f"{k} {figs(v)}" for k, v in res.items() if not k.startswith("jaxmedrf"))
+        ours = res.get("jaxmedrf_xla_trilinear", {})
+        rows.append(f"| DRR peers {c['n_voxel']}³ → {c['n_detector']}², {c['views']} views, {c['n_samples']} samples | "
+                    f"ms per DRR fwd / fwd+bwd (pose) | XLA trilinear {figs(ours)} | {peers} | "
+                    f"projector_peers ({pp['environment']['device']}) |")
     h = _latest("hashgrid_*.json", results)
     if h:
         b = h["best"]
-        rows.append(f"| hash grid L16 F2 T2^19, 4M points (best: fwd {b['forward']['table_dtype']}, "
-                    f"fwd+bwd {b['forward+backward']['table_dtype']}) | points/s fwd / fwd+bwd | "
+        peer = "not run"
+        pc = h.get("peer_comparison", {}).get("peer", {})
+        pr = {r["mode"]: r for r in pc.get("records", []) if r.get("table_dtype") == "float32" and "points_per_second" in r}
+        if len(pr) == 2:
+            peer = (f"torch-ngp CUDA (scale 2) {pr['forward']['points_per_second']:.3g} / "
+                    f"{pr['forward+backward']['points_per_second']:.3g}")
+        elif "skipped" in pc:
+            peer = f"torch-ngp: {pc['skipped'][:60]}"
+        rows.append(f"| hash grid L16 F2 T2^19, 4M points (best: fwd {b['forward'].get('implementation', '')} "
+                    f"{b['forward']['table_dtype']}, fwd+bwd {b['forward+backward'].get('implementation', '')} "
+                    f"{b['forward+backward']['table_dtype']}) | points/s fwd / fwd+bwd | "
                     f"{b['forward']['points_per_second']:.3g} / {b['forward+backward']['points_per_second']:.3g} | "
-                    f"not run | hashgrid ({h['device']}) |")
+                    f"{peer} | hashgrid ({h['device']}) |")
     r = _latest("reconstruct_*.json", results)
     if r:
         for c in r["results"]:
@@ -82,11 +108,40 @@ def report(results: Path = HERE / "results") -> str:
     if bl:
         for c in bl["results"]:
             m = c.get("mbirjax", {})
-            peer = (f"mbirjax FDK {m['fdk']['time_s'] * 1e3:.0f} ms, MBIR {m['mbir']['psnr3d']:.1f} dB"
+            ops = (f"fwd+back {(m['forward_s'] + m['back_s']) * 1e3:.0f} ms" if "back_s" in m
+                   else f"fwd {m.get('forward_s', float('nan')) * 1e3:.0f} ms")
+            peer = (f"mbirjax FDK {m['fdk']['time_s'] * 1e3:.0f} ms, {ops}, "
+                    f"MBIR {m['mbir']['psnr3d']:.1f} dB"
                     if "fdk" in m and "mbir" in m else f"mbirjax: {m.get('skipped', 'not run')}")
-            rows.append(f"| baselines {c['n_voxel']}³, {c['n_views']} views | FDK ms / SART s per iteration | "
-                        f"{c['ours']['fdk']['time_s'] * 1e3:.0f} ms / {c['ours']['sart']['time_per_iter_s']:.2f} s | "
+            sv = c["ours"].get("sart_voxel")
+            voxel = f", voxel-driven {sv['time_per_iter_s'] * 1e3:.0f} ms" if sv else ""
+            rows.append(f"| baselines {c['n_voxel']}³, {c['n_views']} views | FDK ms / SART per iteration (matched{', voxel' if sv else ''}) | "
+                        f"{c['ours']['fdk']['time_s'] * 1e3:.0f} ms / {c['ours']['sart']['time_per_iter_s'] * 1e3:.0f} ms{voxel} | "
                         f"{peer} | baselines ({bl['device']}) |")
+    rg = _latest("register_*.json", results)
+    if rg:
+        for name, r in rg["results"].items():
+            summ = r.get("summary") or {}
+
+            def reg(label):
+                x = summ.get(label)
+                return (f"{100 * x['success_rate_mtre_lt_1mm']:.0f}% / {x['median_mtre_mm']:.3f} mm / "
+                        f"{x['median_time_s']:.2f} s ({x['trials']} trials)") if x else "not run"
+
+            multi = next((k for k in summ if k.startswith("multi")), None)
+            nano = reg("nanodrr") if "nanodrr" in summ else rg.get("nanodrr", {}).get("skipped", "not run")
+            rows.append(f"| registration {name}, ±{rg['settings']['init_deg']:g}° / ±{rg['settings']['init_mm']:g} mm | "
+                        f"success (mTRE < 1 mm) / median mTRE / median s | single {reg('single')}; "
+                        f"{multi} {reg(multi) if multi else 'not run'} | nanodrr {nano} | register ({rg['device']}) |")
+    rd = _latest("render_*.json", results)
+    if rd:
+        for c in rd["results"]:
+            field = [r for r in c["rows"] if r["source"] == "field"]
+            vol = {r["method"]: r for r in c["rows"] if r["source"] == "volume"}
+            figs = ", ".join(f"{r['n_samples']}+{r['n_importance']} samples {r['frames_per_s']:.1f}" for r in field)
+            rows.append(f"| render {c['size']}² DRRs of a trained field (128³, {c['train_steps']} steps) | frames/s (target ≥ 30) | "
+                        f"{figs} | volume: trilinear {vol['trilinear']['frames_per_s']:.0f}, siddon {vol['siddon']['frames_per_s']:.0f} "
+                        f"| render ({rd['environment']['device']}) |")
     text = "# Benchmark results (generated by `python -m benchmarks.run --report`)\n\n" + "\n".join(rows) + "\n"
     text += "\nEvery figure comes from the newest JSON of that benchmark in `benchmarks/results/`, " \
             "which records device, JAX version and date.\n"

@@ -46,6 +46,7 @@ from jaxmedrf.projectors import backproject as backproject, project as project
 from jaxmedrf.rays import Rays as Rays, box_intersect as box_intersect, geometry_rays as geometry_rays, pixel_rays as pixel_rays
 from jaxmedrf.recon import cgls as cgls, fdk as fdk, sart as sart
 from jaxmedrf.recon.naf import NAFConfig as NAFConfig, train_naf as train_naf
+from jaxmedrf.recon.naf_io import load_field as load_field, render_projections as render_projections
 from jaxmedrf.registration import RegistrationConfig as RegistrationConfig, register as register
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = (
     "fields",
     "geometry_rays",
     "io",
+    "load_field",
     "load_radiograph",
     "lpips",
     "load_volume",
@@ -86,6 +88,7 @@ __all__ = (
     "register",
     "registration",
     "render",
+    "render_projections",
     "sart",
     "sharded_projection",
     "save_volume",

@@ -52,6 +52,20 @@ def test_round_trip_on_simulated_drr(main, sim, tmp_path, capsys):
     assert np.allclose(pose.translation, truth.translation, atol=1.0)
 
 
+def test_pruned_multi_start(main, sim, tmp_path, capsys):
+    out = tmp_path / "pose.json"
+    args = ["register", "--volume", str(sim["npz"]), "--xray", str(sim["npz"]), "--view", "1", "--levels", "2", "1",
+            "--iterations", "100", "--starts", "3", "--rot-range-deg", "2", "--trans-range-mm", "3", "--no-png",
+            "--no-progress", "--out", str(out)]
+    assert main(args + ["--multi-levels", "1"]) == 0, capsys.readouterr().err
+    rep = json.loads(out.read_text())
+    assert rep["multi_levels"] == 1 and rep["errors"]["mtre_mm"] < 0.5
+    assert sum(v is not None for v in rep["start_losses"]) == 1 and rep["start_losses"][rep["best_start"]] is not None
+    out.unlink()
+    assert main(args + ["--multi-levels", "3"]) == 2 and not out.exists()
+    assert "multi_start_levels" in capsys.readouterr().err
+
+
 def test_npy_inputs_with_intrinsics(main, sim, tmp_path):
     np.save(tmp_path / "ct.npy", sim["volume"])
     np.save(tmp_path / "xray.npy", sim["proj"][0])

@@ -166,7 +166,7 @@ def test_bad_config_and_input():
     with pytest.raises(ValueError, match="table_dtype"):
         HashGridConfig(table_dtype="int8")
     with pytest.raises(ValueError, match="implementation"):
-        HashGridConfig(implementation="pallas")
+        HashGridConfig(implementation="cuda")
     with pytest.raises(ValueError, match="finest_resolution"):
         HashGridConfig(base_resolution=64, finest_resolution=32)
     with pytest.raises(ValueError, match="log2_table_size"):

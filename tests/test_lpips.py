@@ -83,6 +83,26 @@ def _images(rng, n, size):
     return [rng.uniform(-1, 1, (n, 3, size, size)).astype(np.float32) for _ in range(2)]
 
 
+# ------------------------------------------------------------- vs torch, recorded (runs in CI)
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_matches_recorded_lpips_package(net):
+    """Equals what the ``lpips`` package computed (``tests/make_lpips_reference.py`` recorded it
+    with torch; the trunk is rebuilt here from the same NumPy seed), values and input gradient."""
+    ref = np.load(os.path.join(os.path.dirname(__file__), "data", "lpips_reference.npz"))
+    convs = _random_params(net, seed=7).convs
+    assert float(np.sum(np.asarray(convs[0][0]))) == pytest.approx(float(ref[f"{net}_conv0_sum"]), rel=1e-6), "NumPy's stream changed: re-record"
+    lins = tuple(jnp.asarray(ref[f"{net}_lin{l}"]) for l in range(len(L._tap_channels(net))))
+    params = L.LPIPSParams(convs, lins)
+    a, b = ref[f"{net}_a"], ref[f"{net}_b"]
+    got = np.asarray(jax.jit(L.lpips)(a, b, params))
+    np.testing.assert_allclose(got, ref[f"{net}_distance"], rtol=1e-4, atol=1e-6)
+    if net == "alex":
+        grad = np.asarray(jax.jit(jax.grad(lambda x: L.lpips(x, b, params).sum()))(a))
+        want = ref["alex_grad_a"]
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(grad / scale, want / scale, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------ vs torch
 @pytest.mark.parametrize("net,size", [("alex", 64), ("vgg", 32)])
 def test_matches_lpips_package(torch_lpips, tmp_path, rng, net, size):

@@ -187,6 +187,24 @@ def test_multistart_vmap_equals_sequential_runs():
     assert batch.best_start == int(np.argmin(batch.losses)) and batch.loss == batch.losses.min()
 
 
+def test_pruned_multistart_continues_the_best_coarse_start_alone():
+    vol, target = problem()
+    init = offset(TRUTH, 3.0, 6.0)
+    starts = R.random_perturbations(jax.random.key(2), 3, rot_range_deg=6.0, trans_range_mm=8.0)
+    cfg = R.RegistrationConfig(levels=(2, 1), iterations=25, loss="ncc", multi_start_levels=1)
+    res = R.register(vol, GEOM, target, init, config=cfg, starts=starts)
+    coarse = np.nanmin(res.history[:, 0], axis=1)  # each start's best loss at the coarse level
+    b = int(np.argmin(coarse))
+    assert res.best_start == b and np.isfinite(res.losses[b])
+    assert np.all(np.isinf(np.delete(res.losses, b))) and np.all(res.iterations[:, 0] >= 1)
+    assert np.all(np.delete(res.iterations[:, 1], b) == 0) and res.iterations[b, 1] >= 1
+    one = R.register(vol, GEOM, target, init, config=cfg, starts=starts[b:b + 1])  # the same start alone
+    np.testing.assert_allclose(one.loss, res.loss, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(one.pose.translation, res.pose.translation, atol=2e-2)
+    with pytest.raises(ValueError, match="multi_start_levels"):
+        R.RegistrationConfig(levels=(2, 1), multi_start_levels=3)
+
+
 @contextlib.contextmanager
 def compilations():
     """Collects the messages JAX logs for each compilation (``jax.log_compiles``, as in

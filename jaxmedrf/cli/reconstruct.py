@@ -34,6 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "in HU); several inputs: a folder of .npz files")
     p.add_argument("--method", default="naf", help="naf | fdk | sart | cgls")
     p.add_argument("--iters", type=int, default=None, help="iterations (NAF steps; default 1500 NAF, 20 SART/CGLS)")
+    p.add_argument("--backprojector", default="matched", choices=("matched", "voxel"),
+                   help="SART: exact adjoint of the projector (matched) or the faster voxel-driven one (unmatched)")
     p.add_argument("--batch-rays", type=int, default=8192, help="NAF: rays per step (split over devices)")
     p.add_argument("--n-samples", type=int, default=128, help="NAF: samples per ray")
     p.add_argument("--n-importance", type=int, default=0,
@@ -171,6 +173,8 @@ def _classical(method, proj, geometry, a):
     if fn is None:
         raise ValueError(f"--method must be one of naf, {', '.join(sorted(METHODS))}; got {method!r}")
     kw = {} if method == "fdk" else {"n_iters": a.iters or 20, "progress": not a.no_progress}
+    if method == "sart":
+        kw["backprojector"] = a.backprojector
     return np.asarray(fn(proj, geometry, **kw).volume)
 
 

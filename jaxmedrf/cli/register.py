@@ -55,6 +55,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--perturb-deg", type=float, default=0.0, help="rotate the initial pose by this angle about a random axis (testing)")
     p.add_argument("--perturb-mm", type=float, default=0.0, help="translate the initial pose by this distance in a random direction (testing)")
     p.add_argument("--starts", type=int, default=1, help="number of starts K (1 = the initial pose only)")
+    p.add_argument("--multi-levels", type=int, default=0, metavar="M",
+                   help="multi-start: the K starts share the M coarsest levels, then the best continues alone "
+                        "(much faster for large K); 0 = every start runs every level")
     p.add_argument("--rot-range-deg", type=float, default=15.0, help="multi-start: ± range per rotation component, degrees")
     p.add_argument("--trans-range-mm", type=float, default=20.0, help="multi-start: ± range per translation component, mm")
     p.add_argument("--levels", type=int, nargs="+", default=[4, 2, 1], metavar="F", help="detector downsampling factors, coarse to fine")
@@ -291,7 +294,7 @@ def run(args) -> int:
     if args.starts < 1:
         raise ValueError(f"--starts must be ≥ 1, got {args.starts}")
     config = RegistrationConfig(levels=tuple(args.levels), iterations=args.iterations, lr=args.lr, loss=args.loss,
-                                step=args.step, intensity=args.intensity)
+                                step=args.step, intensity=args.intensity, multi_start_levels=args.multi_levels or None)
     vol, ct_geom, spacing = load_ct(args)
     img, geom, nominal, truth = load_xray(args, vol, ct_geom, spacing)
     for f in config.levels:
@@ -340,7 +343,8 @@ def run(args) -> int:
         "levels": list(config.levels),
         "starts": args.starts,
         "best_start": res.best_start,
-        "start_losses": res.losses.tolist(),
+        "start_losses": [float(v) if np.isfinite(v) else None for v in res.losses],  # None: dropped (--multi-levels)
+        "multi_levels": args.multi_levels or None,
         "time_s": res.time_s,
         "compile_s": res.compile_s,
         "loss_history": [[v for v in h if np.isfinite(v)] for h in res.history[res.best_start].tolist()],

@@ -56,7 +56,7 @@ __all__ = [
 HASH_PRIMES = (1, 2654435761, 805459861)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-_IMPLEMENTATIONS = ("fused", "level_major", "per_level")
+_IMPLEMENTATIONS = ("fused", "level_major", "per_level", "pallas")
 _BACKWARDS = ("scatter", "segment_sum", "sorted", "autodiff")
 
 
@@ -80,7 +80,12 @@ class HashGridConfig:
         ``"level_major"``: the same gather ordered ``(L, N, 8)`` (consecutive lookups hit one
         level's table: better cache locality on GPUs);
         ``"per_level"``: one gather per level, each level's dense/hashed indexing chosen
-        statically (no ``where``).
+        statically (no ``where``);
+        ``"pallas"``: the fused GPU kernel of :mod:`jaxmedrf.kernels.hashgrid` (all levels
+        in one pass, atomic-add backward; same values and gradients). Where it cannot run
+        (no GPU, ``features_per_level`` not 1, 2, 4 or 8, non-float32 positions) it warns
+        once and uses ``"level_major"``; ``backward`` is then the XLA path's, and ignored
+        by the kernel.
         Default ``"level_major"``: one fused gather (few kernels) whose working set at any
         moment is one level's table (4 MB at 2^19 × 2 float32), which fits a GPU's L2 cache,
         for the forward gather and the backward atomics alike; ``benchmarks/hashgrid.py``
@@ -281,6 +286,14 @@ def hash_grid_encode(
         raise ValueError(f"hash_grid_encode: x must have shape (N, 3), got {x.shape}")
     # float32 arithmetic (float64 when x is float64 under jax_enable_x64, for gradient checks).
     dtype = jnp.promote_types(x.dtype, jnp.float32)
+    if config.implementation == "pallas":
+        from jaxmedrf.kernels import hashgrid as _kernel  # lazy: the kernel module imports this one
+
+        reason = _kernel.pallas_supported(config, dtype)
+        if reason is None:
+            return _kernel.hash_grid_encode_pallas(params, x, config)
+        _kernel.warn_fallback(reason)
+        config = dataclasses.replace(config, implementation="level_major")
     x = x.astype(dtype)
     n = x.shape[0]
     mask = T - 1

@@ -7,8 +7,9 @@ Both solve ``A x ≈ b`` with ``A`` = :func:`jaxmedrf.project` and ``Aᵀ`` =
   Ultrason. Imaging 6, 1984; ordered subsets as in TIGRE, Biguri et al. 2016): for each subset
   ``s`` of views, ``x ← x + λ V_s ⊙ A_sᵀ (W_s ⊙ (b_s − A_s x))`` with the row and column
   normalisations ``W_s = 1 / (A_s 1)`` (per ray) and ``V_s = 1 / (A_sᵀ 1)`` (per voxel),
-  0 where the denominator is 0; then ``x ← max(x, 0)`` when ``nonneg``. ``n_subsets =
-  n_views`` is SART, ``n_subsets = 1`` is SIRT. Subsets interleave the views (view ``i`` in
+  0 for rays shorter than half a voxel (as TIGRE) and for voxels whose column sum is below
+  10⁻³ of the largest (round-off-sized intersections are never divided by); then
+  ``x ← max(x, 0)`` when ``nonneg``. ``n_subsets = n_views`` is SART, ``n_subsets = 1`` is SIRT. Subsets interleave the views (view ``i`` in
   subset ``i mod n_subsets``) so that each covers the whole arc.
   Optional TV step after each iteration (ASD-POCS style, Sidky & Pan, Phys. Med. Biol. 53,
   2008): ``tv_iters`` steps of ``x ← x − tv_weight · ‖Δx‖ · ∇TV(x)/‖∇TV(x)‖`` where ``Δx`` is
@@ -55,8 +56,9 @@ def _subset_geometry(geometry: Geometry, idx) -> Geometry:
     return Geometry.tree_unflatten(aux, new)
 
 
-def _safe_inv(x):
-    ok = x > jnp.finfo(x.dtype).eps * jnp.max(x)
+def _safe_inv(x, floor):
+    """``1/x`` where ``x > floor``, else 0."""
+    ok = x > floor
     return jnp.where(ok, 1.0 / jnp.where(ok, x, 1.0), 0.0)
 
 
@@ -133,6 +135,7 @@ def sart(
     tv_iters: int = 10,
     method: str = "siddon",
     step: float = 0.5,
+    backprojector: str = "matched",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     callback: Callable[[int, Array, float], None] | None = None,
@@ -154,6 +157,11 @@ def sart(
       tv_weight: ASD-POCS-style TV step size relative to the data step (0 = off).
       tv_iters: TV gradient steps per iteration when ``tv_weight > 0``.
       method, step, chunk_size: passed to the projector.
+      backprojector: ``"matched"`` uses the projector's exact adjoint (the default);
+        ``"voxel"`` the voxel-driven interpolating backprojector of :func:`~jaxmedrf.fdk`
+        (bilinear detector read at each voxel's projection, cone weight ``(DSO/U)²``), an
+        unmatched pair like TIGRE's ``"FDK"`` backprojection type: several times faster per
+        iteration, with the column normalisation ``V`` computed from the same backprojector.
       x0: initial volume (default zeros).
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
@@ -179,13 +187,25 @@ def sart(
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
     b = jnp.asarray(projections, dtype)
     fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype)
+    if backprojector == "voxel":
+        from jaxmedrf.recon.fdk import _backproject
+
+        def bwd(y, g):  # noqa: F811 — the unmatched, voxel-driven Aᵀ
+            w = jnp.ones((y.shape[0],), dtype)
+            return _backproject(y.astype(dtype), w, g, chunk_views=int(min(8, y.shape[0])), mesh=mesh if shard == "volume" else None)
+    elif backprojector != "matched":
+        raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
 
     @jax.jit
     def weights(geometry, ids, mask):
         def one(idx, msk):
             g = _subset_geometry(geometry, idx)
-            W = _safe_inv(fwd(jnp.ones(geometry.n_voxel, dtype), g)) * msk[:, None, None]
-            V = _safe_inv(bwd(jnp.broadcast_to(msk[:, None, None], g.projection_shape).astype(dtype), g))
+            # TIGRE's floors: rays shorter than half a voxel carry no update (row sums), and
+            # voxels seen 1000× less than the best-seen one are left alone (column sums), so
+            # round-off-sized intersections are never divided by.
+            W = _safe_inv(fwd(jnp.ones(geometry.n_voxel, dtype), g), 0.5 * jnp.min(jnp.asarray(geometry.d_voxel))) * msk[:, None, None]
+            col = bwd(jnp.broadcast_to(msk[:, None, None], g.projection_shape).astype(dtype), g)
+            V = _safe_inv(col, 1e-3 * jnp.max(col))
             return W, V
 
         return jax.lax.map(lambda a: one(*a), (ids, mask))

@@ -22,6 +22,11 @@ Golland, MICCAI 2022; Gopalakrishnan et al., CVPR 2024), written to be ``vmap``-
   uniform in ``±rot_range_deg`` per rotation-vector component and ``±trans_range_mm`` per
   translation component) run as one batch — ``vmap`` of the optimiser step inside one
   ``jit``-compiled program over all levels — and the start with the lowest final loss wins.
+* **Pruned multi-start** (``multi_start_levels=m``): all ``K`` starts run the ``m`` coarsest
+  levels only; then the start with the lowest loss continues alone through the finer levels
+  (the others keep their pose at that point and get an infinite final loss). The coarse
+  levels are where the starts differ (the basin is chosen there) and cost ``f²`` times less
+  per DRR, so a ``K``-start registration costs little more than a single start.
 * **Intensity**: with ``intensity=True`` a log-scale ``s`` multiplies the DRR by ``eˢ``
   (e.g. an unknown HU→μ factor); useful with the ``mse`` loss (NCC is scale invariant).
 * **Compilation**: the program is compiled ahead of time once per (volume shape, detector
@@ -81,6 +86,9 @@ class RegistrationConfig:
       loss: a name in :data:`jaxmedrf.registration.losses.LOSSES`.
       step: DRR sampling step in voxels (trilinear projector).
       intensity: also optimise a log intensity scale of the DRR.
+      multi_start_levels: with several starts, how many of the coarsest levels run all of
+        them; the best start (lowest loss) then continues alone. ``None``: all levels run
+        every start.
     """
 
     levels: tuple[int, ...] = (4, 2, 1)
@@ -95,6 +103,7 @@ class RegistrationConfig:
     loss: str = "ncc"
     step: float = 1.0
     intensity: bool = False
+    multi_start_levels: int | None = None
 
     def __post_init__(self):
         if not self.levels or any(int(f) != f or f < 1 for f in self.levels):
@@ -109,6 +118,9 @@ class RegistrationConfig:
         if int(self.patience) < 1:
             raise ValueError(f"patience must be ≥ 1, got {self.patience!r}")
         get_loss(self.loss)
+        m = self.multi_start_levels
+        if m is not None and (int(m) != m or not 1 <= m <= len(self.levels)):
+            raise ValueError(f"multi_start_levels must be None or an integer in [1, {len(self.levels)}], got {m!r}")
 
     @property
     def n_params(self) -> int:
@@ -123,10 +135,12 @@ class RegistrationResult(NamedTuple):
       loss: its final loss at the finest level.
       intensity_scale: ``eˢ`` of the best start (1 without ``intensity``).
       best_start: index of the best start.
-      losses: ``(K,)`` final loss of every start.
+      losses: ``(K,)`` final loss of every start (``inf`` for starts dropped after
+        ``config.multi_start_levels``).
       poses: ``(K,)``-batched poses of every start.
-      iterations: ``(K, levels)`` iterations used per start and level.
-      history: ``(K, levels, iterations)`` loss per iteration (NaN after stopping).
+      iterations: ``(K, levels)`` iterations used per start and level (0 where dropped).
+      history: ``(K, levels, iterations)`` loss per iteration (NaN after stopping or where
+        dropped).
       time_s: wall time of the optimisation (s), compilation excluded.
       compile_s: time spent tracing and compiling the program in this call (s); 0 when a
         compiled program of the same shapes and ``config`` was reused.
@@ -244,10 +258,16 @@ def _run(volume, geometries, target, init, pivot, starts, slot, *, config, progr
     :func:`_report_progress` with ``slot`` every iteration.
     """
     loss_fn = get_loss(config.loss)
-    k = starts.shape[0]
-    params = jnp.zeros((k, config.n_params), volume.dtype).at[:, : starts.shape[1]].set(starts.astype(volume.dtype))
+    k_all = starts.shape[0]
+    params = jnp.zeros((k_all, config.n_params), volume.dtype).at[:, : starts.shape[1]].set(starts.astype(volume.dtype))
+    all_params = params  # every start's latest parameters, (K, p)
+    alive = jnp.arange(k_all)  # which starts are still optimised
     all_iters, all_hist, final = [], [], None
     for level, (factor, geom) in enumerate(zip(config.levels, geometries)):
+        if level == config.multi_start_levels and params.shape[0] > 1:
+            alive = jnp.argmin(jnp.where(jnp.isnan(final), jnp.inf, final))[None]
+            params = params[alive]
+        k = params.shape[0]
         opt = optax.adam(_level_schedule(config, level))
         target_l = _block_mean(target, factor)
 
@@ -295,10 +315,12 @@ def _run(volume, geometries, target, init, pivot, starts, slot, *, config, progr
         it, p, st, best, best_p, since, hist = jax.lax.while_loop(cond, body, state0)
         params = best_p
         final = best
-        all_iters.append(jnp.sum(jnp.isfinite(hist), axis=1))
-        all_hist.append(hist)
-    poses = params_to_pose(params, init, pivot, config)
-    return params, poses, final, jnp.stack(all_iters, 1), jnp.stack(all_hist, 1)
+        all_params = all_params.at[alive].set(params)
+        all_iters.append(jnp.zeros((k_all,), jnp.int32).at[alive].set(jnp.sum(jnp.isfinite(hist), axis=1)))
+        all_hist.append(jnp.full((k_all, config.iterations), jnp.nan, volume.dtype).at[alive].set(hist))
+    final = jnp.full((k_all,), jnp.inf, volume.dtype).at[alive].set(final)
+    poses = params_to_pose(all_params, init, pivot, config)
+    return all_params, poses, final, jnp.stack(all_iters, 1), jnp.stack(all_hist, 1)
 
 
 # Compiled programs by input signature (LRU). jax.jit's own cache would also reuse a program,

@@ -1,0 +1,494 @@
+"""Fused multiresolution hash-grid encoding as Pallas kernels (Triton lowering on GPUs).
+
+Same values and gradients as the XLA reference :func:`jaxmedrf.fields.hash_grid_encode`
+(Instant-NGP, Müller et al., SIGGRAPH 2022, Sec. 3; conventions in
+:mod:`jaxmedrf.fields.encodings`), in three kernels under one ``jax.custom_vjp``:
+
+* **forward**: one program per block of points, a static loop over all ``L`` levels; for
+  each level the 8 corner rows are gathered by computed indices (pointer loads straight from
+  the table in its storage dtype, cast to float32), trilinearly weighted, and the level's
+  ``F`` features written into the ``(N, L·F)`` output (float32). Nothing else touches
+  memory: no ``(N, L, 8)`` index or weight arrays as in the XLA version.
+* **table gradient**: the same loop, each weighted cotangent row added to a float32
+  gradient table with atomic adds (relaxed ordering: see :func:`_make_relaxed_add`). The
+  dense coarse levels (a few thousand rows hit by every point) are the contended ones: each
+  gets ``R_l`` replicas behind the table in the same buffer (program ``p`` adds into
+  replica ``p mod R_l``) that XLA sums afterwards, so same-address atomics drop
+  ``R_l``-fold without a sort. The result is cast to the table's dtype.
+* **position gradient**: gathers the rows again and applies the derivative of the
+  trilinear weights (the clamp onto the unit cube passes half the gradient at exactly
+  0 and 1, as ``jnp.clip``'s does). It is its own kernel so that XLA removes it when the
+  positions are not differentiated (the common case: training a field).
+
+Schedules (:class:`Tuning`): ``levels_per_program = G``; ``G = L`` (default) is the loop
+over all levels above; ``G < L`` launches a grid over ``(point blocks, L / G level
+groups)``, groups slowest, so at any time only ``G`` levels' tables (4 MB each at
+``2^19 × 2`` float32) are the working set in L2 for the gathers and the atomics, at the
+price of ``L / G`` reads of the positions and ``G·F``-wide partial writes of each output row
+(``G = 1``: one level per program).
+
+Measured on one H100 (JAX 0.11.2, ``benchmarks/results/hashgrid_*20261125-161143.json``;
+L = 16, F = 2, T = 2^19, resolutions 16…2048, 4M points, default tuning): forward
+0.57e9 points/s (float32 table) and 0.75e9 (bfloat16 / float16), 1.4× / 1.2× the XLA
+``level_major`` path; forward + table gradient 0.18e9 / 0.21e9, on par with XLA's
+segment-sum (0.20e9 / 0.22e9); forward + table and position gradients 0.15e9, 2.5× XLA.
+The compulsory traffic (positions in, features out: 560 MB
+per 4M points) runs at 0.08 TB/s, under 3 % of the card's ~3 TB/s; the time goes into the
+128 dependent corner gathers per point (up to 16 GB of 32-byte sectors when they miss L2:
+a float32 table, 64 MB, exceeds the 50 MB L2; half tables fit, hence their lead), and in
+the backward into ~1.1·10^9 float32 atomic adds per 4M points (~7·10^10 adds/s reached).
+``benchmarks/hashgrid.py --pallas-sweep`` times the other schedules (level groups, block
+sizes, replicas, atomic ordering), which were not measured yet.
+
+On CPU the kernels run only in Pallas' interpret mode (``interpret=True``), which the tests
+use; in interpret mode the atomic adds are replaced by an equivalent ``.at[].add`` (Pallas'
+interpreter applies duplicate indices of one atomic call only once).
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+from jaxtyping import Array, Float
+
+from jaxmedrf.fields.encodings import HASH_PRIMES, HashGridConfig
+
+__all__ = ["DEFAULT_TUNING", "SUPPORTED_FEATURES", "Tuning", "hash_grid_encode_pallas", "pallas_supported"]
+
+#: Feature widths the kernels handle (Triton tensors must have power-of-two sizes).
+SUPPORTED_FEATURES = (1, 2, 4, 8)
+
+# The hash primes as wrapping int32 constants (same bits as tiny-cuda-nn's uint32 products).
+_P1 = int(np.array(HASH_PRIMES[1], np.uint32).view(np.int32))
+_P2 = int(np.array(HASH_PRIMES[2], np.uint32).view(np.int32))
+
+
+class Tuning(NamedTuple):
+    """Launch parameters (static); every setting gives the same result."""
+
+    block: int = 128  # points per program, forward and position-gradient kernels
+    num_warps: int = 4
+    bwd_block: int = 128  # points per program, table-gradient kernel
+    bwd_num_warps: int = 4
+    levels_per_program: int = 0  # G: levels per program (0 or >= L: all, one pass)
+    replica_rows: int = 1 << 18  # dense level l gets R_l = 2^k replicas with R_l n_l <= this
+    max_replicas: int = 64
+    relaxed_atomics: bool = True  # red.relaxed instead of atom.acq_rel (same sums)
+
+
+DEFAULT_TUNING = Tuning()
+
+
+# ----------------------------------------------------------------------------------------
+# Support checks
+
+
+def pallas_supported(config: HashGridConfig, x_dtype=jnp.float32) -> str | None:
+    """``None`` if the fused kernel handles ``config`` on this backend, else the reason why not."""
+    if config.features_per_level not in SUPPORTED_FEATURES:
+        return f"features_per_level={config.features_per_level} is not one of {SUPPORTED_FEATURES}"
+    if jnp.dtype(x_dtype) != jnp.float32:
+        return f"positions of dtype {jnp.dtype(x_dtype).name} (the kernel computes in float32)"
+    if jax.default_backend() != "gpu":
+        return f"backend {jax.default_backend()!r} (the Triton kernel needs a GPU)"
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def warn_fallback(reason: str) -> None:
+    """One warning per distinct reason, then silence."""
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"hash_grid_encode: pallas kernel unavailable ({reason}); using the XLA path", stacklevel=3)
+
+
+# ----------------------------------------------------------------------------------------
+# Per-level geometry inside a kernel
+
+
+class _Level(NamedTuple):
+    res: object  # int (static) or int32 scalar (traced, level-parallel schedule)
+    dense: object  # bool or bool scalar
+    index: object  # level number: int or int32 scalar
+
+
+def _select(level, values, dtype):
+    """``values[level]`` for a traced scalar ``level`` (a chain of selects)."""
+    out = jnp.asarray(values[0], dtype)
+    for i, v in enumerate(values[1:], start=1):
+        out = jnp.where(level == i, jnp.asarray(v, dtype), out)
+    return out
+
+
+def _group_size(config: HashGridConfig, tuning: Tuning) -> int:
+    """Levels per program: the largest divisor of ``L`` not above the requested ``G``."""
+    n = config.n_levels
+    g = min(tuning.levels_per_program or n, n)
+    while n % g:
+        g -= 1
+    return g
+
+
+def _levels(config: HashGridConfig, tuning: Tuning, level_axis: int):
+    g = _group_size(config, tuning)
+    if g == config.n_levels:
+        return [_Level(r, d, i) for i, (r, d) in enumerate(zip(config.resolutions, config.dense_levels))]
+    first = pl.program_id(level_axis) * g
+    out = []
+    for j in range(g):
+        lv = first + j
+        out.append(_Level(_select(lv, config.resolutions, jnp.int32), _select(lv, config.dense_levels, jnp.bool_), lv))
+    return out
+
+
+def _cell(xs, res):
+    """Per axis: int32 lower corner, fraction in [0, 1], d(pos)/dx (``res · clip'``)."""
+    res_f = res.astype(jnp.float32) if isinstance(res, jax.Array) else float(res)
+    lows, fracs, dpos = [], [], []
+    for xd in xs:
+        pos = jnp.minimum(jnp.maximum(xd, 0.0), 1.0) * res_f
+        low = jnp.minimum(jnp.maximum(jnp.floor(pos), 0.0), res_f - 1.0)
+        lows.append(low.astype(jnp.int32))
+        fracs.append(pos - low)
+        # jnp.clip = min(max(x, 0), 1): max/min pass half the gradient on ties.
+        inside = jnp.where((xd > 0.0) & (xd < 1.0), 1.0, jnp.where((xd == 0.0) | (xd == 1.0), 0.5, 0.0))
+        dpos.append(inside * res_f)
+    return lows, fracs, dpos
+
+
+def _corner_rows(lows, level: _Level, mask: int):
+    """Table row (within the level) of each of the 8 corners, as int32 ``(B,)`` arrays."""
+    s = level.res + 1
+    rows = []
+    for c in range(8):
+        i, j, k = (lows[d] + ((c >> d) & 1) for d in range(3))
+        hashed = i ^ (j * _P1) ^ (k * _P2)
+        if isinstance(level.dense, bool):
+            idx = (i + j * s + k * (s * s)) if level.dense else hashed
+        else:
+            idx = jnp.where(level.dense, i + j * s + k * (s * s), hashed)
+        rows.append(idx & mask)
+    return rows
+
+
+def _axis_weights(fracs, c):
+    return [fracs[d] if (c >> d) & 1 else 1.0 - fracs[d] for d in range(3)]
+
+
+def _load_points(x_ref, n: int, block: int):
+    """The block's point numbers, validity mask and the 3 coordinates (0 past the end)."""
+    p = pl.program_id(0) * block + jnp.arange(block, dtype=jnp.int32)
+    valid = p < n
+    xs = [plgpu.load(x_ref.at[p * 3 + d], mask=valid, other=0.0) for d in range(3)]
+    return p, valid, xs
+
+
+def _feature_cols(p, level_index, out_dim: int, f: int):
+    """Flat offsets ``(B, F)`` of level ``level_index``'s features in an ``(N, L·F)`` array."""
+    return p[:, None] * out_dim + (level_index * f + jnp.arange(f, dtype=jnp.int32))[None, :]
+
+
+def _table_offsets(rows, level_index, t: int, f: int):
+    return (level_index * t + rows)[:, None] * f + jnp.arange(f, dtype=jnp.int32)[None, :]
+
+
+# ----------------------------------------------------------------------------------------
+# Kernels
+
+
+def _forward_kernel(x_ref, table_ref, out_ref, *, config, tuning, n):
+    t, f, out_dim = config.table_size, config.features_per_level, config.out_dim
+    p, valid, xs = _load_points(x_ref, n, tuning.block)
+    for level in _levels(config, tuning, 1):
+        lows, fracs, _ = _cell(xs, level.res)
+        acc = jnp.zeros((tuning.block, f), jnp.float32)
+        for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
+            wx, wy, wz = _axis_weights(fracs, c)
+            vals = table_ref[_table_offsets(rows, level.index, t, f)].astype(jnp.float32)
+            acc = acc + ((wx * wy) * wz)[:, None] * vals
+        plgpu.store(out_ref.at[_feature_cols(p, level.index, out_dim, f)], acc, mask=valid[:, None])
+
+
+def _make_relaxed_add():
+    """Pallas-Triton's atomic add, lowered with relaxed memory ordering, or ``None``.
+
+    ``plgpu.atomic_add`` lowers to ``atom.acq_rel.gpu`` (each add orders all of the
+    thread's memory operations); gradient accumulation needs atomicity only, which the
+    relaxed form gives (``red.relaxed.gpu``). This reuses Pallas' own lowering rule with
+    the ordering argument swapped, through private JAX modules: if they have changed, it
+    returns ``None`` and ``plgpu.atomic_add`` is used.
+    """
+    try:
+        from jax._src import core as jax_core
+        from jax._src import tree_util
+        from jax._src.lib.triton import dialect as tt_dialect
+        from jax._src.pallas.triton import lowering as tl
+        from jax._src.pallas.triton import primitives as tp
+        from jax._src.state import primitives as sp
+
+        base_rule = tl.triton_lowering_rules[tp.atomic_rmw_p]
+        relaxed = tt_dialect.MemSemantic.RELAXED
+        add_type = tp.AtomicOpType.ADD
+        prim = jax_core.Primitive("hashgrid_atomic_add_relaxed")
+        prim.def_effectful_abstract_eval(tp.atomic_rmw_p.abstract_eval)
+        original = tl._atomic_rmw
+
+        def rule(ctx, *args, **params):
+            tl._atomic_rmw = partial(original, semantic=relaxed)
+            try:
+                return base_rule(ctx, *args, **params)
+            finally:
+                tl._atomic_rmw = original
+
+        tl.register_lowering(prim)(rule)
+
+        def add(ref, idx, val, mask=None):
+            x_ref, transforms = sp.get_ref_and_transforms(ref, idx, "atomic_rmw")
+            flat, tree = tree_util.tree_flatten((x_ref, transforms, val, mask))
+            return prim.bind(*flat, args_tree=tree, atomic_type=add_type)
+
+        return add
+    except Exception:  # noqa: BLE001 - any change of the private API: use the public op
+        return None
+
+
+_RELAXED_ADD = _make_relaxed_add()
+
+
+def _scatter_add(ref, offsets, vals, mask, interpret: bool, relaxed: bool = True):
+    """``ref[offsets] += vals`` where ``mask``: atomics on GPU, ``.at[].add`` when interpreted."""
+    if interpret:
+        ref[...] = ref[...].at[offsets].add(jnp.where(mask, vals, 0.0))
+    elif relaxed and _RELAXED_ADD is not None:
+        _RELAXED_ADD(ref, offsets, vals, mask=mask)
+    else:
+        plgpu.atomic_add(ref, offsets, vals, mask=mask)
+
+
+def _replicas(config: HashGridConfig, tuning: Tuning):
+    """Per level: (replicas R_l, rows n_l, float offset in the replica area) or None."""
+    out, offset = [], 0
+    for res, dense in zip(config.resolutions, config.dense_levels):
+        n_rows = (res + 1) ** 3
+        r = 1
+        if dense:
+            while r * 2 <= tuning.max_replicas and r * 2 * n_rows <= tuning.replica_rows:
+                r *= 2
+        if r > 1:
+            out.append((r, n_rows, offset))
+            offset += r * n_rows * config.features_per_level
+        else:
+            out.append(None)
+    return out, offset
+
+
+def _grad_offsets(rows, level: _Level, replicas, config: HashGridConfig):
+    """Offsets ``(B, F)`` of a level's rows in the gradient buffer: the ``(L, T, F)`` table,
+    followed by the replica area (replica ``program mod R_l`` for replicated levels)."""
+    t, f = config.table_size, config.features_per_level
+    base = config.n_levels * t * f
+    cols = jnp.arange(f, dtype=jnp.int32)[None, :]
+    if isinstance(level.index, int):  # static level: static choice
+        rep = replicas[level.index]
+        if rep is None:
+            return _table_offsets(rows, level.index, t, f)
+        r, n_rows, off = rep
+        return base + off + (pl.program_id(0) % r * n_rows + rows)[:, None] * f + cols
+    infos = [rep or (1, 0, 0) for rep in replicas]
+    r, n_rows, off = (_select(level.index, [i[k] for i in infos], jnp.int32) for k in range(3))
+    replicated = base + off + (pl.program_id(0) % r * n_rows + rows)[:, None] * f + cols
+    return jnp.where(r > 1, replicated, _table_offsets(rows, level.index, t, f))
+
+
+def _table_grad_kernel(x_ref, g_ref, _zeros, grad_ref, *, config, tuning, n, interpret):
+    f, out_dim = config.features_per_level, config.out_dim
+    block = tuning.bwd_block
+    p, valid, xs = _load_points(x_ref, n, block)
+    replicas, _ = _replicas(config, tuning)
+    mask2 = jnp.broadcast_to(valid[:, None], (block, f))
+    for level in _levels(config, tuning, 1):
+        lows, fracs, _ = _cell(xs, level.res)
+        g = plgpu.load(g_ref.at[_feature_cols(p, level.index, out_dim, f)], mask=mask2, other=0.0)
+        for c, rows in enumerate(_corner_rows(lows, level, config.table_size - 1)):
+            wx, wy, wz = _axis_weights(fracs, c)
+            vals = ((wx * wy) * wz)[:, None] * g
+            offs = _grad_offsets(rows, level, replicas, config)
+            _scatter_add(grad_ref, offs, vals, mask2, interpret, tuning.relaxed_atomics)
+
+
+def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n):
+    t, f, out_dim = config.table_size, config.features_per_level, config.out_dim
+    p, valid, xs = _load_points(x_ref, n, tuning.block)
+    dx = [jnp.zeros((tuning.block,), jnp.float32) for _ in range(3)]
+    for level in _levels(config, tuning, 1):
+        lows, fracs, dpos = _cell(xs, level.res)
+        g = plgpu.load(g_ref.at[_feature_cols(p, level.index, out_dim, f)], mask=valid[:, None], other=0.0)
+        dfrac = [jnp.zeros((tuning.block,), jnp.float32) for _ in range(3)]
+        for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
+            w = _axis_weights(fracs, c)
+            vals = table_ref[_table_offsets(rows, level.index, t, f)].astype(jnp.float32)
+            gv = jnp.sum(g * vals, axis=1)
+            for d in range(3):
+                other = w[(d + 1) % 3] * w[(d + 2) % 3]
+                dfrac[d] = dfrac[d] + (other * gv if (c >> d) & 1 else -(other * gv))
+        dx = [dx[d] + dpos[d] * dfrac[d] for d in range(3)]
+    for d in range(3):
+        if _group_size(config, tuning) < config.n_levels:  # level groups in separate programs (GPU only)
+            _scatter_add(dx_ref, p * 3 + d, dx[d], valid, False, tuning.relaxed_atomics)
+        else:
+            plgpu.store(dx_ref.at[p * 3 + d], dx[d], mask=valid)
+
+
+# ----------------------------------------------------------------------------------------
+# pallas_call wrappers
+
+
+def _grid(n: int, block: int, config: HashGridConfig, tuning: Tuning):
+    nb = pl.cdiv(n, block)
+    g = _group_size(config, tuning)
+    return (nb, config.n_levels // g) if g < config.n_levels else (nb,)
+
+
+def _params(num_warps: int, interpret: bool):
+    if interpret:
+        return {}
+    return {"compiler_params": plgpu.CompilerParams(num_warps=num_warps, num_stages=1)}
+
+
+def _forward(table, x, config, tuning, interpret):
+    n = x.shape[0]
+    kernel = partial(_forward_kernel, config=config, tuning=tuning, n=n)
+    out = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((n * config.out_dim,), jnp.float32),
+        grid=_grid(n, tuning.block, config, tuning),
+        interpret=interpret,
+        name="hash_grid_forward",
+        **_params(tuning.num_warps, interpret),
+    )(x.reshape(-1), table.reshape(-1))
+    return out.reshape(n, config.out_dim)
+
+
+def _table_grad(x, g, config, tuning, interpret, table_dtype):
+    n = x.shape[0]
+    L, t, f = config.n_levels, config.table_size, config.features_per_level
+    replicas, rep_size = _replicas(config, tuning)
+    size = L * t * f + rep_size
+    kernel = partial(_table_grad_kernel, config=config, tuning=tuning, n=n, interpret=interpret)
+    buf = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((size,), jnp.float32),
+        grid=_grid(n, tuning.bwd_block, config, tuning),
+        input_output_aliases={2: 0},
+        interpret=interpret,
+        name="hash_grid_table_grad",
+        **_params(tuning.bwd_num_warps, interpret),
+    )(x.reshape(-1), g.reshape(-1), jnp.zeros((size,), jnp.float32))
+    grad = buf[: L * t * f].reshape(L, t, f)
+    for level, info in enumerate(replicas):
+        if info is not None:
+            r, n_rows, off = info
+            start = L * t * f + off
+            part = buf[start : start + r * n_rows * f].reshape(r, n_rows, f).sum(axis=0)
+            grad = grad.at[level, :n_rows].add(part)
+    return grad.astype(table_dtype)
+
+
+def _position_grad(table, x, g, config, tuning, interpret):
+    n = x.shape[0]
+    kernel = partial(_position_grad_kernel, config=config, tuning=tuning, n=n)
+    args = (x.reshape(-1), table.reshape(-1), g.reshape(-1))
+    kw = {}
+    if _group_size(config, tuning) < config.n_levels:
+        args = args + (jnp.zeros((n * 3,), jnp.float32),)
+        kw["input_output_aliases"] = {3: 0}
+        kernel = _drop_arg(kernel, 3)
+    dx = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((n * 3,), jnp.float32),
+        grid=_grid(n, tuning.block, config, tuning),
+        interpret=interpret,
+        name="hash_grid_position_grad",
+        **kw,
+        **_params(tuning.num_warps, interpret),
+    )(*args)
+    return dx.reshape(n, 3)
+
+
+def _drop_arg(kernel, i):
+    def wrapped(*refs):
+        return kernel(*refs[:i], *refs[i + 1 :])
+
+    return wrapped
+
+
+# ----------------------------------------------------------------------------------------
+# custom_vjp
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _encode(table, x, config, tuning, interpret):
+    return _forward(table, x, config, tuning, interpret)
+
+
+def _encode_fwd(table, x, config, tuning, interpret):
+    return _forward(table, x, config, tuning, interpret), (table, x)
+
+
+def _encode_bwd(config, tuning, interpret, res, g):
+    table, x = res
+    g = g.astype(jnp.float32)
+    d_table = _table_grad(x, g, config, tuning, interpret, table.dtype)
+    # Positions: level groups accumulate dx with atomics, which the interpreter does not
+    # express; it uses the one-pass schedule (same values).
+    tx = tuning._replace(levels_per_program=0) if interpret else tuning
+    d_x = _position_grad(table, x, g, config, tx, interpret)
+    return d_table, d_x
+
+
+_encode.defvjp(_encode_fwd, _encode_bwd)
+
+
+def hash_grid_encode_pallas(
+    params: Float[Array, "levels table features"],
+    x: Float[Array, "n 3"],
+    config: HashGridConfig,
+    *,
+    tuning: Tuning = DEFAULT_TUNING,
+    interpret: bool = False,
+) -> Float[Array, "n out"]:
+    """Fused-kernel hash encoding; same contract as :func:`jaxmedrf.fields.hash_grid_encode`.
+
+    No fallback here: callers check :func:`pallas_supported` first (``hash_grid_encode``
+    with ``implementation="pallas"`` does). ``interpret=True`` runs the kernels in Pallas'
+    interpreter (any backend; slow, for tests).
+
+    Args:
+      params: ``(L, T, F)`` table, float32, bfloat16 or float16.
+      x: ``(N, 3)`` float32 points in ``[0, 1]^3`` (clamped onto the cube).
+      config: the encoding settings; ``features_per_level`` in 1, 2, 4, 8.
+      tuning: launch parameters (block sizes, schedule); results do not depend on them.
+      interpret: run in Pallas' interpreter.
+
+    Returns:
+      ``(N, L·F)`` float32 features, level-major.
+    """
+    L, T, F = config.n_levels, config.table_size, config.features_per_level
+    if params.shape != (L, T, F):
+        raise ValueError(f"hash grid params: expected shape {(L, T, F)}, got {params.shape}")
+    if x.ndim != 2 or x.shape[-1] != 3:
+        raise ValueError(f"hash_grid_encode: x must have shape (N, 3), got {x.shape}")
+    if F not in SUPPORTED_FEATURES:
+        raise ValueError(f"HashGridConfig.features_per_level must be in {SUPPORTED_FEATURES} for the kernel, got {F}")
+    if x.shape[0] == 0:
+        return jnp.zeros((0, L * F), jnp.float32)
+    return _encode(params, x.astype(jnp.float32), config, tuning, interpret)
