@@ -89,8 +89,11 @@ def _operators(proj, g, ref):
         "project_s": jax.jit(lambda x: jm.project(x, g)),
         "backproject_s": jax.jit(lambda y: jm.backproject(y, g)),
         "backproject_voxel_s": jax.jit(lambda y: _backproject(y, jnp.ones((g.n_views,), y.dtype), g, chunk_views=8)),
+        "project_pallas_s": jax.jit(lambda x: jm.project(x, g, method="trilinear", implementation="pallas")),
+        "backproject_pallas_s": jax.jit(lambda y: jm.backproject(y, g, method="trilinear", implementation="pallas")),
     }
-    args = {"project_s": jnp.asarray(ref, jnp.float32)}
+    vol = jnp.asarray(ref, jnp.float32)
+    args = {"project_s": vol, "project_pallas_s": vol}
     out = {}
     for name, fn in ops.items():
         x = args.get(name, jnp.asarray(proj, jnp.float32))
@@ -107,6 +110,10 @@ def _ours(proj, g, ref, n_iters):
         "fdk": lambda: fdk(proj, g, filter="ram-lak"),
         "sart": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, progress=False),
         "sart_voxel": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, backprojector="voxel", progress=False),
+        # the fused GPU projector (trilinear) forward, voxel-driven backprojection
+        "sart_voxel_pallas": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, backprojector="voxel", method="trilinear",
+                                          implementation="pallas", progress=False),
+        "cgls_pallas": lambda: cgls(proj, g, n_iters=n_iters, method="trilinear", implementation="pallas", progress=False),
         "cgls": lambda: cgls(proj, g, n_iters=n_iters, progress=False),
     }
     for name, fn in runs.items():

@@ -101,10 +101,11 @@ def _x0(x0, geometry, dtype, mesh=None, shard="volume"):
     return x
 
 
-def _operators(method, step, chunk_size, mesh, shard, dtype):
+def _operators(method, step, chunk_size, mesh, shard, dtype, implementation="xla"):
     """``(A, Aᵀ)`` as functions of ``(array, geometry)``: single device or over ``mesh``."""
     kw = dict(method=method, step=step, chunk_size=chunk_size)
     if mesh is None:
+        kw["implementation"] = implementation
         return (lambda x, g: project(x, g, **kw)), (lambda y, g: backproject(y, g, dtype=dtype, **kw))
     kw.update(mesh=mesh, shard=shard)
     return (lambda x, g: project_sharded(x, g, **kw)), (lambda y, g: backproject_sharded(y, g, dtype=dtype, **kw))
@@ -136,6 +137,7 @@ def sart(
     method: str = "siddon",
     step: float = 0.5,
     backprojector: str = "matched",
+    implementation: str = "xla",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     callback: Callable[[int, Array, float], None] | None = None,
@@ -162,6 +164,8 @@ def sart(
         (bilinear detector read at each voxel's projection, cone weight ``(DSO/U)²``), an
         unmatched pair like TIGRE's ``"FDK"`` backprojection type: several times faster per
         iteration, with the column normalisation ``V`` computed from the same backprojector.
+      implementation: projector implementation, ``"xla"`` or ``"pallas"`` (the fused GPU
+        kernel of :mod:`jaxmedrf.kernels.projector`; single device).
       x0: initial volume (default zeros).
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
@@ -186,7 +190,7 @@ def sart(
     mask = ids < n_views
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
     b = jnp.asarray(projections, dtype)
-    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype)
+    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
     if backprojector == "voxel":
         from jaxmedrf.recon.fdk import _backproject
 
@@ -244,6 +248,7 @@ def cgls(
     n_iters: int = 20,
     method: str = "siddon",
     step: float = 0.5,
+    implementation: str = "xla",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     callback: Callable[[int, Array, float], None] | None = None,
@@ -261,6 +266,8 @@ def cgls(
       geometry: the scan.
       n_iters: iterations (one forward and one backprojection each).
       method, step, chunk_size: passed to the projector.
+      implementation: ``"xla"`` or ``"pallas"`` (fused GPU projector; its adjoint is the
+        kernel's exact atomic-add transpose).
       x0: initial volume (default zeros).
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
@@ -271,7 +278,7 @@ def cgls(
       :class:`Result` ``(volume, {"residual": ‖A x − b‖₂ per iteration})``; μ in mm⁻¹.
     """
     _check_common(projections, geometry, n_iters, method)
-    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype)
+    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
     b = jnp.asarray(projections, dtype)
 
     @jax.jit
