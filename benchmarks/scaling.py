@@ -207,6 +207,7 @@ def main(argv=None) -> int:
                          "compile_s": t["first_call_s"]})
             print(f"weak   n={n}: {sps:.1f} steps/s, {sps * rpd * n:.3g} rays/s", flush=True)
         payload["weak"] = eff(rows, "rays_per_s")
+        write_json("scaling", payload, a.out_dir)  # kept if a later section is cut short
     if "strong" not in a.skip:
         rows = []
         for n in counts:
@@ -219,6 +220,7 @@ def main(argv=None) -> int:
                          "compile_s": t["first_call_s"]})
             print(f"strong n={n}: {sps:.1f} steps/s, {sps * total:.3g} rays/s", flush=True)
         payload["strong"] = eff(rows, "steps_per_s")
+        write_json("scaling", payload, a.out_dir)  # kept if a later section is cut short
     if "cohort" not in a.skip:
         rows = []
         for n in counts:
@@ -231,6 +233,7 @@ def main(argv=None) -> int:
                          "seconds_per_step": step_s, "scans_per_hour": per_hour, "compile_s": t["first_call_s"]})
             print(f"cohort n={n}: {per_hour:.3g} scans/h ({a.naf_iters} steps each)", flush=True)
         payload["cohort"] = eff(rows, "scans_per_hour")
+        write_json("scaling", payload, a.out_dir)  # kept if a later section is cut short
     if "volume" not in a.skip:
         payload["volume"] = vol = volume_runs(sizes, views=views, sart_iters=a.sart_iters, repeats=min(repeats, 2))
         ok = [r for r in vol if "error" not in r]
