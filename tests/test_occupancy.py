@@ -57,9 +57,14 @@ def chord(r, lo, hi):
     return np.maximum(tf - tn, 0) * np.linalg.norm(d, axis=-1)
 
 
-def box_field(c=0.3):
-    lo, hi = jnp.asarray(BOX_LO, jnp.float32), jnp.asarray(BOX_HI, jnp.float32)
-    return lambda p: jnp.where(jnp.all((p > lo) & (p < hi), -1), c, 0.0)
+def box_field(p):
+    """μ = 0.3 mm⁻¹ inside the box [BOX_LO, BOX_HI] (on cell faces), 0 outside."""
+    inside = jnp.all((p > jnp.asarray(BOX_LO, p.dtype)) & (p < jnp.asarray(BOX_HI, p.dtype)), -1)
+    return jnp.where(inside, 0.3, 0.0)
+
+
+def zero_field(p):
+    return jnp.zeros(p.shape[0], p.dtype)
 
 
 def ball_field(p):
@@ -68,10 +73,13 @@ def ball_field(p):
     return 0.2 * jnp.maximum(1.0 - jnp.sum(q * q, -1), 0.0) * (1.0 + 0.5 * jnp.sin(p[:, 0]))
 
 
+update = jax.jit(occupancy_update, static_argnames=("field", "decay", "threshold", "points_per_cell", "dilate"))
+
+
 def exact_grid(field, *, points_per_cell=8, threshold=0.0, dilate=0, resolution=RES):
     g = occupancy_init(LO, HI, resolution=resolution)
-    return occupancy_update(jax.random.key(0), g, field, decay=0.0, threshold=threshold,
-                            points_per_cell=points_per_cell, dilate=dilate)
+    return update(jax.random.key(0), g, field, decay=0.0, threshold=threshold, points_per_cell=points_per_cell,
+                  dilate=dilate)
 
 
 def test_occupied_length_matches_numpy_fine_sampling(rng):
@@ -80,7 +88,7 @@ def test_occupied_length_matches_numpy_fine_sampling(rng):
     occ = rng.random(RES) < 0.4
     g = dataclasses.replace(g, occupied=jnp.asarray(occ))
     r = rays(rng, 32)
-    got = np.asarray(occupied_segments(r, g).length * r.lengths)
+    got = np.asarray(jax.jit(occupied_segments)(r, g).length * r.lengths)
     o, d = np.asarray(r.origins, np.float64), np.asarray(r.directions, np.float64)
     n = 20000
     t = (np.arange(n) + 0.5) / n
@@ -99,15 +107,15 @@ def test_constant_box_gives_chord_times_mu(rng, n_importance):
     """μ = 0.3 mm⁻¹ in a box on cell faces: the occupied length is that box's chord exactly,
     so 3 samples per ray give chord × μ (float32: rtol 1e-5)."""
     r = rays(rng)
-    g = exact_grid(box_field())
+    g = exact_grid(box_field)
     ref = 0.3 * chord(r, BOX_LO, BOX_HI)
     assert 0 < np.count_nonzero(ref) < len(ref)
-    np.testing.assert_allclose(occupied_segments(r, g).length * r.lengths, ref / 0.3, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(occupied_segments)(r, g).length * r.lengths, ref / 0.3, rtol=1e-5, atol=1e-5)
     for key in (None, jax.random.key(1)):
-        got = render_rays(box_field(), r, LO, HI, n_samples=3, n_importance=n_importance, key=key, occupancy=g)
+        got = render_rays(box_field, r, LO, HI, n_samples=3, n_importance=n_importance, key=key, occupancy=g)
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     # Dense marching with the same samples is far off (its samples straddle the box faces).
-    dense = render_rays(box_field(), r, LO, HI, n_samples=3)
+    dense = render_rays(box_field, r, LO, HI, n_samples=3)
     assert np.abs(np.asarray(dense) - ref).max() > 0.1
 
 
@@ -122,10 +130,14 @@ def test_occupancy_marching_equals_dense_marching(rng):
     got = render_rays(ball_field, r, LO, HI, n_samples=256, occupancy=g)
     np.testing.assert_allclose(got, dense, atol=2e-4)
     # sample_occupied + integrate is the same quadrature
-    t, dt = sample_occupied(None, r, g, n_samples=256)
-    pts = r.origins[:, None] + t[..., None] * r.directions[:, None]
-    mu = ball_field(pts.reshape(-1, 3)).reshape(t.shape)
-    np.testing.assert_allclose(integrate(mu, dt, r.lengths), got, rtol=1e-6, atol=1e-7)
+
+    @jax.jit
+    def by_hand(r, g):
+        t, dt = sample_occupied(None, r, g, n_samples=256)
+        pts = r.origins[:, None] + t[..., None] * r.directions[:, None]
+        return integrate(ball_field(pts.reshape(-1, 3)).reshape(t.shape), dt, r.lengths)
+
+    np.testing.assert_allclose(by_hand(r, g), got, rtol=1e-6, atol=1e-7)
     # at 32 samples the skipping marcher is closer than dense marching at 32
     err_occ = np.abs(np.asarray(render_rays(ball_field, r, LO, HI, n_samples=32, occupancy=g)) - dense).max()
     err_dense = np.abs(np.asarray(render_rays(ball_field, r, LO, HI, n_samples=32)) - dense).max()
@@ -143,7 +155,7 @@ def test_stratified_occupied_sampling_is_unbiased(rng):
 
 
 def test_update_marks_occupied_cells_and_clears_empty_ones():
-    g = exact_grid(box_field(), points_per_cell=1)
+    g = exact_grid(box_field, points_per_cell=1)
     cell = (np.asarray(HI) - np.asarray(LO)) / np.asarray(RES)
     a = np.round((BOX_LO - np.asarray(LO)) / cell).astype(int)
     b = np.round((BOX_HI - np.asarray(LO)) / cell).astype(int)
@@ -152,7 +164,7 @@ def test_update_marks_occupied_cells_and_clears_empty_ones():
     np.testing.assert_array_equal(g.occupied, expect)
     np.testing.assert_allclose(np.asarray(g.density)[expect], 0.3)
     # dilation adds one cell around
-    dil = exact_grid(box_field(), points_per_cell=1, dilate=1)
+    dil = exact_grid(box_field, points_per_cell=1, dilate=1)
     assert int(dil.occupied.sum()) == int(np.prod(np.minimum(b + 1, RES) - np.maximum(a - 1, 0)))
     # The object moves: with decay 0.5 the old cells (0.3) drop below 1 % of the new maximum
     # (1.0) after 5 updates (0.3 · 0.5⁵ < 0.01).
@@ -160,29 +172,31 @@ def test_update_marks_occupied_cells_and_clears_empty_ones():
     moved = lambda p: jnp.where(jnp.all(jnp.abs(p - corner) < jnp.array([1.25, 1.0, 1.0]), -1), 1.0, 0.0)  # noqa: E731
     h = g
     for i in range(7):
-        h = occupancy_update(jax.random.key(i), h, moved, decay=0.5, threshold=0.01, points_per_cell=4, dilate=0)
+        h = update(jax.random.key(i), h, moved, decay=0.5, threshold=0.01, points_per_cell=4, dilate=0)
         assert bool(h.occupied[0, 0, 0])
         assert bool(h.occupied[expect].all()) == (i < 4)
     assert int(h.occupied.sum()) == 1
     # A zero field leaves nothing occupied, and every ray integrates to 0 with finite gradients.
-    z = exact_grid(lambda p: jnp.zeros(p.shape[0]))
+    z = exact_grid(zero_field)
     assert not bool(z.occupied.any())
     r = rays(np.random.default_rng(1), 8)
     f = lambda c: jnp.sum(_render_rays(lambda p: c * jnp.ones(p.shape[0]), r, LO, HI, n_samples=4, occupancy=z))  # noqa: E731
-    assert float(f(1.0)) == 0.0 and np.isfinite(float(jax.grad(f)(1.0)))
+    value, grad = jax.jit(jax.value_and_grad(f))(1.0)
+    assert float(value) == 0.0 and np.isfinite(float(grad))
 
 
 def test_gradient_through_the_field_is_the_occupied_chord(rng):
     """d/dc of ∫ c·1_box is the chord (mm), exactly, through the occupied marcher."""
     r = rays(rng, 16)
-    g = exact_grid(box_field())
-    grad = jax.jacobian(lambda c: _render_rays(box_field(c), r, LO, HI, n_samples=4, occupancy=g))(0.3)
-    np.testing.assert_allclose(grad, chord(r, BOX_LO, BOX_HI), rtol=1e-5, atol=1e-5)
+    g = exact_grid(box_field)
+    grad = jax.jit(jax.jacobian(lambda c: _render_rays(lambda p: c * box_field(p), r, LO, HI, n_samples=4,
+                                                          occupancy=g)))(1.0)
+    np.testing.assert_allclose(grad, 0.3 * chord(r, BOX_LO, BOX_HI), rtol=1e-5, atol=1e-5)
 
 
 def test_jit_and_vmap(rng):
     r = rays(rng, 16)
-    g1 = exact_grid(box_field())
+    g1 = exact_grid(box_field)
     g2 = exact_grid(ball_field, points_per_cell=8, dilate=1)
     key = jax.random.key(3)
     eager = sample_occupied(key, r, g1, n_samples=8)
@@ -191,11 +205,9 @@ def test_jit_and_vmap(rng):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     stack = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), g1, g2)
     assert isinstance(stack, OccupancyGrid) and stack.resolution == RES
-    both = jax.jit(jax.vmap(lambda g: render_rays(box_field(), r, LO, HI, n_samples=8, occupancy=g)))(stack)
-    np.testing.assert_allclose(both[0], render_rays(box_field(), r, LO, HI, n_samples=8, occupancy=g1), rtol=1e-6)
-    np.testing.assert_allclose(both[1], render_rays(box_field(), r, LO, HI, n_samples=8, occupancy=g2), rtol=1e-6)
-    upd = jax.jit(lambda k, g: occupancy_update(k, g, ball_field, decay=0.9))
-    np.testing.assert_array_equal(upd(key, g1).occupied, occupancy_update(key, g1, ball_field, decay=0.9).occupied)
+    both = jax.jit(jax.vmap(lambda g: render_rays(box_field, r, LO, HI, n_samples=8, occupancy=g)))(stack)
+    np.testing.assert_allclose(both[0], render_rays(box_field, r, LO, HI, n_samples=8, occupancy=g1), rtol=1e-6)
+    np.testing.assert_allclose(both[1], render_rays(box_field, r, LO, HI, n_samples=8, occupancy=g2), rtol=1e-6)
 
 
 def test_bad_inputs():
