@@ -159,6 +159,7 @@ class OccupiedSegments(NamedTuple):
 def occupied_segments(
     rays: Rays,
     grid: OccupancyGrid,
+    *,
     t_near: Float[Array, " rays"] | None = None,
     t_far: Float[Array, " rays"] | None = None,
 ) -> OccupiedSegments:
@@ -247,6 +248,6 @@ def sample_occupied(
     """
     from jaxmedrf.render import sample_uniform
 
-    seg = occupied_segments(rays, grid, t_near, t_far)
+    seg = occupied_segments(rays, grid, t_near=t_near, t_far=t_far)
     s, ds = sample_uniform(key, jnp.zeros_like(seg.length), seg.length, n_samples=n_samples)
     return segments_to_t(seg, s), ds

@@ -130,7 +130,7 @@ def render_rays(
     if occupancy is not None:
         from jaxmedrf.occupancy import occupied_segments, segments_to_t
 
-        seg = occupied_segments(rays, occupancy, t_near, t_far)
+        seg = occupied_segments(rays, occupancy, t_near=t_near, t_far=t_far)
         t_near, t_far, to_t = jnp.zeros_like(t_near), seg.length, lambda s: segments_to_t(seg, s)  # noqa: E731
     t, dt = sample_uniform(k_uniform, t_near, t_far, n_samples=n_samples)
 
