@@ -231,14 +231,14 @@ from jaxmedrf.recon.naf import NAFConfig, train_naf  # noqa: E402
 
 def test_naf_with_occupancy_learns_and_resumes(tmp_path):
     g, _, proj = scan(radius=64.0)
-    c = cfg(n_iters=40, occupancy_resolution=8, occupancy_update_every=5, occupancy_threshold=0.05,
+    c = cfg(n_iters=30, batch_rays=128, occupancy_resolution=8, occupancy_update_every=5, occupancy_threshold=0.05,
             occupancy_decay=0.5)
     full = train_naf(proj, g, c, progress=False)
     losses = full.history["loss"]
     assert losses[-1] < 0.8 * losses[0], losses
     assert 0.0 < full.history["occupied_fraction"] <= 1.0
     ck = tmp_path / "ck"
-    train_naf(proj, g, c, checkpoint_dir=ck, checkpoint_every=10, stop_after=20, progress=False)
+    train_naf(proj, g, c, checkpoint_dir=ck, checkpoint_every=10, stop_after=10, progress=False)
     resumed = train_naf(proj, g, c, checkpoint_dir=ck, checkpoint_every=10, resume=True, progress=False)
     for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params)):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-7)
