@@ -22,6 +22,7 @@ quadrature error only; exact for a field constant on the occupied part of each r
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -211,8 +212,8 @@ def _merge_sorted(lists: list[Array]) -> Array:
         rank = jnp.arange(la.shape[-1])[None, :]
         for b, lb in enumerate(lists):
             if b != a:
-                side = "right" if b < a else "left"
-                rank = rank + jax.vmap(lambda c, q: jnp.searchsorted(c, q, side=side, method="scan_unrolled"))(lb, la)
+                search = partial(jnp.searchsorted, side="right" if b < a else "left", method="scan_unrolled")
+                rank = rank + jax.vmap(search)(lb, la)
         vals.append(la)
         ranks.append(rank)
     vals, ranks = jnp.concatenate(vals, -1), jnp.concatenate(ranks, -1)
