@@ -243,6 +243,9 @@ def test_naf_with_occupancy_learns_and_resumes(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params)):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-7)
     assert resumed.history["occupied_fraction"] == full.history["occupied_fraction"]
+    with pytest.raises(ValueError, match="another configuration"):  # the grid is part of the configuration
+        train_naf(proj, g, dataclasses.replace(c, occupancy_resolution=0), checkpoint_dir=ck, resume=True,
+                  progress=False)
     with pytest.raises(ValueError, match="occupancy_resolution"):
         NAFConfig(occupancy_resolution=-1)
     with pytest.raises(ValueError, match="occupancy_update_every"):

@@ -435,6 +435,9 @@ def train_naf(
             mine = json.loads(cfg_json)
             for d in (saved, mine):
                 d["config"].pop("n_iters", None)
+                if not d["config"].get("occupancy_resolution"):  # off: checkpoints from before it existed match
+                    for k in [k for k in d["config"] if k.startswith("occupancy_")]:
+                        d["config"].pop(k)
             if saved != mine:
                 raise ValueError(f"--resume: the checkpoint in {ckpt_root} was made with another configuration")
             state, last_ckpt = restore_checkpoint(ckpt_root, state)
