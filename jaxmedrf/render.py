@@ -11,13 +11,16 @@ ECCV 2020, Eq. 2–3 with the X-ray attenuation integral of NAF, Zha et al. MICC
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxmedrf.rays import Rays, box_intersect
+
+if TYPE_CHECKING:
+    from jaxmedrf.occupancy import OccupancyGrid
 
 __all__ = ["FieldFn", "cell_widths", "integrate", "render_rays", "sample_pdf", "sample_uniform"]
 
@@ -106,6 +109,7 @@ def render_rays(
     n_samples: int,
     n_importance: int = 0,
     key: PRNGKeyArray | None = None,
+    occupancy: OccupancyGrid | None = None,
 ) -> Float[Array, " rays"]:
     """Line integrals of ``field`` along ``(R, 3)`` rays, inside the box ``[lo, hi]``.
 
@@ -114,12 +118,24 @@ def render_rays(
     (:func:`sample_pdf`), and the integral is taken over all points with the cell widths of
     :func:`cell_widths` (hierarchical sampling, as NAF and NeRF do; gradients flow through the
     field values, not the sample positions).
+
+    With an ``occupancy`` grid (:class:`jaxmedrf.occupancy.OccupancyGrid`) all samples go
+    into its occupied cells: both passes sample the occupied-length coordinate of
+    :func:`jaxmedrf.occupancy.occupied_segments` instead of ``t`` (empty-space skipping; the
+    integral stays exact for a field that is zero outside the occupied cells).
     """
     k_uniform, k_pdf = (None, None) if key is None else jax.random.split(key)
     t_near, t_far = box_intersect(rays, lo, hi)
+    to_t = lambda s: s  # noqa: E731
+    if occupancy is not None:
+        from jaxmedrf.occupancy import occupied_segments, segments_to_t
+
+        seg = occupied_segments(rays, occupancy, t_near=t_near, t_far=t_far)
+        t_near, t_far, to_t = jnp.zeros_like(t_near), seg.length, lambda s: segments_to_t(seg, s)  # noqa: E731
     t, dt = sample_uniform(k_uniform, t_near, t_far, n_samples=n_samples)
 
     def mu_at(t):
+        t = to_t(t)
         pts = rays.origins[:, None, :] + t[..., None] * rays.directions[:, None, :]
         return field(pts.reshape(-1, 3)).reshape(t.shape)
 

@@ -46,6 +46,15 @@ def test_several_inputs_train_together(sim, tmp_path):
     assert sorted(p.name for p in out.glob("*_recon.npz")) == ["sim_0_recon.npz", "sim_1_recon.npz"]
 
 
+def test_naf_with_occupancy_grid(sim, tmp_path):
+    out = tmp_path / "occ.npz"
+    assert main(["reconstruct", str(sim), "--iters", "25", "--batch-rays", "128", "--n-samples", "8",
+                 "--log2-table-size", "10", "--occupancy-resolution", "8", "--occupancy-update-every", "5",
+                 "--no-progress", "--no-png", "--out", str(out)]) == 0
+    m = json.loads(out.with_suffix(".json").read_text())
+    assert 0 < m["occupied_fraction"] <= 1 and np.isfinite(m["psnr3d"])
+
+
 def _run(args):
     return subprocess.run([sys.executable, "-m", "jaxmedrf.cli", "reconstruct", *args], capture_output=True, text=True,
                           env={"JAX_PLATFORMS": "cpu", "PATH": ""})

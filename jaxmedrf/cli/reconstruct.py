@@ -43,6 +43,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=128, help="NAF: samples per ray")
     p.add_argument("--n-importance", type=int, default=0,
                    help="NAF: extra samples per ray drawn where attenuation is (hierarchical sampling; 0 = off)")
+    p.add_argument("--occupancy-resolution", type=int, default=0,
+                   help="NAF: empty-space skipping with an occupancy grid of N³ cells, refreshed during training "
+                        "(samples go only where the field has attenuation; 0 = off)")
+    p.add_argument("--occupancy-update-every", type=int, default=16, help="NAF: steps between occupancy-grid refreshes")
+    p.add_argument("--occupancy-threshold", type=float, default=0.01,
+                   help="NAF: a cell is empty below this fraction of the largest μ in the grid")
     p.add_argument("--grid-supersample", type=int, default=2,
                    help="NAF: output voxel = mean of the field at N³ points in the voxel (1: value at the centre)")
     p.add_argument("--lr", type=float, default=1e-2, help="NAF: peak learning rate")
@@ -222,7 +228,8 @@ def run(a) -> int:
         cfg = NAFConfig(
             field=FieldConfig(encoding=HashGridConfig(log2_table_size=a.log2_table_size), out_activation="softplus"),
             n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
-            tv_weight=a.tv, seed=a.seed,
+            tv_weight=a.tv, seed=a.seed, occupancy_resolution=a.occupancy_resolution,
+            occupancy_update_every=a.occupancy_update_every, occupancy_threshold=a.occupancy_threshold,
         )
         try:
             res = train_naf(proj, geometry, cfg, mesh=mesh, checkpoint_dir=a.checkpoint_dir,
@@ -232,6 +239,7 @@ def run(a) -> int:
             raise ValueError(str(e)) from e
         volumes = np.asarray(res.volume)
         extra = {"steps": cfg.n_iters, "train_seconds": res.history["train_seconds"],
+                 **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     else:
         volumes = np.stack([_classical(a.method, p, geometry, a) for p in proj])

@@ -17,7 +17,12 @@ Sparse-View CBCT Reconstruction", MICCAI 2022, Eq. 1–3; Müller et al., Instan
 * Randomness: the key of step ``n`` is ``fold_in(key, n)``, so a run resumed from a
   checkpoint draws the same rays as an uninterrupted run.
 * Checkpoints (orbax) every ``checkpoint_every`` steps hold the parameters, optimiser state,
-  step and key; ``config.json`` beside them guards ``resume`` against another configuration.
+  step and key (and the occupancy grid); ``config.json`` beside them guards ``resume``
+  against another configuration.
+* Empty-space skipping (``occupancy_resolution > 0``): an occupancy grid of the field
+  (:mod:`jaxmedrf.occupancy`) lives in the training state, is refreshed every
+  ``occupancy_update_every`` steps from the current field, and the marcher puts its samples
+  only in its occupied cells (Instant-NGP Sec. 4). The output volume does not use it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from jaxtyping import Array, Float
 
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid
 from jaxmedrf.geometry import Geometry, volume_box
+from jaxmedrf.occupancy import occupancy_init, occupancy_update
 from jaxmedrf.parallel import batch_sharding, constrain
 from jaxmedrf.rays import box_intersect, pixel_rays
 from jaxmedrf.render import render_rays
@@ -68,6 +74,11 @@ class NAFConfig:
         evenly placed points per voxel (1: the value at the voxel centre), i.e. the same
         voxel average that :func:`jaxmedrf.phantoms.voxelize` takes of a phantom.
       seed: PRNG seed.
+      occupancy_resolution: cells per axis of the occupancy grid (empty-space skipping,
+        :mod:`jaxmedrf.occupancy`); 0 = off.
+      occupancy_update_every: steps between grid refreshes (the first at step 0).
+      occupancy_threshold: a cell is empty below this fraction of the grid's largest μ.
+      occupancy_decay: factor of the per-cell moving maximum at each refresh.
     """
 
     field: FieldConfig = FieldConfig(out_activation="softplus")
@@ -85,6 +96,10 @@ class NAFConfig:
     steps_per_call: int = 25
     grid_supersample: int = 2
     seed: int = 0
+    occupancy_resolution: int = 0
+    occupancy_update_every: int = 16
+    occupancy_threshold: float = 0.01
+    occupancy_decay: float = 0.8
 
     def __post_init__(self):
         for name in ("n_iters", "batch_rays", "n_samples", "steps_per_call", "tv_patch", "grid_supersample"):
@@ -93,6 +108,14 @@ class NAFConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if int(self.n_importance) != self.n_importance or self.n_importance < 0:
             raise ValueError(f"n_importance must be a non-negative integer, got {self.n_importance!r}")
+        if int(self.occupancy_resolution) != self.occupancy_resolution or self.occupancy_resolution < 0:
+            raise ValueError(f"occupancy_resolution must be a non-negative integer, got {self.occupancy_resolution!r}")
+        if int(self.occupancy_update_every) != self.occupancy_update_every or self.occupancy_update_every <= 0:
+            raise ValueError(f"occupancy_update_every must be a positive integer, got {self.occupancy_update_every!r}")
+        if not 0.0 <= self.occupancy_threshold < 1.0:
+            raise ValueError(f"occupancy_threshold must be in [0, 1), got {self.occupancy_threshold!r}")
+        if not 0.0 <= self.occupancy_decay <= 1.0:
+            raise ValueError(f"occupancy_decay must be in [0, 1], got {self.occupancy_decay!r}")
         for name in ("lr", "lr_final"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -113,6 +136,7 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: Array
     key: Array
+    occupancy: Any = None  # an OccupancyGrid with occupancy_resolution > 0
 
 
 class NAFResult(NamedTuple):
@@ -182,7 +206,7 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
     tx = _optimizer(cfg)
     field_cfg = cfg.field
 
-    def loss_fn(params, key, proj_flat):
+    def loss_fn(params, key, proj_flat, occupancy):
         k_idx, k_samp, k_tv = jax.random.split(key, 3)
         idx = jax.random.randint(k_idx, (cfg.batch_rays,), 0, total)
         if mesh is not None:
@@ -190,7 +214,8 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
         view, rem = idx // (nv * nu), idx % (nv * nu)
         rays = pixel_rays(geometry, view, rem // nu, rem % nu)
         field = lambda x: field_apply(params, x, field_cfg, lo=lo, hi=hi)  # noqa: E731
-        pred = render_rays(field, rays, lo, hi, n_samples=cfg.n_samples, n_importance=cfg.n_importance, key=k_samp)
+        pred = render_rays(field, rays, lo, hi, n_samples=cfg.n_samples, n_importance=cfg.n_importance, key=k_samp,
+                           occupancy=occupancy)
         resid = pred - proj_flat[idx]
         loss = jnp.mean(resid**2)
         if cfg.l1_weight:
@@ -199,30 +224,46 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
             loss = loss + cfg.tv_weight * _tv(k_tv, params, field_cfg, lo, hi, d_voxel, cfg.tv_patch)
         return loss
 
-    def one_step(state: TrainState, proj_flat):
+    def refresh(grid, params, key):
+        field = lambda x: field_apply(params, x, field_cfg, lo=lo, hi=hi)  # noqa: E731
+        return occupancy_update(jax.random.fold_in(key, 1 << 20), grid, field, decay=cfg.occupancy_decay,
+                                threshold=cfg.occupancy_threshold)
+
+    def one_step(state: TrainState, proj_flat, step):
+        # ``step`` is the (shared, unbatched) step number, so the refresh stays a real branch
+        # under the vmap over cases.
         key = jax.random.fold_in(state.key, state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, key, proj_flat)
+        grid = state.occupancy
+        if grid is not None:
+            grid = jax.lax.cond(step % cfg.occupancy_update_every == 0, refresh, lambda g, *_: g,
+                                grid, state.params, key)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, key, proj_flat, grid)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1, state.key), loss
+        return TrainState(params, opt_state, state.step + 1, state.key, grid), loss
 
-    def many_steps(state, proj_flat):
-        return jax.lax.scan(lambda s, _: one_step(s, proj_flat), state, None, length=cfg.steps_per_call)
+    def many_steps(state, proj_flat, step0):
+        steps = step0 + jnp.arange(cfg.steps_per_call, dtype=step0.dtype)
+        return jax.lax.scan(lambda s, n: one_step(s, proj_flat, n), state, steps)
 
     def train_fn(state, projections):
         proj_flat = projections.reshape(projections.shape[0], -1)
-        return jax.vmap(many_steps)(state, proj_flat)
+        return jax.vmap(many_steps, in_axes=(0, 0, None))(state, proj_flat, state.step[0])
 
     return jax.jit(train_fn, donate_argnums=0)
 
 
-def init_state(cfg: NAFConfig, keys: Array) -> TrainState:
-    """Stacked initial states, one per key in ``keys`` (K,)."""
+def init_state(cfg: NAFConfig, keys: Array, geometry: Geometry | None = None) -> TrainState:
+    """Stacked initial states, one per key in ``keys`` (K,); ``geometry`` (its volume box)
+    is needed with ``cfg.occupancy_resolution > 0``."""
     tx = _optimizer(cfg)
+    if cfg.occupancy_resolution and geometry is None:
+        raise ValueError("init_state: occupancy_resolution > 0 needs the geometry")
 
     def one(key):
         params = field_init(jax.random.fold_in(key, 1 << 30), cfg.field)
-        return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), key)
+        grid = occupancy_init(*volume_box(geometry), resolution=cfg.occupancy_resolution) if cfg.occupancy_resolution else None
+        return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), key, grid)
 
     return jax.vmap(one)(keys)
 
@@ -237,8 +278,11 @@ def _ckpt_dirs(root: Path) -> list[tuple[int, Path]]:
 
 
 def _to_saveable(state: TrainState) -> dict:
-    return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-            "key": jax.random.key_data(state.key)}
+    out = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+           "key": jax.random.key_data(state.key)}
+    if state.occupancy is not None:
+        out["occupancy"] = {f.name: getattr(state.occupancy, f.name) for f in dataclasses.fields(state.occupancy)}
+    return out
 
 
 def save_checkpoint(root: Path, state: TrainState, *, keep: int = 2) -> Path:
@@ -269,7 +313,8 @@ def restore_checkpoint(root: Path, like: TrainState) -> tuple[TrainState, Path]:
     except Exception as e:  # orbax raises several types for a structure mismatch
         raise ValueError(f"--resume: checkpoint {path} does not match this configuration ({e})") from e
     key = jax.random.wrap_key_data(tree["key"])
-    return TrainState(tree["params"], tree["opt_state"], tree["step"], key), path
+    grid = None if like.occupancy is None else type(like.occupancy)(**tree["occupancy"])
+    return TrainState(tree["params"], tree["opt_state"], tree["step"], key, grid), path
 
 
 # ------------------------------------------------------------------------- the driver
@@ -372,7 +417,7 @@ def train_naf(
             f"padding with {n_pad} dummy case(s) (copies of case 0), dropped from the results")
         proj = np.concatenate([proj, np.repeat(proj[:1], n_pad, 0)])
         keys = jnp.concatenate([keys, jnp.repeat(keys[:1], n_pad, 0)])
-    state = init_state(config, keys)
+    state = init_state(config, keys, geometry)
     if shard_cases:
         state = jax.tree_util.tree_map(lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim)), state)
 
@@ -390,6 +435,9 @@ def train_naf(
             mine = json.loads(cfg_json)
             for d in (saved, mine):
                 d["config"].pop("n_iters", None)
+                if not d["config"].get("occupancy_resolution"):  # off: checkpoints from before it existed match
+                    for k in [k for k in d["config"] if k.startswith("occupancy_")]:
+                        d["config"].pop(k)
             if saved != mine:
                 raise ValueError(f"--resume: the checkpoint in {ckpt_root} was made with another configuration")
             state, last_ckpt = restore_checkpoint(ckpt_root, state)
@@ -456,6 +504,8 @@ def train_naf(
     volume = to_volume(state.params)[:n_cases]
     history["train_seconds"] = time.perf_counter() - t_start - t_eval
     history["mu_scale"] = config.field.mu_scale
+    if state.occupancy is not None:
+        history["occupied_fraction"] = float(jnp.mean(state.occupancy.occupied[:n_cases].astype(jnp.float32)))
     if eval_fn is not None:
         history.update(eval_fn(volume[0] if single else volume))
     params = jax.tree_util.tree_map(lambda x: x[0] if single else x[:n_cases], state.params)
