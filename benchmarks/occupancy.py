@@ -1,7 +1,7 @@
 """Empty-space skipping: samples per ray needed for a given line-integral error, with and
 without an occupancy grid, on Shepp–Logan phantoms that fill a smaller or larger part of the box.
 
-    python -m benchmarks.occupancy [--small] [--out FILE.json]
+    python -m benchmarks.occupancy [--small] [--grid 32] [--out-dir DIR]   # results/occupancy_<device>_<date>.json
 
 The truth is the phantom's exact line integrals (:func:`jaxmedrf.phantoms.line_integrals`);
 the marched field is the phantom itself (point evaluation, piecewise constant), so the error
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmedrf as jm
+from benchmarks.common import environment, write_json
 from jaxmedrf import phantoms
 from jaxmedrf.occupancy import occupancy_init, occupancy_update, occupied_fraction
 from jaxmedrf.rays import geometry_rays
@@ -40,14 +41,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="fewer rays and sample counts")
     ap.add_argument("--grid", type=int, default=32, help="occupancy grid cells per axis")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
     a = ap.parse_args(argv)
     det = 32 if a.small else 64
     g = jm.cone_beam(n_voxel=(64,) * 3, d_voxel=4.0, n_detector=(det, det), d_detector=800.0 / det, n_views=4)
     rays = jax.tree_util.tree_map(lambda x: x.reshape(-1, 3), geometry_rays(g))
     lo, hi = jm.volume_box(g)
     counts = [8, 16, 32, 64, 128, 256] + ([] if a.small else [512, 1024])
-    out = {"device": str(jax.devices()[0]), "jax": jax.__version__, "rays": int(rays.origins.shape[0]),
+    out = {"benchmark": "occupancy", "environment": environment(), "small": a.small, "rays": int(rays.origins.shape[0]),
            "grid": a.grid, "phantoms": []}
     for radius in (120.0, 60.0):
         ph = phantoms.shepp_logan(radius=radius, mu_scale=1.0)
@@ -72,11 +73,7 @@ def main(argv=None) -> dict:
                 k: next((n for n in counts if v[n] <= tol), None) for k, v in row["rel_rmse"].items()}
         out["phantoms"].append(row)
         print(json.dumps(row), flush=True)
-    if a.out:
-        from jaxmedrf._files import atomic_path
-
-        with atomic_path(a.out) as tmp:
-            tmp.write_text(json.dumps(out, indent=2))
+    print("wrote", write_json(f"occupancy_grid{a.grid}" + ("_small" if a.small else ""), out, a.out_dir))
     return out
 
 

@@ -27,6 +27,7 @@ BENCHMARKS = {
     "baselines": ([str(HERE / "baselines.py")], ["--small", "--no-mbirjax"]),
     "register": ([str(HERE / "register.py")], ["--small"]),
     "render": (["-m", "benchmarks.render"], ["--small"]),
+    "occupancy": (["-m", "benchmarks.occupancy"], ["--small"]),
 }
 
 

@@ -13,7 +13,9 @@ from jaxmedrf import (
     lpips as lpips,
     metrics as metrics,
     mri as mri,
+    kernels as kernels,
     noise as noise,
+    occupancy as occupancy,
     parallel as parallel,
     phantoms as phantoms,
     pose as pose,
@@ -23,6 +25,7 @@ from jaxmedrf import (
     sharded_projection as sharded_projection,
 )
 from jaxmedrf.fields import FieldConfig as FieldConfig, HashGridConfig as HashGridConfig
+from jaxmedrf.occupancy import OccupancyGrid as OccupancyGrid
 from jaxmedrf.geometry import (
     Frames as Frames,
     Geometry as Geometry,
@@ -57,6 +60,7 @@ __all__ = (
     "Geometry",
     "HashGridConfig",
     "NAFConfig",
+    "OccupancyGrid",
     "Rays",
     "RegistrationConfig",
     "analytic_projections",
@@ -69,6 +73,7 @@ __all__ = (
     "fields",
     "geometry_rays",
     "io",
+    "kernels",
     "load_field",
     "load_radiograph",
     "lpips",
@@ -77,6 +82,7 @@ __all__ = (
     "metrics",
     "mri",
     "noise",
+    "occupancy",
     "parallel",
     "parallel_beam",
     "phantoms",

@@ -72,7 +72,7 @@ def load_field(checkpoint_dir: str | Path, *, case: int = 0):
     n_cases = int(saved.get("cases", 1))
     if not 0 <= case < n_cases:
         raise ValueError(f"case must be in [0, {n_cases}), got {case}")
-    like = init_state(config, jax.random.split(jax.random.key(0), n_cases))
+    like = init_state(config, jax.random.split(jax.random.key(0), n_cases), geometry)
     state, _ = restore_checkpoint(root, like)
     params = jax.tree_util.tree_map(lambda x: x[case], state.params)
     return params, config, geometry
