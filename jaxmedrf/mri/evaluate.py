@@ -49,7 +49,10 @@ def evaluate_interpolation(
     methods: Sequence[str] = ("inr", "cubic", "linear"),
     *,
     axis: int = 2,
+    stack_axes: Sequence[int] | None = None,
     inr_config: INRConfig = INRConfig(),
+    smore_config=None,
+    key=None,
     progress: bool = False,
 ) -> dict:
     """Runs the protocol on one volume.
@@ -58,9 +61,13 @@ def evaluate_interpolation(
       volume: the fine reference volume ``(n0, n1, n2)``.
       affine: its voxel → LPS mm affine.
       k: keep every ``k``-th slice along ``axis`` (k ≥ 2).
-      methods: any of ``nearest``, ``linear``, ``cubic``, ``inr``.
-      axis: the slice axis.
+      methods: any of ``nearest``, ``linear``, ``cubic``, ``inr``, ``smore``.
+      axis: the slice axis: slices are removed and scored along it.
+      stack_axes: the axes of the acquired stacks (each keeps every ``k``-th slice along its
+        axis), ``axis`` first; default ``(axis,)``. Several orthogonal stacks feed the INR;
+        the other methods use the stack along ``axis`` only.
       inr_config: settings of the INR fit.
+      smore_config, key: settings and PRNG key of ``smore`` (see :func:`interpolate`).
 
     Returns:
       ``{"k", "axis", "removed": [...], "methods": {m: {"removed": metrics, "whole": metrics,
@@ -74,15 +81,21 @@ def evaluate_interpolation(
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {m!r}")
-    stack = make_stack(v, affine, axis, int(k))
+    stack_axes = (axis,) if stack_axes is None else tuple(int(a) for a in stack_axes)
+    if not stack_axes or stack_axes[0] != axis or len(set(stack_axes)) != len(stack_axes) or \
+            not set(stack_axes) <= {0, 1, 2}:
+        raise ValueError(f"stack_axes must be distinct axes in 0..2 starting with axis={axis}, got {stack_axes}")
+    stacks = [make_stack(v, affine, a, int(k)) for a in stack_axes]
     n = v.shape[axis]
     removed = [i for i in range(n) if i % k]
     dr = float(np.ptp(v)) or 1.0
-    out = {"k": int(k), "axis": axis, "shape": list(v.shape), "removed": removed, "data_range": dr,
+    out = {"k": int(k), "axis": axis, "stack_axes": list(stack_axes), "shape": list(v.shape), "removed": removed,
+           "data_range": dr,
            "methods": {}, "volumes": {}}
     for m in methods:
         t = time.perf_counter()
-        rec, _ = interpolate(stack, m, shape=v.shape, affine=affine, inr_config=inr_config, progress=progress)
+        rec, _ = interpolate(stacks, m, shape=v.shape, affine=affine, inr_config=inr_config,
+                             smore_config=smore_config, key=key, progress=progress)
         dt = time.perf_counter() - t
         out["methods"][m] = {"removed": slice_metrics(rec, v, removed, axis=axis, data_range=dr),
                              "whole": slice_metrics(rec, v, range(n), axis=axis, data_range=dr), "time_s": dt}
