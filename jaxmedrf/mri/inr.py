@@ -247,6 +247,7 @@ def fit_inr(
             raise ValueError(f"stack {i} contains NaN or infinite voxels")
     lo, hi = check_overlap(stacks)
     cfg, grid_box = _resolve_field(config, lo, hi, stacks)
+    cfg = dataclasses.replace(cfg, steps_per_call=min(cfg.steps_per_call, cfg.n_iters))
     norm = float(np.percentile(stacks[0].values, 99.9)) or float(np.max(np.abs(stacks[0].values))) or 1.0
     pts = np.concatenate([stack_points(s) for s in stacks])
     vals = np.concatenate([s.values.reshape(-1) / norm for s in stacks]).astype(np.float32)

@@ -259,6 +259,7 @@ def fit_smore(
         raise ValueError(f"fit_smore: the slice spacing ({stack.slice_spacing:g} mm) must exceed the in-plane "
                          f"step ({_in_plane_step(stack):g} mm); nothing to restore")
     norm = float(np.percentile(stack.values, 99.9)) or float(np.max(np.abs(stack.values))) or 1.0
+    config = dataclasses.replace(config, steps_per_call=min(config.steps_per_call, config.n_iters))
     k_pool, k_init, k_train = jax.random.split(key, 3)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(k_pool)).ravel().tolist())
     t0 = time.perf_counter()
