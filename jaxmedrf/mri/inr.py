@@ -261,35 +261,44 @@ def fit_inr(
               "log_scale": jnp.zeros((len(stacks),), jnp.float32)}
     carry = (params, tx.init(params), jnp.zeros((), jnp.int32), key)
     data = (jnp.asarray(pts), jnp.asarray(vals), jnp.asarray(sid))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.n_iters, desc="INR", unit="step", dynamic_ncols=True)
     history = {"step": [], "loss": [], "time_s": []}
     t0 = time.perf_counter()
-    done = 0
-    try:
-        while done < cfg.n_iters:
-            carry, losses = train(carry, *data)
-            loss = float(losses[-1])
-            done += cfg.steps_per_call
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"INR loss became {loss} at step {done}")
-            history["step"].append(done)
-            history["loss"].append(loss)
-            history["time_s"].append(time.perf_counter() - t0)
-            if bar is not None:
-                bar.update(cfg.steps_per_call)
-                bar.set_postfix(loss=f"{loss:.3g}")
-    finally:
-        if bar is not None:
-            bar.close()
+    carry = train_loop(train, carry, data, cfg.n_iters, cfg.steps_per_call, history, desc="INR", progress=progress)
     params = carry[0]
     scales = np.exp(np.asarray(params["log_scale"]).copy())
     scales[0] = 1.0
     history["fit_s"] = time.perf_counter() - t0
     return INRResult(params["field"], scales, lo, hi, norm, cfg, history, grid_box)
+
+
+def train_loop(train, carry, data, n_iters: int, steps_per_call: int, history: dict, *, desc: str, progress: bool):
+    """Calls ``train(carry, *data) -> (carry, losses)`` (``steps_per_call`` steps each) until
+    ``n_iters`` steps are done, recording the mean loss of each call and the elapsed time in ``history``,
+    with a tqdm bar; FloatingPointError on a non-finite loss."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_iters, desc=desc, unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        while done < n_iters:
+            carry, losses = train(carry, *data)
+            loss = float(jnp.mean(losses))
+            done += steps_per_call
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"{desc} loss became {loss} at step {done}")
+            history["step"].append(done)
+            history["loss"].append(loss)
+            history["time_s"].append(time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(steps_per_call)
+                bar.set_postfix(loss=f"{loss:.3g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return carry
 
 
 def query_inr(

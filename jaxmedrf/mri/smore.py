@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxmedrf.mri.inr import train_loop
 from jaxmedrf.mri.interpolate import axis_weights, interpolate_along_axis
 from jaxmedrf.mri.slices import FWHM_TO_SIGMA, SliceStack
 
@@ -269,28 +270,8 @@ def fit_smore(
     carry = (params, tx.init(params), jnp.zeros((), jnp.int32), k_train)
     data = (jnp.asarray(xs), jnp.asarray(ys))
     history = {"step": [], "loss": [], "time_s": [], "baseline_mse": float(np.mean((xs - ys) ** 2))}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.n_iters, desc="SMORE", unit="step", dynamic_ncols=True)
-    done = 0
-    try:
-        while done < config.n_iters:
-            carry, losses = train(carry, *data)
-            done += config.steps_per_call
-            loss = float(jnp.mean(losses))
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"SMORE loss became {loss} at step {done}")
-            history["step"].append(done)
-            history["loss"].append(loss)
-            history["time_s"].append(time.perf_counter() - t0)
-            if bar is not None:
-                bar.update(config.steps_per_call)
-                bar.set_postfix(loss=f"{loss:.3g}")
-    finally:
-        if bar is not None:
-            bar.close()
+    carry = train_loop(train, carry, data, config.n_iters, config.steps_per_call, history, desc="SMORE",
+                       progress=progress)
     history["fit_s"] = time.perf_counter() - t0
     return SMOREResult(carry[0], config, norm, float(ratio), history)
 
