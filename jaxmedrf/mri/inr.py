@@ -9,6 +9,13 @@ Adam on the mean squared error over random batches of the acquired voxels of eve
 as NeSVoR does for slice-to-volume reconstruction (Xu et al., IEEE TMI 2023, Eq. 2–5)
 without its motion and uncertainty terms. ``steps_per_call`` steps run in one jitted
 ``lax.scan``; the key of step ``n`` is ``fold_in(key, n)``.
+
+Two choices make a single thick stack work (without them the INR lost to linear
+interpolation): the encoding's box is padded by two sampling steps (PSF samples of edge voxels
+otherwise fell outside the box, where the field is zero, and the fit compensated with edge
+artefacts), and its grid is anisotropic (``INRConfig.anisotropic``: no free cells between
+slices). A through-plane curvature prior (``INRConfig.smoothness``, whose minimiser among
+interpolants is the natural cubic spline) regularises the gaps between slices.
 """
 
 from __future__ import annotations
