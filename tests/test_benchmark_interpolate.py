@@ -22,5 +22,5 @@ def test_interpolate_benchmark_tiny(tmp_path):
     assert got == {(1, 2, "cubic"), (1, 2, "linear"), (1, 2, "inr"), (1, 2, "smore"), (1, 1, "cubic"),
                    (1, 0, "cubic"), (3, 2, "inr")}
     t = data["targets_k4"]
-    assert t["inr_3stacks_removed_db"] is not None and t["cubic_1stack_removed_db"] is not None
+    assert t["inr_3stacks_psnr_pooled_db"] is not None and t["cubic_1stack_psnr_mean_db"] is not None
     assert {"device", "jax", "date"} <= set(data)

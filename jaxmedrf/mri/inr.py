@@ -78,7 +78,7 @@ class INRConfig:
     auto_resolution: bool = True
     resolution_factor: float = 1.0
     anisotropic: bool = True
-    smoothness: float = 1e-3
+    smoothness: float = 1e-2
     n_iters: int = 2000
     batch: int = 16384
     n_psf: int = 4
