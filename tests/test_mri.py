@@ -78,15 +78,15 @@ def test_protocol_scores_only_removed_slices():
     assert r2["removed"]["psnr_pooled"] != r1["removed"]["psnr_pooled"]
 
 
-@pytest.mark.xfail(reason="open: the CPU-sized INR fit (400 steps) reaches ~21-28 dB vs linear 35.6 dB on this smooth volume", strict=False)
 def test_inr_beats_linear_on_smooth_volume():
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (20, 20, 25)], indexing="ij")
     v = (0.5 + 0.3 * np.sin(2.2 * x + 1.0) * np.cos(1.7 * y) * np.sin(3.0 * z + 0.5)).astype(np.float32)
     a = phantom_affine(v.shape, 1.0)
-    cfg = INRConfig(n_iters=400, batch=2048, lr=1e-2)
+    cfg = INRConfig(n_iters=200, batch=1024, lr=1e-2)
     res = evaluate_interpolation(v, a, 4, ("inr", "linear"), inr_config=cfg)
     m = res["methods"]
-    assert m["inr"]["removed"]["psnr_pooled"] > m["linear"]["removed"]["psnr_pooled"]
+    # measured on CPU: INR 46.3 dB, linear 35.6 dB (cubic 41.4 dB) on the removed slices
+    assert m["inr"]["removed"]["psnr_pooled"] > m["linear"]["removed"]["psnr_pooled"] + 3.0
 
 
 def test_stacks_in_different_orientations_place_a_point_consistently():

@@ -4,7 +4,9 @@ Each input (DICOM series directory, NIfTI or .npz, through :func:`jaxmedrf.io.lo
 one stack; its slice axis is the axis of largest spacing (``--axis`` to choose). The output grid
 is the first input's, refined along its slice axis; it is written with its affine (orientation
 kept) by :func:`jaxmedrf.io.save_volume` (DICOM output de-identified). ``--evaluate K`` runs the
-slice-removal protocol on the first input and prints the table. ``--phantom`` uses the
+slice-removal protocol on the first input and prints the table (the chosen method beside cubic
+and linear). ``--method smore`` trains the self-supervised through-plane network of
+:mod:`jaxmedrf.mri.smore` on the first input's own in-plane slices. ``--phantom`` uses the
 built-in brain phantom as the input.
 """
 
@@ -28,7 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--spacing", type=float, metavar="MM", help="target slice spacing, mm")
     g.add_argument("--factor", type=float, metavar="K", help="refine the slice spacing K times")
-    p.add_argument("--method", default="inr", choices=("inr", "cubic", "linear", "nearest"))
+    p.add_argument("--method", default="inr", choices=("inr", "smore", "cubic", "linear", "nearest"),
+                   help="inr: hash-grid INR fitted to all inputs; smore: self-supervised through-plane CNN "
+                        "trained on the first input's in-plane slices (SMORE); cubic/linear/nearest along the slice axis")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
                    help="slice axis of the first input (default: its largest spacing)")
     p.add_argument("--thickness", type=float, default=None, metavar="MM", help="slice thickness (default: spacing)")
@@ -38,7 +42,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="with --evaluate: write interpolation.json and .png here")
     p.add_argument("--iters", type=int, default=2000, help="INR optimisation steps")
     p.add_argument("--batch", type=int, default=16384, help="INR voxels per step")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoothness", type=float, default=None, metavar="W",
+                   help="INR through-plane curvature prior weight (default 1e-2; 0 = off)")
+    p.add_argument("--smore-iters", type=int, default=1000, help="SMORE training steps")
+    p.add_argument("--seed", type=int, default=0, help="seed of the INR fit and of the SMORE key")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -73,11 +80,17 @@ def _load(args):
 
 
 def run(args) -> int:
+    import jax
+
     from jaxmedrf.mri.inr import INRConfig, check_overlap
     from jaxmedrf.mri.slices import SliceStack
 
     vols = _load(args)
-    cfg = INRConfig(n_iters=args.iters, batch=args.batch, seed=args.seed)
+    from jaxmedrf.mri.smore import SMOREConfig
+
+    cfg = INRConfig(n_iters=args.iters, batch=args.batch, seed=args.seed,
+                    **({} if args.smoothness is None else {"smoothness": args.smoothness}))
+    smore_kw = {"smore_config": SMOREConfig(n_iters=args.smore_iters), "key": jax.random.key(args.seed)}
     if args.evaluate is not None:
         from jaxmedrf.mri.evaluate import evaluate_interpolation, format_table, save_report
 
@@ -85,10 +98,10 @@ def run(args) -> int:
         ax = _slice_axis(v, args.axis)
         if args.evaluate < 2 or args.evaluate >= v.shape[ax]:
             raise ValueError(f"--evaluate K must be in [2, {v.shape[ax] - 1}] for {v.shape[ax]} slices, got {args.evaluate}")
-        methods = ("inr", "cubic", "linear") if args.method == "inr" else (args.method, "cubic", "linear")
+        methods = (args.method, "cubic", "linear")
         methods = tuple(dict.fromkeys(methods))
         res = evaluate_interpolation(v.array, v.affine, args.evaluate, methods, axis=ax, inr_config=cfg,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, **smore_kw)
         print(format_table(res))
         if args.report:
             for p in save_report(res, v.array, args.report):
@@ -116,7 +129,7 @@ def run(args) -> int:
     from jaxmedrf.mri.interpolate import interpolate
 
     out, aff = interpolate(stacks, args.method, target_spacing=args.spacing, factor=args.factor, inr_config=cfg,
-                           progress=not args.quiet)
+                           progress=not args.quiet, **smore_kw)
     base = vols[0]
     res = dataclasses.replace(base, array=out.astype(np.float32), affine=aff,
                               spacing=np.linalg.norm(aff[:3, :3], axis=0))

@@ -11,6 +11,12 @@ from jaxmedrf.mri.slices import (
     stack_points as stack_points,
 )
 from jaxmedrf.mri.inr import INRConfig as INRConfig, INRResult as INRResult, fit_inr as fit_inr, query_inr as query_inr
+from jaxmedrf.mri.smore import (
+    SMOREConfig as SMOREConfig,
+    SMOREResult as SMOREResult,
+    apply_smore as apply_smore,
+    fit_smore as fit_smore,
+)
 from jaxmedrf.mri.interpolate import METHODS as METHODS, interpolate as interpolate, target_grid as target_grid
 from jaxmedrf.mri.evaluate import (
     evaluate_interpolation as evaluate_interpolation,
@@ -23,5 +29,5 @@ __all__ = (
     "INRConfig", "INRResult", "METHODS", "evaluate_interpolation", "fit_inr", "format_table", "interpolate",
     "query_inr", "save_report", "slice_metrics", "target_grid",
     "SliceStack", "acquire", "brain_field", "brain_phantom", "make_stack", "phantom_affine", "psf_offsets",
-    "stack_box", "stack_points",
+    "stack_box", "stack_points", "SMOREConfig", "SMOREResult", "apply_smore", "fit_smore",
 )

@@ -1,9 +1,12 @@
-"""Slice interpolation with one API for every method: ``nearest``, ``linear``, ``cubic`` and ``inr``.
+"""Slice interpolation with one API for every method: ``nearest``, ``linear``, ``cubic``, ``inr``
+and ``smore``.
 
 The baselines interpolate along the slice axis only (scipy.ndimage: order 0, 1 and 3 — cubic
 is the B-spline of order 3 with its prefilter, boundary mode ``"nearest"``), so the target
 grid must share the stack's in-plane grid; ``"inr"`` fits :func:`jaxmedrf.mri.inr.fit_inr`
-to all the stacks and evaluates it on any target grid.
+to all the stacks and evaluates it on any target grid; ``"smore"`` trains the self-supervised
+through-plane network of :mod:`jaxmedrf.mri.smore` on the first stack's in-plane slices and
+restores that stack along its slice axis (same target-grid rule as the baselines).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from jaxmedrf.mri.slices import SliceStack
 
 __all__ = ["METHODS", "interpolate", "target_grid", "interpolate_along_axis"]
 
-METHODS = ("nearest", "linear", "cubic", "inr")
+METHODS = ("nearest", "linear", "cubic", "inr", "smore")
 _ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
 
 
@@ -52,14 +55,20 @@ def interpolate_along_axis(stack: SliceStack, shape, affine, method: str) -> np.
     if not np.allclose(m, expect, atol=1e-4) or tuple(np.delete(shape, ax)) != tuple(np.delete(stack.shape, ax)):
         raise ValueError(f"method {method!r} interpolates along the slice axis only: the target grid must share "
                          "the stack's in-plane grid (use method='inr' for any other grid)")
-    from scipy import ndimage
-
-    n = stack.shape[ax]
     t = m[ax, ax] * np.arange(shape[ax]) + m[ax, 3]  # stack slice coordinate of each target slice
-    eye = np.eye(n)
-    w = np.stack([ndimage.map_coordinates(eye[i], t[None], order=_ORDER[method], mode="nearest") for i in range(n)], 1)
+    w = axis_weights(stack.shape[ax], t, _ORDER[method])
     out = np.tensordot(np.moveaxis(stack.values, ax, -1), w.T, axes=1)  # (.., m)
     return np.moveaxis(out, -1, ax).astype(np.float32)
+
+
+def axis_weights(n: int, t, order: int) -> np.ndarray:
+    """The ``(len(t), n)`` matrix that interpolates ``n`` samples at positions ``t`` (sample
+    index units) with scipy.ndimage's spline of ``order`` (prefiltered, boundary ``"nearest"``)."""
+    from scipy import ndimage
+
+    t = np.asarray(t, np.float64)
+    eye = np.eye(n)
+    return np.stack([ndimage.map_coordinates(eye[i], t[None], order=order, mode="nearest") for i in range(n)], 1)
 
 
 def interpolate(
@@ -71,16 +80,21 @@ def interpolate(
     shape=None,
     affine=None,
     inr_config: INRConfig = INRConfig(),
+    smore_config=None,
+    key=None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reconstructs a finer volume from slice stacks: ``(volume, affine)``.
 
     Args:
-      stacks: one stack or several (``"inr"`` uses them all; the baselines use the first).
-      method: ``"nearest"``, ``"linear"``, ``"cubic"`` or ``"inr"``.
+      stacks: one stack or several (``"inr"`` uses them all; the others use the first).
+      method: ``"nearest"``, ``"linear"``, ``"cubic"``, ``"inr"`` or ``"smore"``.
       target_spacing, factor: the new slice spacing of the first stack (mm), or its
         refinement factor; or give the target grid itself (``shape`` and ``affine``).
       inr_config: settings of the INR fit.
+      smore_config: a :class:`jaxmedrf.mri.smore.SMOREConfig` (default settings if ``None``).
+      key: PRNG key of the SMORE training (default ``jax.random.key(0)``); the INR takes
+        its seed from ``inr_config.seed``.
       progress: progress bar while fitting.
     """
     if isinstance(stacks, SliceStack):
@@ -95,4 +109,12 @@ def interpolate(
     if method == "inr":
         res = fit_inr(stacks, inr_config, progress=progress)
         return query_inr(res, shape, affine), np.asarray(affine)
+    if method == "smore":
+        import jax
+
+        from jaxmedrf.mri.smore import SMOREConfig, apply_smore, fit_smore
+
+        res = fit_smore(jax.random.key(0) if key is None else key, stacks[0], smore_config or SMOREConfig(),
+                        progress=progress)
+        return apply_smore(res, stacks[0], shape, affine), np.asarray(affine)
     return interpolate_along_axis(stacks[0], shape, affine, method), np.asarray(affine)
