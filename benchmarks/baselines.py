@@ -114,6 +114,9 @@ def _ours(proj, g, ref, n_iters):
         "sart_voxel_pallas": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, backprojector="voxel", method="trilinear",
                                           implementation="pallas", progress=False),
         "cgls_pallas": lambda: cgls(proj, g, n_iters=n_iters, method="trilinear", implementation="pallas", progress=False),
+        # the fused Siddon kernel with its exact (atomic) adjoint
+        "sart_pallas_siddon": lambda: sart(proj, g, n_iters=n_iters, n_subsets=10, implementation="pallas", progress=False),
+        "cgls_pallas_siddon": lambda: cgls(proj, g, n_iters=n_iters, implementation="pallas", progress=False),
         "cgls": lambda: cgls(proj, g, n_iters=n_iters, progress=False),
     }
     for name, fn in runs.items():
@@ -204,23 +207,27 @@ def main(argv=None) -> Path:
         "python": platform.python_version(), "date": dt.datetime.now().isoformat(timespec="seconds"),
         "small": a.small, "n_iters": n_iters, "results": [],
     }
+    name = re.sub(r"[^A-Za-z0-9]+", "-", dev.device_kind).strip("-").lower()
+    out = Path(a.out_dir) / f"baselines_{name}_{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from jaxmedrf._files import atomic_path
+
+    def save():  # after every step, so a run cut short keeps what it measured
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1))
+
     for n in sizes:
         for nv in views:
             g = _geometry(n, nv)
             ref, phantom_name = _phantom(g)
             proj = jax.block_until_ready(jm.project(ref, g))
             entry = {"n_voxel": n, "n_views": nv, "phantom": phantom_name, "ours": _ours(proj, g, ref, n_iters)}
-            entry["mbirjax"] = {"skipped": "--no-mbirjax"} if a.no_mbirjax else _mbirjax(ref, g, n_iters)
             report["results"].append(entry)
+            save()
+            entry["mbirjax"] = {"skipped": "--no-mbirjax"} if a.no_mbirjax else _mbirjax(ref, g, n_iters)
+            save()
             print(json.dumps({k: entry[k] for k in ("n_voxel", "n_views")}), {k: round(v["psnr3d"], 2) for k, v in entry["ours"].items() if "psnr3d" in v},
                   file=sys.stderr)
-    name = re.sub(r"[^A-Za-z0-9]+", "-", dev.device_kind).strip("-").lower()
-    out = Path(a.out_dir) / f"baselines_{name}_{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from jaxmedrf._files import atomic_path
-
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
     print(out)
     return out
 

@@ -35,6 +35,6 @@ elif [ "$part" = part2 ]; then
   step registration
   one timeout 260 python3 benchmarks/register.py --nanodrr-every 25 --budget-s 190 --out-dir "$out"
   step interpolation
-  one timeout 80 python3 benchmarks/interpolate.py --k 4 --out-dir "$out"
+  one timeout 150 python3 benchmarks/interpolate.py --k 4 --budget-s 100 --out-dir "$out"
 fi
 step done

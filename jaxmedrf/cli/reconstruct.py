@@ -37,8 +37,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--backprojector", default="matched", choices=("matched", "voxel"),
                    help="SART: exact adjoint of the projector (matched) or the faster voxel-driven one (unmatched)")
     p.add_argument("--implementation", default="xla", choices=("xla", "pallas"),
-                   help="SART/CGLS: projector implementation; pallas = the fused GPU kernel (trilinear; "
-                        "falls back to XLA with a warning on CPU)")
+                   help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
+                        "(falls back to XLA with a warning on CPU)")
     p.add_argument("--batch-rays", type=int, default=8192, help="NAF: rays per step (split over devices)")
     p.add_argument("--n-samples", type=int, default=128, help="NAF: samples per ray")
     p.add_argument("--n-importance", type=int, default=0,
@@ -186,8 +186,6 @@ def _classical(method, proj, geometry, a):
         kw["backprojector"] = a.backprojector
     if method != "fdk":
         kw["implementation"] = a.implementation
-        if a.implementation == "pallas":
-            kw["method"] = "trilinear"  # the fused kernel's fast path
     return np.asarray(fn(proj, geometry, **kw).volume)
 
 

@@ -124,6 +124,80 @@ def _run(n_iters, step, state, residual_of, progress, callback, desc):
     return state, np.asarray(hist)
 
 
+@functools.lru_cache(maxsize=64)
+def _sart_programs(method, step, chunk_size, mesh, shard, dtype, implementation, backprojector, relaxation, nonneg,
+                   tv_weight, tv_iters):
+    """SART's jitted ``(weights, epoch, residual)`` for one set of static options, built once
+    and cached, so that repeated ``sart`` calls reuse the compiled programs."""
+    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
+    if backprojector == "voxel":
+        from jaxmedrf.recon.fdk import _backproject
+
+        def bwd(y, g):  # noqa: F811 — the unmatched, voxel-driven Aᵀ
+            w = jnp.ones((y.shape[0],), dtype)
+            return _backproject(y.astype(dtype), w, g, chunk_views=int(min(8, y.shape[0])), mesh=mesh if shard == "volume" else None)
+
+    @jax.jit
+    def weights(geometry, ids, mask):
+        def one(idx, msk):
+            g = _subset_geometry(geometry, idx)
+            # TIGRE's floors: rays shorter than half a voxel carry no update (row sums), and
+            # voxels seen 1000× less than the best-seen one are left alone (column sums), so
+            # round-off-sized intersections are never divided by.
+            W = _safe_inv(fwd(jnp.ones(geometry.n_voxel, dtype), g), 0.5 * jnp.min(jnp.asarray(geometry.d_voxel))) * msk[:, None, None]
+            col = bwd(jnp.broadcast_to(msk[:, None, None], g.projection_shape).astype(dtype), g)
+            V = _safe_inv(col, 1e-3 * jnp.max(col))
+            return W, V
+
+        return jax.lax.map(lambda a: one(*a), (ids, mask))
+
+    @jax.jit
+    def epoch(x, geometry, ids, W, V, bs):
+        def body(x, sub):
+            idx, Ws, Vs, bsub = sub
+            g = _subset_geometry(geometry, idx)
+            x = x + relaxation * Vs * bwd(Ws * (bsub - fwd(x, g)), g)
+            return (jnp.maximum(x, 0) if nonneg else x), None
+
+        x_new, _ = jax.lax.scan(body, x, (ids, W, V, bs))
+        if tv_weight > 0:
+            dx = jnp.linalg.norm(x_new - x)
+            x_new = _tv_step(x_new, dx, tv_weight, tv_iters)
+            if nonneg:
+                x_new = jnp.maximum(x_new, 0)
+        return x_new
+
+    residual = jax.jit(lambda x, g, b: jnp.linalg.norm(fwd(x, g) - b))
+    return weights, epoch, residual
+
+
+@functools.lru_cache(maxsize=64)
+def _cgls_programs(method, step, chunk_size, mesh, shard, dtype, implementation):
+    """CGLS's jitted ``(init, iterate)``, cached like :func:`_sart_programs`."""
+    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
+
+    @jax.jit
+    def init(x, geometry, b):
+        r = b - fwd(x, geometry)
+        p = bwd(r, geometry)
+        return x, r, p, jnp.vdot(p, p)
+
+    @jax.jit
+    def iterate(state, geometry):
+        x, r, p, gamma = state
+        q = fwd(p, geometry)
+        qq = jnp.vdot(q, q)
+        alpha = jnp.where(qq > 0, gamma / jnp.where(qq > 0, qq, 1.0), 0.0)
+        x = x + alpha * p
+        r = r - alpha * q
+        s = bwd(r, geometry)
+        gamma_new = jnp.vdot(s, s)
+        beta = jnp.where(gamma > 0, gamma_new / jnp.where(gamma > 0, gamma, 1.0), 0.0)
+        return x, r, s + beta * p, gamma_new
+
+    return init, iterate
+
+
 def sart(
     projections: Float[Array, "views nv nu"],
     geometry: Geometry,
@@ -189,54 +263,17 @@ def sart(
     ids = np.arange(n_sub)[:, None] + n_sub * np.arange(m)[None, :]
     mask = ids < n_views
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
-    b = jnp.asarray(projections, dtype)
-    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
-    if backprojector == "voxel":
-        from jaxmedrf.recon.fdk import _backproject
-
-        def bwd(y, g):  # noqa: F811 — the unmatched, voxel-driven Aᵀ
-            w = jnp.ones((y.shape[0],), dtype)
-            return _backproject(y.astype(dtype), w, g, chunk_views=int(min(8, y.shape[0])), mesh=mesh if shard == "volume" else None)
-    elif backprojector != "matched":
+    if backprojector not in ("matched", "voxel"):
         raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
-
-    @jax.jit
-    def weights(geometry, ids, mask):
-        def one(idx, msk):
-            g = _subset_geometry(geometry, idx)
-            # TIGRE's floors: rays shorter than half a voxel carry no update (row sums), and
-            # voxels seen 1000× less than the best-seen one are left alone (column sums), so
-            # round-off-sized intersections are never divided by.
-            W = _safe_inv(fwd(jnp.ones(geometry.n_voxel, dtype), g), 0.5 * jnp.min(jnp.asarray(geometry.d_voxel))) * msk[:, None, None]
-            col = bwd(jnp.broadcast_to(msk[:, None, None], g.projection_shape).astype(dtype), g)
-            V = _safe_inv(col, 1e-3 * jnp.max(col))
-            return W, V
-
-        return jax.lax.map(lambda a: one(*a), (ids, mask))
-
-    W, V = weights(geometry, jnp.asarray(ids), jnp.asarray(mask, dtype))
-    bs = b[jnp.asarray(ids)]
-
-    @jax.jit
-    def epoch(x, geometry):
-        def body(x, sub):
-            idx, Ws, Vs, bsub = sub
-            g = _subset_geometry(geometry, idx)
-            x = x + relaxation * Vs * bwd(Ws * (bsub - fwd(x, g)), g)
-            return (jnp.maximum(x, 0) if nonneg else x), None
-
-        x_new, _ = jax.lax.scan(body, x, (jnp.asarray(ids), W, V, bs))
-        if tv_weight > 0:
-            dx = jnp.linalg.norm(x_new - x)
-            x_new = _tv_step(x_new, dx, tv_weight, tv_iters)
-            if nonneg:
-                x_new = jnp.maximum(x_new, 0)
-        return x_new
-
-    residual = jax.jit(lambda x, g: jnp.linalg.norm(fwd(x, g) - b))
+    b = jnp.asarray(projections, dtype)
+    weights, epoch, residual = _sart_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), implementation,
+                                              backprojector, float(relaxation), bool(nonneg), float(tv_weight), int(tv_iters))
+    ids_j = jnp.asarray(ids)
+    W, V = weights(geometry, ids_j, jnp.asarray(mask, dtype))
+    bs = b[ids_j]
     (x,), hist = _run(
-        n_iters, lambda s: (epoch(s[0], geometry),), (_x0(x0, geometry, dtype, mesh, shard),),
-        lambda s: residual(s[0], geometry), progress, callback, "OS-SART" if n_sub > 1 else "SIRT",
+        n_iters, lambda s: (epoch(s[0], geometry, ids_j, W, V, bs),), (_x0(x0, geometry, dtype, mesh, shard),),
+        lambda s: residual(s[0], geometry, b), progress, callback, "OS-SART" if n_sub > 1 else "SIRT",
     )
     return Result(x, {"residual": hist})
 
@@ -278,29 +315,9 @@ def cgls(
       :class:`Result` ``(volume, {"residual": ‖A x − b‖₂ per iteration})``; μ in mm⁻¹.
     """
     _check_common(projections, geometry, n_iters, method)
-    fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
     b = jnp.asarray(projections, dtype)
-
-    @jax.jit
-    def init(x, geometry):
-        r = b - fwd(x, geometry)
-        p = bwd(r, geometry)
-        return x, r, p, jnp.vdot(p, p)
-
-    @jax.jit
-    def iterate(state, geometry):
-        x, r, p, gamma = state
-        q = fwd(p, geometry)
-        qq = jnp.vdot(q, q)
-        alpha = jnp.where(qq > 0, gamma / jnp.where(qq > 0, qq, 1.0), 0.0)
-        x = x + alpha * p
-        r = r - alpha * q
-        s = bwd(r, geometry)
-        gamma_new = jnp.vdot(s, s)
-        beta = jnp.where(gamma > 0, gamma_new / jnp.where(gamma > 0, gamma, 1.0), 0.0)
-        return x, r, s + beta * p, gamma_new
-
-    state = init(_x0(x0, geometry, dtype, mesh, shard), geometry)
+    init, iterate = _cgls_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), implementation)
+    state = init(_x0(x0, geometry, dtype, mesh, shard), geometry, b)
     state, hist = _run(
         n_iters, lambda s: iterate(s, geometry), state, lambda s: jnp.linalg.norm(s[1]), progress, callback, "CGLS"
     )
