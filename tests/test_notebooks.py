@@ -30,6 +30,8 @@ TINY = {
     "04_cohort_and_devices": ("ACCEL = False; N = 16; VIEWS = 12; CASES = 2; ITERS = 50; BATCH_RAYS = 512; N_SAMPLES = 24; LOG2_TABLE = 12; "
                               "N_DEVICES = 4; PSNR_FLOOR = 10.0"),
     "05_registration": "N = 32; DET = 32; LEVELS = (1,); ITERATIONS = 80; STARTS = 3; LANDSCAPE = 9; MTRE_MAX = 1.0",
+    "06_mri_slice_interpolation": ("SHAPE = (24, 24, 16); SPACING = 4.0; K = 4; INR_ITERS = 50; INR_BATCH = 2048; "
+                                   "SMORE_ITERS = 20; SMORE_FEATURES = 8; SMORE_PATCH = 16"),
 }
 
 
