@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device-counts", type=int, nargs="*", default=None, help="default 1, 2, 4, 8 … (as exist)")
     ap.add_argument("--rays-per-device", type=int, default=None, help="weak scaling (default 8192; small 64)")
     ap.add_argument("--total-rays", type=int, default=None, help="strong scaling (default 65536; small 256)")
-    ap.add_argument("--cases", type=int, default=None, help="cohort size (default 64; small 8)")
+    ap.add_argument("--cases", type=int, default=None, help="cohort size (default 16; small 8): 64 default NAF fields exceed one 80 GB GPU")
     ap.add_argument("--naf-iters", type=int, default=1500, help="steps per scan for scans/hour")
     ap.add_argument("--volume-sizes", type=int, nargs="*", default=None,
                     help="cube sizes for volume-sharded FDK/SART (default 256 512 768 1024 1280 1536 2048)")
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--device-counts {bad}: only {n_all} devices exist")
     rpd = a.rays_per_device or (64 if small else 8192)
     total = a.total_rays or (256 if small else 65536)
-    cases = a.cases or (8 if small else 64)
+    cases = a.cases or (8 if small else 16)
     views = a.views or (8 if small else 360)
     repeats = a.repeats or (2 if small else 5)
     sizes = a.volume_sizes or ([16, 24] if small else [256, 512, 768, 1024, 1280, 1536, 2048])

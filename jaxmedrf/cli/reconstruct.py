@@ -54,6 +54,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-2, help="NAF: peak learning rate")
     p.add_argument("--tv", type=float, default=0.0, help="NAF: total-variation weight")
     p.add_argument("--log2-table-size", type=int, default=19, help="NAF: hash table size T = 2^this per level")
+    p.add_argument("--hash-implementation", default="level_major", choices=("level_major", "per_level", "fused", "pallas"),
+                   help="NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)")
     p.add_argument("--checkpoint-dir", default=None, help="NAF: orbax checkpoints go here")
     p.add_argument("--checkpoint-every", type=int, default=500, help="NAF: steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
@@ -224,7 +226,8 @@ def run(a) -> int:
         if not 10 <= a.log2_table_size <= 24:
             raise ValueError(f"--log2-table-size must be between 10 and 24, got {a.log2_table_size}")
         cfg = NAFConfig(
-            field=FieldConfig(encoding=HashGridConfig(log2_table_size=a.log2_table_size), out_activation="softplus"),
+            field=FieldConfig(encoding=HashGridConfig(log2_table_size=a.log2_table_size, implementation=a.hash_implementation),
+                              out_activation="softplus"),
             n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
             tv_weight=a.tv, seed=a.seed, occupancy_resolution=a.occupancy_resolution,
             occupancy_update_every=a.occupancy_update_every, occupancy_threshold=a.occupancy_threshold,
