@@ -904,7 +904,7 @@ NB06 = [
         "neural representation (hash grid + MLP) fitted through the slice model, and the "
         "SMORE-style self-supervised CNN; score PSNR/SSIM on the removed slices only, add orthogonal "
         "stacks for the INR, and run the protocol with `jaxmedrf interpolate`.",
-        "about 2 minutes", "about 1 minute")),
+        "about 4 minutes", "about 1 minute")),
     ("code", INSTALL),
     ("code", IMPORTS),
     ("params", '''SHAPE = (64, 64, 40)    # phantom voxels (x, y, z)
