@@ -579,8 +579,11 @@ else:
         env = loaded[path.name].get("environment", loaded[path.name])
         print(f"{path.name}: {env.get('device')} · JAX {env.get('jax_version')} · {env.get('date')}")
 assert results_dir is None or len(loaded) > 0'''),
-    ("code", '''def first(prefix):
-    return next((d for name, d in loaded.items() if name.startswith(prefix)), None)
+    ("code", '''import re
+
+
+def first(prefix):  # "projector_<device>…", not "projector_kernels_…" or "projector_peers_…"
+    return next((d for name, d in loaded.items() if re.match(rf"{prefix}_(nvidia|NVIDIA|cpu)", name)), None)
 
 
 panels = [p for p in ("hashgrid", "projector", "reconstruct", "baselines") if first(p)]
@@ -609,8 +612,8 @@ if panels:
             a.set(xlabel="training seconds", ylabel="PSNR3D (dB)", title="NAF time to quality"); a.legend(fontsize=7)
         else:
             r = d["results"][0]
-            names = list(r["ours"])
-            a.bar(names, [r["ours"][m]["psnr3d"] for m in names])
+            names = [m for m in r["ours"] if "psnr3d" in r["ours"][m]]
+            a.bar(names, [r["ours"][m]["psnr3d"] for m in names]); a.tick_params(axis="x", labelsize=6, rotation=30)
             a.set(ylabel="PSNR3D (dB)", title=f"baselines, {r['n_voxel']}³, {r['n_views']} views")
         a.grid(alpha=0.3)
     plt.tight_layout(); plt.show()
