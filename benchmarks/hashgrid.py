@@ -341,6 +341,48 @@ def main(argv=None) -> int:
         n_points=n_points, base=base, impls=args.impls, backwards=args.backwards, dtypes=args.dtypes,
         repeats=repeats, position_grad=args.position_grad, tuning=tuning, deadline=deadline,
     )  # fmt: skip
+    now = _dt.datetime.now(_dt.timezone.utc)
+    out = args.out_dir / f"hashgrid_{_device_slug(device.device_kind)}_{now.strftime('%Y%m%d-%H%M%S')}.json"
+
+    def save(peer_section=None):  # after the main records and again after the peer: a cut run keeps them
+        best = {}
+        for mode in ("forward", "forward+backward"):
+            ok = [r for r in records if r["mode"] == mode and "points_per_second" in r]
+            if ok:
+                best[mode] = max(ok, key=lambda r: r["points_per_second"])
+        result = {
+            "benchmark": "hashgrid",
+            "device": device.device_kind,
+            "platform": device.platform,
+            "jax_version": jax.__version__,
+            "jaxlib_version": _version("jaxlib"),
+            "python": platform.python_version(),
+            "date": now.isoformat(timespec="seconds"),
+            "n_points": n_points,
+            "repeats": repeats,
+            "timing": "median of repeats after one warm-up call, block_until_ready",
+            "cotangent": "random normal (N, L*F) float32; value and gradient w.r.t. the table (and the "
+            "positions in 'forward+backward+positions') of sum(features * R)",
+            "config": {
+                "n_levels": base.n_levels,
+                "features_per_level": base.features_per_level,
+                "log2_table_size": base.log2_table_size,
+                "base_resolution": base.base_resolution,
+                "finest_resolution": base.finest_resolution,
+                "per_level_scale": base.per_level_scale,
+                "resolutions": list(base.resolutions),
+            },
+            "records": records,
+            "best": best,
+        }
+        if peer_section is not None:
+            result["peer_comparison"] = peer_section
+        if sweep_records is not None:
+            result["pallas_sweep"] = sweep_records
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+
+    save()
     peer_section = None
     if args.peer:
         base2 = dataclasses.replace(base, per_level_scale=2.0)
@@ -364,44 +406,7 @@ def main(argv=None) -> int:
             "jaxmedrf": ours,
             "peer": peer,
         }  # fmt: skip
-    now = _dt.datetime.now(_dt.timezone.utc)
-    best = {}
-    for mode in ("forward", "forward+backward"):
-        ok = [r for r in records if r["mode"] == mode and "points_per_second" in r]
-        if ok:
-            best[mode] = max(ok, key=lambda r: r["points_per_second"])
-    result = {
-        "benchmark": "hashgrid",
-        "device": device.device_kind,
-        "platform": device.platform,
-        "jax_version": jax.__version__,
-        "jaxlib_version": _version("jaxlib"),
-        "python": platform.python_version(),
-        "date": now.isoformat(timespec="seconds"),
-        "n_points": n_points,
-        "repeats": repeats,
-        "timing": "median of repeats after one warm-up call, block_until_ready",
-        "cotangent": "random normal (N, L*F) float32; value and gradient w.r.t. the table (and the "
-        "positions in 'forward+backward+positions') of sum(features * R)",
-        "config": {
-            "n_levels": base.n_levels,
-            "features_per_level": base.features_per_level,
-            "log2_table_size": base.log2_table_size,
-            "base_resolution": base.base_resolution,
-            "finest_resolution": base.finest_resolution,
-            "per_level_scale": base.per_level_scale,
-            "resolutions": list(base.resolutions),
-        },
-        "records": records,
-        "best": best,
-    }
-    if peer_section is not None:
-        result["peer_comparison"] = peer_section
-    if sweep_records is not None:
-        result["pallas_sweep"] = sweep_records
-    out = args.out_dir / f"hashgrid_{_device_slug(device.device_kind)}_{now.strftime('%Y%m%d-%H%M%S')}.json"
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    save(peer_section)
     print(f"wrote {out}")
     return 0
 
