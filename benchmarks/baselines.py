@@ -83,12 +83,12 @@ def _quality(vol, ref):
 
 def _operators(proj, g, ref):
     """Seconds for one forward and one backprojection of all views (the per-iteration floor)."""
-    from jaxmedrf.recon.fdk import _backproject
+    from jaxmedrf.recon.fdk import voxel_backproject
 
     ops = {
         "project_s": jax.jit(lambda x: jm.project(x, g)),
         "backproject_s": jax.jit(lambda y: jm.backproject(y, g)),
-        "backproject_voxel_s": jax.jit(lambda y: _backproject(y, jnp.ones((g.n_views,), y.dtype), g, chunk_views=8)),
+        "backproject_voxel_s": jax.jit(lambda y: voxel_backproject(y, g)),
         "project_pallas_s": jax.jit(lambda x: jm.project(x, g, method="trilinear", implementation="pallas")),
         "backproject_pallas_s": jax.jit(lambda y: jm.backproject(y, g, method="trilinear", implementation="pallas")),
     }

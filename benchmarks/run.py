@@ -109,9 +109,9 @@ def report(results: Path = HERE / "results") -> str:
     if bl:
         for c in bl["results"]:
             m = c.get("mbirjax", {})
-            ops = (f"fwd+back {(m['forward_s'] + m['back_s']) * 1e3:.0f} ms" if "back_s" in m
-                   else f"fwd {m.get('forward_s', float('nan')) * 1e3:.0f} ms")
-            peer = (f"mbirjax FDK {m['fdk']['time_s'] * 1e3:.0f} ms, {ops}, "
+            mb_ops = (f"fwd+back {(m['forward_s'] + m['back_s']) * 1e3:.0f} ms" if "back_s" in m
+                      else f"fwd {m.get('forward_s', float('nan')) * 1e3:.0f} ms")
+            peer = (f"mbirjax FDK {m['fdk']['time_s'] * 1e3:.0f} ms, {mb_ops}, "
                     f"MBIR {m['mbir']['psnr3d']:.1f} dB"
                     if "fdk" in m and "mbir" in m else f"mbirjax: {m.get('skipped', 'not run')}")
             o = c["ours"]

@@ -45,7 +45,7 @@ from jaxmedrf.geometry import Geometry, view_frames, voxel_centers
 from jaxmedrf.parallel import pad_to_mesh, shard_map
 from jaxmedrf.recon._result import Result
 
-__all__ = ["FILTERS", "fdk", "parker_weights", "ramp_filter"]
+__all__ = ["FILTERS", "fdk", "parker_weights", "ramp_filter", "voxel_backproject"]
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 _FULL_SCAN_TOL = 1e-3  # rad: an arc within this of 2π counts as a full scan
@@ -168,6 +168,17 @@ def _backproject(q, weights, geometry: Geometry, *, chunk_views: int, mesh=None)
                   in_specs=(P(), P(), P(), P(axes)), out_specs=P(None, None, axes))
     out = f(q, weights, geometry, zs)
     return out[:, :, :nz] if extra else out
+
+
+def voxel_backproject(projections: Float[Array, "views nv nu"], geometry: Geometry, *, chunk_views: int = 8,
+                      mesh=None) -> Float[Array, "nx ny nz"]:
+    """Voxel-driven backprojection without filtering or view weights: every voxel sums each
+    view's bilinear detector read at its projection, times ``(DSO/U)²`` in cone beam.
+
+    It is FDK's backprojector, and the unmatched ``Aᵀ`` of ``sart(backprojector="voxel")``.
+    """
+    w = jnp.ones((projections.shape[0],), projections.dtype)
+    return _backproject(projections, w, geometry, chunk_views=int(min(chunk_views, projections.shape[0])), mesh=mesh)
 
 
 def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):

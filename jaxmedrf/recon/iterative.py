@@ -131,11 +131,10 @@ def _sart_programs(method, step, chunk_size, mesh, shard, dtype, implementation,
     and cached, so that repeated ``sart`` calls reuse the compiled programs."""
     fwd, bwd = _operators(method, step, chunk_size, mesh, shard, dtype, implementation)
     if backprojector == "voxel":
-        from jaxmedrf.recon.fdk import _backproject
+        from jaxmedrf.recon.fdk import voxel_backproject
 
         def bwd(y, g):  # noqa: F811 — the unmatched, voxel-driven Aᵀ
-            w = jnp.ones((y.shape[0],), dtype)
-            return _backproject(y.astype(dtype), w, g, chunk_views=int(min(8, y.shape[0])), mesh=mesh if shard == "volume" else None)
+            return voxel_backproject(y.astype(dtype), g, mesh=mesh if shard == "volume" else None)
 
     @jax.jit
     def weights(geometry, ids, mask):
