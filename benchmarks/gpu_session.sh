@@ -1,40 +1,46 @@
 #!/usr/bin/env bash
-# The GPU measurements of one session, in two parts that each fit a 10-minute call.
+# The GPU measurements, as named steps that each have their own time limit (a slow step is cut,
+# and says so, without losing the others; every benchmark saves its JSON as it goes).
 #
-#   bash benchmarks/gpu_session.sh part1 OUTDIR   # kernels, render, baselines, 2-GPU scaling
-#   bash benchmarks/gpu_session.sh part2 OUTDIR   # registration (100 trials), MRI interpolation
+#   bash benchmarks/gpu_session.sh OUTDIR STEP [STEP ...]
 #
-# Every benchmark writes its JSON (device, versions, date) into OUTDIR; each step has its own
-# time limit, so a slow step is cut (and says so) without losing the others. Single-GPU
-# benchmarks run on GPU 0 (CUDA_VISIBLE_DEVICES=0); the scaling runs use every GPU.
+# Steps: kernels (fused projector vs XLA), hashgrid (hash grid + torch-ngp peer), render,
+# baselines (FDK/SART/CGLS + mbirjax: 128³/50 views every variant, then the fused-kernel variants
+# at 256³ and at 25 views), naf (NAF speed variants:
+# occupancy grid, mixed precision, Pallas hash grid), register (100 trials), sweep (INR variants
+# at k = 4), mri (the interpolation protocol at k = 4, 2, 6), scaling (every GPU).
+# Single-GPU benchmarks run on GPU 0 (CUDA_VISIBLE_DEVICES=0).
 set -u
-part=${1:?part1|part2}
-out=${2:?output folder}
+out=${1:?output folder}
+shift
 mkdir -p "$out"
 one() { CUDA_VISIBLE_DEVICES=0 "$@"; }
-step() { echo "== $(date +%T) $*"; }
-
 nvidia-smi -L
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-if [ "$part" = part1 ]; then
-  step projector kernels
-  one timeout 150 python3 -m benchmarks.projector --kernels --no-tune --out-dir "$out"
-  step hash grid
-  one timeout 110 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
-      --dtypes float32 bfloat16 --position-grad --peer --repeats 5 --deadline-s 95 --out-dir "$out"
-  step render
-  one timeout 60 python3 -m benchmarks.render --out-dir "$out"
-  step baselines
-  one timeout 100 python3 benchmarks/baselines.py --sizes 128 --views 50 --out-dir "$out"
-  step scaling
-  timeout 90 python3 benchmarks/scaling.py --skip volume --repeats 3 --out-dir "$out"
-  mkdir -p "$out/volume"
-  timeout 50 python3 benchmarks/scaling.py --skip weak strong cohort --volume-sizes 256 512 1024 --views 360 \
-      --out-dir "$out/volume"
-elif [ "$part" = part2 ]; then
-  step registration
-  one timeout 260 python3 benchmarks/register.py --nanodrr-every 25 --budget-s 190 --out-dir "$out"
-  step interpolation
-  one timeout 150 python3 benchmarks/interpolate.py --k 4 --budget-s 100 --out-dir "$out"
-fi
-step done
+for s in "$@"; do
+  echo "== $(date +%T) $s"
+  case $s in
+    kernels) one timeout 150 python3 -m benchmarks.projector --kernels --no-tune --out-dir "$out" ;;
+    hashgrid) one timeout 300 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
+                --dtypes float32 bfloat16 --peer --repeats 5 --deadline-s 90 --out-dir "$out" ;;
+    render) one timeout 60 python3 -m benchmarks.render --out-dir "$out" ;;
+    baselines)
+      one timeout 200 python3 benchmarks/baselines.py --sizes 128 --views 50 --repeats 2 --out-dir "$out"
+      fast="sart_pallas_siddon sart_pallas_siddon_running sart_voxel_pallas_siddon sart_voxel_pallas_siddon_running cgls_pallas_siddon"
+      mkdir -p "$out/b256" "$out/b128"
+      one timeout 200 python3 benchmarks/baselines.py --sizes 256 --views 50 25 --repeats 2 --variants $fast --out-dir "$out/b256"
+      one timeout 120 python3 benchmarks/baselines.py --sizes 128 --views 25 --repeats 2 --variants $fast --out-dir "$out/b128" ;;
+    naf) one timeout 170 python3 -m benchmarks.reconstruct --out-dir "$out" \
+           --cases naf128_50_s64,naf128_50_s64_occ,naf128_50_mixed,naf128_50_pallas ;;
+    register) one timeout 260 python3 benchmarks/register.py --nanodrr-every 25 --budget-s 190 --out-dir "$out" ;;
+    sweep) one timeout 230 python3 benchmarks/interpolate.py --sweep ${SWEEP:-} --budget-s 200 --out-dir "$out" ;;
+    mri) one timeout 280 python3 benchmarks/interpolate.py --k 4 2 6 --budget-s 250 --out-dir "$out" ;;
+    scaling)
+      timeout 90 python3 benchmarks/scaling.py --skip volume --repeats 3 --out-dir "$out"
+      mkdir -p "$out/volume"
+      timeout 50 python3 benchmarks/scaling.py --skip weak strong cohort --volume-sizes 256 512 1024 --views 360 \
+          --out-dir "$out/volume" ;;
+    *) echo "unknown step $s" ;;
+  esac
+done
+echo "== $(date +%T) done"

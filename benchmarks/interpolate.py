@@ -62,9 +62,46 @@ def configs(args):
         smore = SMOREConfig(features=8, depth=3, n_iters=args.smore_iters or 150, batch=16, patch=32,
                             n_patches=1024, lr=5e-3)
     else:
-        inr = INRConfig(n_iters=args.inr_iters or 2000, batch=args.inr_batch or 32768, seed=args.seed)
+        inr = INRConfig(n_iters=args.inr_iters or INRConfig.n_iters, batch=args.inr_batch or 32768, seed=args.seed)
         smore = SMOREConfig(n_iters=args.smore_iters or 1000)
     return inr, smore
+
+
+# --sweep: INR variants at k = 4 (name → (stacks, INRConfig overrides, HashGridConfig overrides, FieldConfig overrides))
+SWEEP = {
+    "default_3": (3, {}, {}, {}),
+    "smooth0_3": (3, {"smoothness": 0.0}, {}, {}),
+    "default_1": (1, {}, {}, {}),
+    "smooth3e-3_1": (1, {"smoothness": 3e-3}, {}, {}),
+    "smooth1e-3_1": (1, {"smoothness": 1e-3}, {}, {}),
+    "rf2_1": (1, {"resolution_factor": 2.0}, {}, {}),
+    "rf2_smooth3e-3_1": (1, {"resolution_factor": 2.0, "smoothness": 3e-3}, {}, {}),
+    "L8_1": (1, {}, {"n_levels": 8}, {}),
+    "it1k_1": (1, {"n_iters": 1000}, {}, {}),
+    "psf8_1": (1, {"n_psf": 8}, {}, {}),
+    "smooth3e-4_1": (1, {"smoothness": 3e-4}, {}, {}),
+    "smooth1e-4_1": (1, {"smoothness": 1e-4}, {}, {}),
+    "smooth0_1": (1, {"smoothness": 0.0}, {}, {}),
+    "smooth1e-3_it1k_1": (1, {"smoothness": 1e-3, "n_iters": 1000}, {}, {}),
+    "smooth3e-4_it1k_1": (1, {"smoothness": 3e-4, "n_iters": 1000}, {}, {}),
+    "T21_3": (3, {}, {"log2_table_size": 21}, {}),
+    "T22L16_3": (3, {}, {"log2_table_size": 22, "n_levels": 16}, {}),
+    "T22L16_smooth0_it4k_3": (3, {"smoothness": 0.0, "n_iters": 4000}, {"log2_table_size": 22, "n_levels": 16}, {}),
+    "T21_w128_smooth0_3": (3, {"smoothness": 0.0}, {"log2_table_size": 21}, {"width": 128}),
+    # run 1 (default 1e-2 prior for every fit then): 3 stacks are far better without the prior
+    "smooth1e-2_3": (3, {"smoothness": 1e-2}, {}, {}),
+    "smooth3e-2_1": (1, {"smoothness": 3e-2}, {}, {}),
+    "smooth1e-1_1": (1, {"smoothness": 1e-1}, {}, {}),
+    "T21_smooth3e-2_1": (1, {"smoothness": 3e-2}, {"log2_table_size": 21}, {}),
+    "it4k_smooth3e-2_1": (1, {"smoothness": 3e-2, "n_iters": 4000}, {}, {}),
+}
+
+
+def sweep_config(base: INRConfig, inr: dict, enc: dict, field: dict) -> INRConfig:
+    import dataclasses
+
+    f = dataclasses.replace(base.field, encoding=dataclasses.replace(base.field.encoding, **enc), **field)
+    return dataclasses.replace(base, field=f, **inr)
 
 
 def plot(path, truth, vols: dict, axis: int, k: int) -> None:
@@ -103,7 +140,7 @@ def targets(cases: list, k: int = 4) -> dict:
     swayed by near-empty slices at the ends of the head, where PSNR runs high)."""
     def get(stacks, method, stat):
         for c in cases:
-            if c["k"] == k and c["stacks"] == stacks and c["method"] == method and c["axis"] == 2:
+            if c["k"] == k and c["stacks"] == stacks and c["method"] == method and c["axis"] == 2 and "variant" not in c:
                 return c["removed"][stat]
         return None
 
@@ -120,7 +157,8 @@ def targets(cases: list, k: int = 4) -> dict:
                 None if val is None or cub is None else bool(val >= cub + need))
     # whole volume: pooled PSNR (per-slice means leave out exact slices, which only the baselines have)
     cub_whole = [c["whole"]["psnr_pooled"] for c in cases if c["k"] == k and c["stacks"] == 1 and c["method"] == "cubic"]
-    inr3w = next((c["whole"]["psnr_pooled"] for c in cases if c["k"] == k and c["stacks"] == 3 and c["method"] == "inr"),
+    inr3w = next((c["whole"]["psnr_pooled"] for c in cases
+                  if c["k"] == k and c["stacks"] == 3 and c["method"] == "inr" and "variant" not in c),
                  None)
     out["best_single_stack_cubic_whole_pooled_db"] = max(cub_whole) if cub_whole else None
     out["inr_3stacks_whole_pooled_db"] = inr3w
@@ -135,11 +173,13 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, nargs="+", default=[4, 2, 6], help="keep every k-th slice")
     p.add_argument("--stacks", type=int, nargs="+", default=[1, 2, 3], choices=(1, 2, 3), help="numbers of orthogonal stacks")
     p.add_argument("--no-smore", action="store_true", help="skip SMORE")
-    p.add_argument("--inr-iters", type=int, default=None, help="INR steps (default 2000; 300 with --small)")
+    p.add_argument("--inr-iters", type=int, default=None, help="INR steps (default INRConfig.n_iters = 1000; 300 with --small)")
     p.add_argument("--inr-batch", type=int, default=None, help="INR voxels per step (default 32768; 4096 with --small)")
     p.add_argument("--smore-iters", type=int, default=None, help="SMORE steps (default 1000; 150 with --small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-s", type=float, default=None, help="start no new case after this many seconds")
+    p.add_argument("--sweep", nargs="*", default=None, choices=sorted(SWEEP),
+                   help="instead of the protocol: fit the named INR variants at k = 4 (all when none is named)")
     p.add_argument("--small", action="store_true", help="CPU smoke test: 64x64x40, short fits, tiny SMORE network")
     p.add_argument("--out-dir", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -148,7 +188,8 @@ def main(argv=None) -> int:
     inr_cfg, smore_cfg = configs(args)
     env = environment()
     dev = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
-    out = Path(args.out_dir) / f"interpolate_{dev}_{env['date'][:10]}{'_small' if args.small else ''}.json"
+    tag = ("_small" if args.small else "") + ("_sweep" if args.sweep is not None else "")
+    out = Path(args.out_dir) / f"interpolate_{dev}_{env['date'][:10]}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
@@ -178,28 +219,37 @@ def main(argv=None) -> int:
             Path(tmp).write_text(json.dumps(report, indent=2, default=float))
 
     plan = []
-    for k in args.k:
+    if args.sweep is not None:
+        for name in args.sweep or SWEEP:
+            n, inr, enc, field = SWEEP[name]
+            plan.append((4, n, 2, "inr", name, sweep_config(inr_cfg, inr, enc, field)))
+        settings["sweep"] = {name: {"stacks": v[0], "inr": v[1], "encoding": v[2], "field": v[3]} for name, v in SWEEP.items()}
+        plan += [(4, 1, ax, "cubic", None, inr_cfg) for ax in (2, 1, 0)]
+    for k in (args.k if args.sweep is None else ()):
         if 1 in args.stacks:
-            plan += [(k, 1, 2, m) for m in ("cubic", "linear", "inr") + (() if args.no_smore else ("smore",))]
-            plan += [(k, 1, ax, "cubic") for ax in (1, 0)]
-        plan += [(k, n, 2, "inr") for n in args.stacks if n > 1]
+            plan += [(k, 1, 2, m, None, inr_cfg) for m in ("cubic", "linear", "inr") + (() if args.no_smore else ("smore",))]
+            plan += [(k, 1, ax, "cubic", None, inr_cfg) for ax in (1, 0)]
+        plan += [(k, n, 2, "inr", None, inr_cfg) for n in args.stacks if n > 1]
     stopped = None
-    for k, n, ax, method in plan:
+    for k, n, ax, method, variant, cfg in plan:
         if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
             stopped = f"time budget of {args.budget_s:g} s reached before k={k}, {n} stack(s), {method}"
             print(stopped, flush=True)
             break
         axes = STACKS[n] if ax == 2 else (ax,)
-        res = evaluate_interpolation(vol, aff, k, (method,), axis=ax, stack_axes=axes, inr_config=inr_cfg,
+        res = evaluate_interpolation(vol, aff, k, (method,), axis=ax, stack_axes=axes, inr_config=cfg,
                                      smore_config=smore_cfg, key=jax.random.key(args.seed))
         r = res["methods"][method]
         case = {"k": k, "stacks": n, "axis": ax, "stack_axes": list(axes), "method": method, "time_s": r["time_s"],
                 "removed": _short(r["removed"]), "whole": _short(r["whole"])}
+        if variant is not None:
+            case["variant"] = variant
         cases.append(case)
-        print(f"k={k} stacks={n} axis={ax} {method:6s}: removed {r['removed']['psnr_mean']:.2f} ± "
+        print(f"{variant or ''} k={k} stacks={n} axis={ax} {method:6s}: removed pooled {r['removed']['psnr_pooled']:.2f}, "
+              f"whole pooled {r['whole']['psnr_pooled']:.2f}; removed {r['removed']['psnr_mean']:.2f} ± "
               f"{r['removed']['psnr_std']:.2f} dB / SSIM {r['removed']['ssim_mean']:.3f}; whole "
               f"{r['whole']['psnr_mean']:.2f} dB / {r['whole']['ssim_mean']:.3f}; {r['time_s']:.1f} s", flush=True)
-        if k == 4 and ax == 2:
+        if k == 4 and ax == 2 and variant is None:
             keep[f"{method} ({n} stack{'s' if n > 1 else ''})"] = (
                 res["volumes"][method], f"{r['removed']['psnr_mean']:.2f} dB / {r['removed']['ssim_mean']:.3f}")
         write(complete=False)

@@ -26,11 +26,22 @@ CASES = {
     # Same data as naf128_50; output as voxel means (2³ points per voxel, like the truth's
     # voxelisation) and 64 importance samples per ray, 3000 steps.
     "naf128_50_avg": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=3000, grid_supersample=2, n_importance=64),
+    # Speed variants of naf128_50 (same data; FDK/SART are not repeated): 64 samples per ray
+    # without and with empty-space skipping (occupancy grid of 64³), the MLP in bfloat16
+    # (mixed precision), and the fused Pallas hash-grid kernel.
+    "naf128_50_s64": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, samples=64, baselines=False),
+    "naf128_50_s64_occ": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, samples=64, occupancy=64,
+                              baselines=False),
+    "naf128_50_mixed": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, compute_dtype="bfloat16",
+                            baselines=False),
+    "naf128_50_pallas": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, hash_implementation="pallas",
+                             baselines=False),
 }
 
 
-def run_case(name, n, views, noise, mu_scale, iters, *, det=256, batch=8192, samples=None, sart_iters=20, small=False,
-             grid_supersample=1, n_importance=0):
+def run_case(name, n, views, noise, mu_scale, iters, *, samples=None, det=256, batch=8192, sart_iters=20, small=False,
+             grid_supersample=1, n_importance=0, occupancy=0, compute_dtype="float32", hash_implementation="level_major",
+             baselines=True):
     import jax
     import numpy as np
 
@@ -58,10 +69,10 @@ def run_case(name, n, views, noise, mu_scale, iters, *, det=256, batch=8192, sam
            "psnr_data_range": data_range}
     # NAF
     enc = HashGridConfig(log2_table_size=19 if not small else 12, n_levels=16 if not small else 6,
-                         finest_resolution=2048 if not small else 64)
-    cfg = NAFConfig(field=FieldConfig(encoding=enc, out_activation="softplus"), n_iters=iters, batch_rays=batch,
-                    n_samples=samples or (192 if n >= 256 else 128), grid_supersample=grid_supersample,
-                    n_importance=n_importance)
+                         finest_resolution=2048 if not small else 64, implementation=hash_implementation)
+    cfg = NAFConfig(field=FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype), n_iters=iters,
+                    batch_rays=batch, n_samples=samples or (192 if n >= 256 else 128), grid_supersample=grid_supersample,
+                    n_importance=n_importance, occupancy_resolution=occupancy if not small else min(occupancy, 8))
     t0 = time.perf_counter()
     res = train_naf(proj, g, cfg, eval_fn=quality, eval_every=max(iters // 20, 25), progress=False)
     wall = time.perf_counter() - t0
@@ -71,13 +82,16 @@ def run_case(name, n, views, noise, mu_scale, iters, *, det=256, batch=8192, sam
                   "train_seconds": res.history["train_seconds"], "steps": iters,
                   "steps_per_s": iters / res.history["train_seconds"],
                   "rays_per_s": iters * batch / res.history["train_seconds"],
-                  "final": {k: res.history[k] for k in ("psnr3d", "ssim3d")}, "curve": curve}
+                  "final": {k: res.history[k] for k in ("psnr3d", "ssim3d")}, "curve": curve,
+                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {})}
     for thr in (30.0, 32.4, 35.0):
         hit = [c["train_seconds"] for c in curve if c["psnr3d"] >= thr]
         out["naf"][f"seconds_to_{thr}dB"] = hit[0] if hit else None
     for t in (10.0, 60.0):
         before = [c["psnr3d"] for c in curve if c["train_seconds"] <= t]
         out["naf"][f"psnr3d_at_{int(t)}s"] = before[-1] if before else None
+    if not baselines:
+        return out
     # FDK and SART on the same projections
     for label, fn, kw in (("fdk", fdk, {}), ("sart", sart, {"n_iters": sart_iters, "progress": False})):
         t0 = time.perf_counter()
@@ -100,8 +114,8 @@ def main(argv=None):
     for name in a.cases.split(","):
         case = dict(CASES[name])
         if a.small:
-            case.update(n=16, iters=50)
-            kw = dict(det=24, batch=256, samples=24, sart_iters=3, small=True)
+            case.update(n=16, iters=50, samples=24)
+            kw = dict(det=24, batch=256, sart_iters=3, small=True)
         else:
             kw = {}
         print("case", name, flush=True)

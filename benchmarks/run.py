@@ -31,11 +31,23 @@ BENCHMARKS = {
 }
 
 
-def _latest(pattern: str, results: Path, exclude: str | tuple[str, ...] | None = None) -> dict | None:
-    files = sorted(results.glob(pattern), key=lambda p: p.stat().st_mtime)
-    files = [f for f in files if "small" not in f.name and "cpu" not in f.name.lower()
+def _all(pattern: str, results: Path, exclude: str | tuple[str, ...] | None = None) -> list[dict]:
+    """The GPU result files matching ``pattern``, oldest first by the date they record
+    (file times are those of the checkout, not of the run)."""
+    files = [f for f in results.glob(pattern) if "small" not in f.name and "cpu" not in f.name.lower()
              and not (exclude and f.name.startswith(exclude))]
-    return json.loads(files[-1].read_text()) if files else None
+    loaded = [(json.loads(f.read_text()), f.name) for f in files]
+
+    def when(item):
+        d, name = item
+        return str(d.get("date") or d.get("environment", {}).get("date") or ""), name
+
+    return [d for d, _ in sorted(loaded, key=when)]
+
+
+def _latest(pattern: str, results: Path, exclude: str | tuple[str, ...] | None = None) -> dict | None:
+    found = _all(pattern, results, exclude)
+    return found[-1] if found else None
 
 
 def report(results: Path = HERE / "results") -> str:
@@ -82,15 +94,24 @@ def report(results: Path = HERE / "results") -> str:
         rows.append(f"| DRR peers {c['n_voxel']}³ → {c['n_detector']}², {c['views']} views, {c['n_samples']} samples | "
                     f"ms per DRR fwd / fwd+bwd (pose) | XLA trilinear {figs(ours)} | {peers} | "
                     f"projector_peers ({pp['environment']['device']}) |")
-    h = _latest("hashgrid_*.json", results)
+    hs = _all("hashgrid_*.json", results)
+    # the newest run that timed the Pallas kernel, and the newest one with the torch-ngp peer
+    h = next((d for d in reversed(hs) if any(r.get("implementation") == "pallas" for r in d.get("records", []))),
+             hs[-1] if hs else None)
     if h:
         b = h["best"]
         peer = "not run"
-        pc = h.get("peer_comparison", {}).get("peer", {})
+        hp = next((d for d in reversed(hs) if d.get("peer_comparison", {}).get("peer", {}).get("records")), h)
+        pc = hp.get("peer_comparison", {}).get("peer", {})
         pr = {r["mode"]: r for r in pc.get("records", []) if r.get("table_dtype") == "float32" and "points_per_second" in r}
         if len(pr) == 2:
+            ours = {r["mode"]: r for r in hp["peer_comparison"].get("jaxmedrf", [])
+                    if r.get("table_dtype") == "float32" and "points_per_second" in r}
+            same = (f"; in that process jaxmedrf {'/'.join({r['implementation'] for r in ours.values()})} "
+                    f"{ours['forward']['points_per_second']:.3g} / {ours['forward+backward']['points_per_second']:.3g}"
+                    if len(ours) == 2 else "")
             peer = (f"torch-ngp CUDA (scale 2) {pr['forward']['points_per_second']:.3g} / "
-                    f"{pr['forward+backward']['points_per_second']:.3g}")
+                    f"{pr['forward+backward']['points_per_second']:.3g}{same} (run of {hp['date'][:16]})")
         elif "skipped" in pc:
             peer = f"torch-ngp: {pc['skipped'][:60]}"
         rows.append(f"| hash grid L16 F2 T2^19, 4M points (best: fwd {b['forward'].get('implementation', '')} "
@@ -98,32 +119,29 @@ def report(results: Path = HERE / "results") -> str:
                     f"{b['forward+backward']['table_dtype']}) | points/s fwd / fwd+bwd | "
                     f"{b['forward']['points_per_second']:.3g} / {b['forward+backward']['points_per_second']:.3g} | "
                     f"{peer} | hashgrid ({h['device']}) |")
-    r = _latest("reconstruct_*.json", results)
-    if r:
-        for c in r["results"]:
-            if "naf" in c:
-                rows.append(f"| NAF {c['case']} | PSNR3D final / s to 32.4 dB | {c['naf']['final']['psnr3d']:.2f} dB / "
-                            f"{c['naf']['seconds_to_32.4dB'] or float('nan'):.1f} s | SART {c['sart']['psnr3d']:.2f} dB, "
-                            f"FDK {c['fdk']['psnr3d']:.2f} dB | reconstruct ({r['environment']['device']}) |")
-    bl = _latest("baselines_*.json", results)
-    if bl:
-        for c in bl["results"]:
-            m = c.get("mbirjax", {})
-            mb_ops = (f"fwd+back {(m['forward_s'] + m['back_s']) * 1e3:.0f} ms" if "back_s" in m
-                      else f"fwd {m.get('forward_s', float('nan')) * 1e3:.0f} ms")
-            peer = (f"mbirjax FDK {m['fdk']['time_s'] * 1e3:.0f} ms, {mb_ops}, "
-                    f"MBIR {m['mbir']['psnr3d']:.1f} dB"
-                    if "fdk" in m and "mbir" in m else f"mbirjax: {m.get('skipped', 'not run')}")
-            o = c["ours"]
-            its = "; ".join(f"{k.replace('_', ' ')} {o[k]['time_per_iter_s'] * 1e3:.0f}" for k in
-                            ("sart", "sart_voxel", "sart_voxel_pallas", "sart_pallas_siddon", "cgls", "cgls_pallas", "cgls_pallas_siddon") if k in o)
-            ops = o.get("operators", {})
-            opstr = (f" (operators, all views: project {ops['project_s'] * 1e3:.0f}, Aᵀ {ops['backproject_s'] * 1e3:.0f}, "
-                     f"voxel Aᵀ {ops['backproject_voxel_s'] * 1e3:.0f}, Pallas project {ops.get('project_pallas_s', float('nan')) * 1e3:.0f} ms)"
-                     if ops else "")
-            rows.append(f"| baselines {c['n_voxel']}³, {c['n_views']} views, {bl['n_iters']} it. | FDK ms / ms per iteration{opstr} | "
-                        f"FDK {o['fdk']['time_s'] * 1e3:.0f}; {its} | "
-                        f"{peer} | baselines ({bl['device']}) |")
+    cases = {}  # newest run of each case
+    for r in _all("reconstruct_*.json", results):
+        cases.update({c["case"]: (c, r) for c in r["results"] if "naf" in c})
+    for c, r in cases.values():
+        base = (f"SART {c['sart']['psnr3d']:.2f} dB, FDK {c['fdk']['psnr3d']:.2f} dB" if "sart" in c
+                else "(speed variant: same data as naf128_50)")
+        occ = f", occupied {c['naf']['occupied_fraction']:.2f}" if "occupied_fraction" in c["naf"] else ""
+        rows.append(f"| NAF {c['case']} | PSNR3D final / s to 32.4 dB / steps/s | {c['naf']['final']['psnr3d']:.2f} dB / "
+                    f"{c['naf']['seconds_to_32.4dB'] or float('nan'):.1f} s / {c['naf']['steps_per_s']:.0f}{occ} | {base} | "
+                    f"reconstruct ({r['environment']['device']}) |")
+    entries = sorted(((c, bl) for bl in _all("baselines_*.json", results, exclude="baselines_memory") for c in bl["results"]),
+                     key=lambda e: (e[0]["n_voxel"], -e[0]["n_views"]))
+    for c, bl in entries:
+        m = c.get("mbirjax", {})
+        mb_ops = (f"fwd+back {(m['forward_s'] + m['back_s']) * 1e3:.0f} ms" if "back_s" in m
+                  else f"fwd {m.get('forward_s', float('nan')) * 1e3:.0f} ms")
+        peer = (f"mbirjax FDK {m['fdk']['time_s'] * 1e3:.0f} ms, {mb_ops}, MBIR {m['mbir']['psnr3d']:.1f} dB"
+                if "fdk" in m and "mbir" in m else f"mbirjax: {m.get('skipped', 'not run')}")
+        o = c["ours"]
+        its = "; ".join(f"{k.replace('_', ' ')} {v['time_per_iter_s'] * 1e3:.1f}" for k, v in o.items()
+                        if isinstance(v, dict) and "time_per_iter_s" in v)
+        rows.append(f"| baselines {c['n_voxel']}³, {c['n_views']} views, {bl['n_iters']} it. | FDK ms / ms per iteration | "
+                    f"FDK {o['fdk']['time_s'] * 1e3:.1f}; {its} | {peer} | baselines ({bl['device']}) |")
     rg = _latest("register_*.json", results)
     if rg:
         for name, r in rg["results"].items():

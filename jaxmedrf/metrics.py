@@ -204,13 +204,17 @@ def _window_1d(window, size, sigma, dtype):
 
 
 def _filter_valid(x, w):
-    """Separable 'valid' filtering of a 3D array with the 1D window ``w`` along every axis."""
+    """Separable 'valid' filtering of an array with the 1D window ``w`` along every axis.
+
+    A weighted sum of ``len(w)`` shifted slices per axis: memory stays a few volumes (a
+    batched ``jnp.convolve`` took 34 GB of GPU memory for a 256³ SSIM3D)."""
+    m = w.shape[0]
     for ax in range(x.ndim):
-        x = jnp.moveaxis(x, ax, -1)
-        x = jax.vmap(lambda r: jnp.convolve(r, w, mode="valid", precision=jax.lax.Precision.HIGHEST))(
-            x.reshape(-1, x.shape[-1])
-        ).reshape(*x.shape[:-1], -1)
-        x = jnp.moveaxis(x, -1, ax)
+        n = x.shape[ax] - m + 1
+        acc = w[0] * jax.lax.slice_in_dim(x, 0, n, axis=ax)
+        for k in range(1, m):
+            acc = acc + w[k] * jax.lax.slice_in_dim(x, k, k + n, axis=ax)
+        x = acc
     return x
 
 

@@ -22,3 +22,18 @@ def test_baselines_small(tmp_path):
         r = entry["ours"][m]
         assert r["time_s"] > 0 and r["compile_s"] >= 0 and np.isfinite(r["psnr3d"]) and -1 <= r["ssim3d"] <= 1
     assert "skipped" in entry["mbirjax"] or "fdk" in entry["mbirjax"] or "error" in entry["mbirjax"]
+
+
+def test_baselines_memory_runs_each_method_in_its_own_process(tmp_path):
+    path = Path(__file__).parents[1] / "benchmarks" / "baselines.py"
+    spec = importlib.util.spec_from_file_location("bench_baselines_mem", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--small", "--memory", "--no-mbirjax", "--sizes", "12", "--views", "6", "--iters", "1",
+                    "--variants", "cgls", "--out-dir", str(tmp_path)])
+    assert Path(out).name.startswith("baselines_memory_")
+    (entry,) = json.loads(Path(out).read_text())["results"]
+    got = entry["peak_bytes_fresh_process"]
+    assert set(got) == {"fdk", "cgls"}
+    for name, rec in got.items():  # the CPU backend reports no allocator statistics: None, but no error
+        assert rec.get("variant") == name and "error" not in rec

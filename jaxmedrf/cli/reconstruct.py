@@ -36,9 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=None, help="iterations (NAF steps; default 1500 NAF, 20 SART/CGLS)")
     p.add_argument("--backprojector", default="matched", choices=("matched", "voxel"),
                    help="SART: exact adjoint of the projector (matched) or the faster voxel-driven one (unmatched)")
-    p.add_argument("--implementation", default="xla", choices=("xla", "pallas"),
+    p.add_argument("--implementation", default="auto", choices=("auto", "xla", "pallas"),
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
-                        "(falls back to XLA with a warning on CPU)")
+                        "(falls back to XLA with a warning on CPU); auto = pallas on a GPU, xla elsewhere")
     p.add_argument("--batch-rays", type=int, default=8192, help="NAF: rays per step (split over devices)")
     p.add_argument("--n-samples", type=int, default=128, help="NAF: samples per ray")
     p.add_argument("--n-importance", type=int, default=0,
@@ -56,6 +56,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--log2-table-size", type=int, default=19, help="NAF: hash table size T = 2^this per level")
     p.add_argument("--hash-implementation", default="level_major", choices=("level_major", "per_level", "fused", "pallas"),
                    help="NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)")
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed"),
+                   help="NAF: mixed = the MLP's matmuls in bfloat16 on the tensor cores (float32 accumulation, "
+                        "float32 parameters, hash table and loss)")
     p.add_argument("--checkpoint-dir", default=None, help="NAF: orbax checkpoints go here")
     p.add_argument("--checkpoint-every", type=int, default=500, help="NAF: steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
@@ -227,7 +230,8 @@ def run(a) -> int:
             raise ValueError(f"--log2-table-size must be between 10 and 24, got {a.log2_table_size}")
         cfg = NAFConfig(
             field=FieldConfig(encoding=HashGridConfig(log2_table_size=a.log2_table_size, implementation=a.hash_implementation),
-                              out_activation="softplus"),
+                              out_activation="softplus",
+                              compute_dtype="bfloat16" if a.precision == "mixed" else "float32"),
             n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
             tv_weight=a.tv, seed=a.seed, occupancy_resolution=a.occupancy_resolution,
             occupancy_update_every=a.occupancy_update_every, occupancy_threshold=a.occupancy_threshold,
@@ -239,7 +243,7 @@ def run(a) -> int:
         except FloatingPointError as e:
             raise ValueError(str(e)) from e
         volumes = np.asarray(res.volume)
-        extra = {"steps": cfg.n_iters, "train_seconds": res.history["train_seconds"],
+        extra = {"steps": cfg.n_iters, "train_seconds": res.history["train_seconds"], "mlp_compute_dtype": cfg.field.compute_dtype,
                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     else:

@@ -39,6 +39,9 @@ from jaxmedrf.mri.slices import SliceStack, _frame, psf_offsets, stack_box, stac
 __all__ = ["INRConfig", "INRResult", "fit_inr", "query_inr", "check_overlap", "axis_steps"]
 
 
+SINGLE_STACK_SMOOTHNESS = 3e-4  # INRConfig.smoothness=None with one stack
+
+
 @dataclasses.dataclass(frozen=True)
 class INRConfig:
     """Settings of the INR fit.
@@ -61,7 +64,10 @@ class INRConfig:
         not depend on the spacing). Its minimiser among interpolants of the slices is the
         natural cubic spline through plane (Schoenberg's theorem), so the prior pulls the fit
         towards cubic interpolation between slices while in-plane detail comes from the data;
-        0 turns it off.
+        0 turns it off. ``None`` (the default): 10⁻² for a single stack, 0 for several, where
+        the other stacks' voxels fill each stack's gaps and the prior only fights them
+        (measured at k = 4 with three orthogonal stacks on the 256 × 256 × 160 brain phantom:
+        37.0 dB whole-volume PSNR with 10⁻², 45.6 dB without; ``benchmarks/interpolate.py --sweep``).
       n_iters: optimisation steps.
       batch: acquired voxels per step.
       n_psf: PSF samples per voxel per step (even: antithetic pairs).
@@ -78,8 +84,8 @@ class INRConfig:
     auto_resolution: bool = True
     resolution_factor: float = 1.0
     anisotropic: bool = True
-    smoothness: float = 1e-2
-    n_iters: int = 2000
+    smoothness: float | None = None
+    n_iters: int = 1000
     batch: int = 16384
     n_psf: int = 4
     lr: float = 1e-2
@@ -93,7 +99,7 @@ class INRConfig:
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise ValueError(f"INRConfig.{name} must be a positive integer, got {v!r}")
-        if not (math.isfinite(self.smoothness) and self.smoothness >= 0):
+        if self.smoothness is not None and not (math.isfinite(self.smoothness) and self.smoothness >= 0):
             raise ValueError(f"INRConfig.smoothness must be >= 0, got {self.smoothness!r}")
         for name in ("lr", "lr_final", "resolution_factor"):
             v = getattr(self, name)
@@ -254,6 +260,8 @@ def fit_inr(
             raise ValueError(f"stack {i} contains NaN or infinite voxels")
     lo, hi = check_overlap(stacks)
     cfg, grid_box = _resolve_field(config, lo, hi, stacks)
+    if cfg.smoothness is None:
+        cfg = dataclasses.replace(cfg, smoothness=SINGLE_STACK_SMOOTHNESS if len(stacks) == 1 else 0.0)
     cfg = dataclasses.replace(cfg, steps_per_call=min(cfg.steps_per_call, cfg.n_iters))
     norm = float(np.percentile(stacks[0].values, 99.9)) or float(np.max(np.abs(stacks[0].values))) or 1.0
     pts = np.concatenate([stack_points(s) for s in stacks])

@@ -111,6 +111,16 @@ def _operators(method, step, chunk_size, mesh, shard, dtype, implementation="xla
     return (lambda x, g: project_sharded(x, g, **kw)), (lambda y, g: backproject_sharded(y, g, dtype=dtype, **kw))
 
 
+def _implementation(implementation: str, mesh) -> str:
+    """``"auto"`` → the fused kernel on a single GPU (10–30× the XLA pair per iteration,
+    ``benchmarks/baselines.py``), XLA elsewhere; other values unchanged."""
+    if implementation == "auto":
+        return "pallas" if mesh is None and jax.default_backend() == "gpu" else "xla"
+    if implementation not in ("xla", "pallas"):
+        raise ValueError(f"implementation must be 'auto', 'xla' or 'pallas', got {implementation!r}")
+    return implementation
+
+
 def _run(n_iters, step, state, residual_of, progress, callback, desc):
     hist = []
     bar = tqdm(range(n_iters), desc=desc, disable=not progress, leave=False)
@@ -152,19 +162,23 @@ def _sart_programs(method, step, chunk_size, mesh, shard, dtype, implementation,
 
     @jax.jit
     def epoch(x, geometry, ids, W, V, bs):
+        """One pass over the subsets; also ``√Σ_s ‖b_s − A_s x_s‖²`` over the rays that carry an
+        update, each subset's residual taken before its own update (free: it is computed anyway)."""
+
         def body(x, sub):
             idx, Ws, Vs, bsub = sub
             g = _subset_geometry(geometry, idx)
-            x = x + relaxation * Vs * bwd(Ws * (bsub - fwd(x, g)), g)
-            return (jnp.maximum(x, 0) if nonneg else x), None
+            r = bsub - fwd(x, g)
+            x = x + relaxation * Vs * bwd(Ws * r, g)
+            return (jnp.maximum(x, 0) if nonneg else x), jnp.sum(jnp.where(Ws > 0, r, 0.0) ** 2)
 
-        x_new, _ = jax.lax.scan(body, x, (ids, W, V, bs))
+        x_new, r2 = jax.lax.scan(body, x, (ids, W, V, bs))
         if tv_weight > 0:
             dx = jnp.linalg.norm(x_new - x)
             x_new = _tv_step(x_new, dx, tv_weight, tv_iters)
             if nonneg:
                 x_new = jnp.maximum(x_new, 0)
-        return x_new
+        return x_new, jnp.sqrt(jnp.sum(r2))
 
     residual = jax.jit(lambda x, g, b: jnp.linalg.norm(fwd(x, g) - b))
     return weights, epoch, residual
@@ -210,9 +224,10 @@ def sart(
     method: str = "siddon",
     step: float = 0.5,
     backprojector: str = "matched",
-    implementation: str = "xla",
+    implementation: str = "auto",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
+    residual: str = "exact",
     callback: Callable[[int, Array, float], None] | None = None,
     progress: bool = True,
     dtype=jnp.float32,
@@ -237,18 +252,26 @@ def sart(
         (bilinear detector read at each voxel's projection, cone weight ``(DSO/U)²``), an
         unmatched pair like TIGRE's ``"FDK"`` backprojection type: several times faster per
         iteration, with the column normalisation ``V`` computed from the same backprojector.
-      implementation: projector implementation, ``"xla"`` or ``"pallas"`` (the fused GPU
-        kernel of :mod:`jaxmedrf.kernels.projector`; single device).
+      implementation: projector implementation: ``"xla"``, ``"pallas"`` (the fused GPU
+        kernel of :mod:`jaxmedrf.kernels.projector`; single device) or ``"auto"`` (pallas on
+        one GPU, xla elsewhere).
       x0: initial volume (default zeros).
+      residual: what ``history["residual"]`` records after each iteration: ``"exact"``
+        ‖A x − b‖₂ of the new iterate (one more projection of all views per iteration), or
+        ``"running"`` √Σ_s ‖b_s − A_s x_s‖², each subset's residual before its own update,
+        which the iteration computes anyway (no extra projection; TIGRE likewise computes
+        the exact norm only on request).
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
       dtype: computation dtype.
       mesh: optional device mesh; ``shard`` = ``"volume"`` (z-slabs, Siddon only) or ``"rays"``.
 
     Returns:
-      :class:`Result` ``(volume, {"residual": ‖A x − b‖₂ per iteration})``; μ in mm⁻¹.
+      :class:`Result` ``(volume, {"residual": per iteration, see ``residual``})``; μ in mm⁻¹.
     """
     _check_common(projections, geometry, n_iters, method)
+    if residual not in ("exact", "running"):
+        raise ValueError(f"residual must be 'exact' or 'running', got {residual!r}")
     if not (0 < relaxation < 2):
         raise ValueError(f"relaxation must be in (0, 2), got {relaxation!r}")
     if int(n_subsets) != n_subsets or n_subsets <= 0:
@@ -265,14 +288,17 @@ def sart(
     if backprojector not in ("matched", "voxel"):
         raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
     b = jnp.asarray(projections, dtype)
-    weights, epoch, residual = _sart_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), implementation,
+    weights, epoch, residual_of = _sart_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype),
+                                                 _implementation(implementation, mesh),
                                               backprojector, float(relaxation), bool(nonneg), float(tv_weight), int(tv_iters))
     ids_j = jnp.asarray(ids)
     W, V = weights(geometry, ids_j, jnp.asarray(mask, dtype))
     bs = b[ids_j]
-    (x,), hist = _run(
-        n_iters, lambda s: (epoch(s[0], geometry, ids_j, W, V, bs),), (_x0(x0, geometry, dtype, mesh, shard),),
-        lambda s: residual(s[0], geometry, b), progress, callback, "OS-SART" if n_sub > 1 else "SIRT",
+    exact = residual == "exact"
+    (x, _), hist = _run(
+        n_iters, lambda s: epoch(s[0], geometry, ids_j, W, V, bs), (_x0(x0, geometry, dtype, mesh, shard), None),
+        (lambda s: residual_of(s[0], geometry, b)) if exact else (lambda s: s[1]), progress, callback,
+        "OS-SART" if n_sub > 1 else "SIRT",
     )
     return Result(x, {"residual": hist})
 
@@ -284,7 +310,7 @@ def cgls(
     n_iters: int = 20,
     method: str = "siddon",
     step: float = 0.5,
-    implementation: str = "xla",
+    implementation: str = "auto",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     callback: Callable[[int, Array, float], None] | None = None,
@@ -302,8 +328,8 @@ def cgls(
       geometry: the scan.
       n_iters: iterations (one forward and one backprojection each).
       method, step, chunk_size: passed to the projector.
-      implementation: ``"xla"`` or ``"pallas"`` (fused GPU projector; its adjoint is the
-        kernel's exact atomic-add transpose).
+      implementation: ``"xla"``, ``"pallas"`` (fused GPU projector; its adjoint is the
+        kernel's exact atomic-add transpose) or ``"auto"`` (pallas on one GPU, xla elsewhere).
       x0: initial volume (default zeros).
       callback: ``callback(iteration, volume, residual)`` after each iteration.
       progress: show a tqdm bar.
@@ -315,7 +341,8 @@ def cgls(
     """
     _check_common(projections, geometry, n_iters, method)
     b = jnp.asarray(projections, dtype)
-    init, iterate = _cgls_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), implementation)
+    init, iterate = _cgls_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype),
+                                   _implementation(implementation, mesh))
     state = init(_x0(x0, geometry, dtype, mesh, shard), geometry, b)
     state, hist = _run(
         n_iters, lambda s: iterate(s, geometry), state, lambda s: jnp.linalg.norm(s[1]), progress, callback, "CGLS"
