@@ -3,7 +3,7 @@
     python -m benchmarks.run --suite gpu            # every benchmark at its GPU sizes
     python -m benchmarks.run --suite cpu            # every benchmark at tiny sizes (smoke run)
     python -m benchmarks.run --suite cpu --only projector hashgrid
-    python -m benchmarks.run --report               # regenerate benchmarks/README.md from results/
+    python -m benchmarks.run --report               # regenerate benchmarks/README.md and plots/ from results/
 
 Each benchmark writes its own JSON (device, versions, date, figures) to ``--out-dir``
 (default ``benchmarks/results``). ``--suite gpu`` on a machine without a GPU says so and exits 0.
@@ -196,7 +196,11 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="regenerate benchmarks/README.md and print it")
     a = ap.parse_args(argv)
     if a.report:
+        from benchmarks.plots import plot_all
+
         text = report(Path(a.out_dir))
+        pngs = plot_all(Path(a.out_dir), HERE / "plots")
+        text += "\nPlots (`benchmarks/plots.py`): " + ", ".join(f"[{p.stem}](plots/{p.name})" for p in pngs) + ".\n"
         (HERE / "README.md").write_text(text)
         print(text)
         return 0

@@ -29,3 +29,13 @@ def test_report_is_built_from_the_committed_results():
 
     text = report()
     assert "| projector" in text and "NAF naf128_50" in text
+
+
+def test_plots_are_drawn_from_the_committed_results(tmp_path):
+    from benchmarks.plots import plot_all
+
+    made = plot_all(ROOT / "benchmarks" / "results", tmp_path / "plots")
+    assert sorted(p.name for p in made) == ["baselines_cost.png", "hashgrid.png", "projector_cost.png",
+                                            "time_to_quality.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in made)
+    assert plot_all(tmp_path / "empty", tmp_path / "none") == []  # no results: nothing drawn, no error
