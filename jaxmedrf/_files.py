@@ -1,4 +1,5 @@
-"""Atomic output: write to a temporary file or folder beside the target, then rename."""
+"""Files: atomic output (write to a temporary file or folder beside the target, then rename)
+and the one safe reader of the ``.npz`` inputs of the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "check_writable"]
+import numpy as np
+
+__all__ = ["atomic_dir", "atomic_path", "check_writable", "read_npz"]
 
 
 @contextlib.contextmanager
@@ -54,3 +57,25 @@ def atomic_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_npz(path: str | os.PathLike, required: tuple[str, ...] = (), *, what: str = "file") -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file, read without unpickling anything.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: it is not a readable ``.npz`` (not a zip, truncated, object arrays), or it
+        lacks one of the ``required`` keys. Messages name ``what`` (e.g. ``"--volume"``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: no such file (not found)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError (pickled objects), OSError …
+        raise ValueError(f"cannot read {what} {path}: not a readable .npz file ({e})") from e
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise ValueError(f"{what} {path}: missing keys {missing} (has {sorted(arrays)})")
+    return arrays

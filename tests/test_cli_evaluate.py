@@ -73,7 +73,7 @@ def test_bad_inputs_exit_2(main, volumes, tmp_path, capsys):
         ([a, "--reference", _write(tmp_path / "flat.npz", np.ones_like(refvol))], "constant"),
     ]
     np.savez(tmp_path / "nokey.npz", other=refvol)
-    cases.append(([str(tmp_path / "nokey.npz")], "no 'volume'"))
+    cases.append(([str(tmp_path / "nokey.npz")], "missing keys ['volume']"))
     (tmp_path / "junk.npz").write_text("not a zip")
     cases.append(([str(tmp_path / "junk.npz")], "cannot read"))
     for args, msg in cases:

@@ -71,22 +71,19 @@ def load_volume(path) -> tuple[np.ndarray, dict]:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if "volume" not in z.files:
-                    raise ValueError(f"{path} has no 'volume' array (keys: {sorted(z.files)})")
-                vol = np.asarray(z["volume"])
-                meta = {"geometry": None, "projections": None, "spacing": None}
-                if "geometry" in z.files:
-                    from jaxmedrf.geometry import Geometry
+        from jaxmedrf._files import read_npz
 
-                    g = Geometry.from_json(str(z["geometry"]))
-                    meta["geometry"] = g
-                    meta["spacing"] = tuple(float(s) for s in np.asarray(g.d_voxel))
-                if "projections" in z.files:
-                    meta["projections"] = np.asarray(z["projections"])
-        except (OSError, EOFError, ValueError) as e:  # not a zip, truncated, pickled objects, no volume
-            raise ValueError(f"cannot read {path}: {e}") from e
+        z = read_npz(path, ("volume",), what="volume")
+        vol = np.asarray(z["volume"])
+        meta = {"geometry": None, "projections": None, "spacing": None}
+        if "geometry" in z:
+            from jaxmedrf.geometry import Geometry
+
+            g = Geometry.from_json(str(z["geometry"]))
+            meta["geometry"] = g
+            meta["spacing"] = tuple(float(s) for s in np.asarray(g.d_voxel))
+        if "projections" in z:
+            meta["projections"] = np.asarray(z["projections"])
     else:
         from jaxmedrf.io import load_volume as io_load
 

@@ -79,20 +79,13 @@ def load_scan(path: str | Path):
     from jaxmedrf.geometry import Geometry
     from jaxmedrf.recon.naf import check_projection_values
 
+    from jaxmedrf._files import read_npz
+
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError …
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from e
-    with z:
-        missing = [k for k in REQUIRED if k not in z.files]
-        if missing:
-            raise ValueError(f"{path}: missing keys {missing} (has {sorted(z.files)})")
-        geometry = Geometry.from_json(str(z["geometry"]))
-        proj = np.asarray(z["projections"], np.float32)
-        volume = np.asarray(z["volume"], np.float32) if "volume" in z.files else None
+    z = read_npz(path, REQUIRED, what="input")
+    geometry = Geometry.from_json(str(z["geometry"]))
+    proj = np.asarray(z["projections"], np.float32)
+    volume = np.asarray(z["volume"], np.float32) if "volume" in z else None
     if proj.shape != geometry.projection_shape:
         raise ValueError(f"{path}: projections have shape {proj.shape}, geometry expects {geometry.projection_shape}")
     if volume is not None and volume.shape != geometry.n_voxel:

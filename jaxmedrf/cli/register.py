@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmedrf._files import atomic_path
+from jaxmedrf._files import atomic_path, read_npz
 
 __all__ = ["add_parser", "run"]
 
@@ -76,19 +76,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_npz(path: Path, what: str, keys: tuple[str, ...]) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise ValueError(f"{what} {path} lacks the keys {missing} (found {z.files})")
-            return {k: z[k] for k in z.files}
-    except (OSError, EOFError) as e:
-        if not path.exists():
-            raise FileNotFoundError(f"{what} not found: {path}") from e
-        raise ValueError(f"{what} {path} is not a readable .npz: {e}") from e
-
-
 def _geometry(js):
     from jaxmedrf.geometry import Geometry
 
@@ -107,7 +94,7 @@ def load_ct(args):
         raise FileNotFoundError(f"--volume not found: {path}")
     geom = None
     if path.suffix == ".npz":
-        z = _load_npz(path, "--volume", ("volume",))
+        z = read_npz(path, ("volume",), what="--volume")
         vol = np.asarray(z["volume"], np.float32)
         if "geometry" in z:
             geom = _geometry(z["geometry"])
@@ -162,7 +149,7 @@ def load_xray(args, vol, ct_geom, spacing):
     truth = None
     nominal = P.Pose(np.eye(3), np.zeros(3))
     if path.suffix == ".npz":
-        z = _load_npz(path, "--xray", ("projections", "geometry"))
+        z = read_npz(path, ("projections", "geometry"), what="--xray")
         g = _geometry(z["geometry"])
         proj = np.asarray(z["projections"], np.float32)
         g.check_projections(proj, name="--xray projections")
