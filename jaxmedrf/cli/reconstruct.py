@@ -76,10 +76,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def load_scan(path: str | Path):
     """Projections (float32) , Geometry and optional ground-truth volume of a ``.npz``."""
+    from jaxmedrf._files import read_npz
     from jaxmedrf.geometry import Geometry
     from jaxmedrf.recon.naf import check_projection_values
-
-    from jaxmedrf._files import read_npz
 
     path = Path(path)
     z = read_npz(path, REQUIRED, what="input")

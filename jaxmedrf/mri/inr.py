@@ -64,10 +64,12 @@ class INRConfig:
         not depend on the spacing). Its minimiser among interpolants of the slices is the
         natural cubic spline through plane (Schoenberg's theorem), so the prior pulls the fit
         towards cubic interpolation between slices while in-plane detail comes from the data;
-        0 turns it off. ``None`` (the default): 10⁻² for a single stack, 0 for several, where
-        the other stacks' voxels fill each stack's gaps and the prior only fights them
-        (measured at k = 4 with three orthogonal stacks on the 256 × 256 × 160 brain phantom:
-        37.0 dB whole-volume PSNR with 10⁻², 45.6 dB without; ``benchmarks/interpolate.py --sweep``).
+        0 turns it off. ``None`` (the default): 3·10⁻⁴ for a single stack, 0 for several, where
+        the other stacks' voxels fill each stack's gaps and the prior only fights them. Chosen
+        on the 256 × 256 × 160 brain phantom at k = 4 (``benchmarks/interpolate.py --sweep``):
+        one stack, removed-slice PSNR 30.7 dB with 10⁻², 32.5 dB with 0, 33.1 dB with 3·10⁻⁴
+        and 1000 steps (cubic 31.25 dB); three stacks, whole-volume PSNR 37.0 dB with 10⁻²,
+        45.6 dB with 0.
       n_iters: optimisation steps.
       batch: acquired voxels per step.
       n_psf: PSF samples per voxel per step (even: antithetic pairs).
