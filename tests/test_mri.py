@@ -153,6 +153,27 @@ def test_cli_evaluate_prints_table(tmp_path, capsys):
     assert (tmp_path / "r" / "interpolation.png").exists()
 
 
+def test_cli_evaluate_several_volumes_gives_mean_and_std_over_them(tmp_path, capsys):
+    from jaxmedrf.io import save_volume
+    from jaxmedrf.mri import summarize_volumes
+
+    v, a = brain_phantom(None, (16, 16, 9), 3.0)
+    w, b = brain_phantom(jax.random.key(1), (16, 16, 9), 3.0, noise_sigma=0.05)
+    srcs = [str(save_volume(v, tmp_path / "a.npz", affine=a)), str(save_volume(w, tmp_path / "b.npz", affine=b))]
+    assert main(["interpolate", *srcs, "--evaluate", "2", "--method", "linear", "--report", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "== a.npz" in out and "== b.npz" in out and "mean ± std over 2 volumes" in out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    one = [json.loads((tmp_path / "r" / d / "interpolation.json").read_text()) for d in ("0_a", "1_b")]
+    vals = [r["methods"]["cubic"]["removed"]["psnr_pooled"] for r in one]
+    got = summary["methods"]["cubic"]["psnr_removed"]
+    assert summary["volumes"] == ["a.npz", "b.npz"] and summary["n_volumes"] == 2
+    np.testing.assert_allclose([got["mean"], got["std"]], [np.mean(vals), np.std(vals)], rtol=1e-12)
+    assert vals[0] != vals[1]  # the noisy volume scores differently: the std is not trivially 0
+    with pytest.raises(ValueError, match="different k"):
+        summarize_volumes([{"k": 2, "methods": {}}, {"k": 4, "methods": {}}])
+
+
 def test_cli_bad_inputs(tmp_path, capsys):
     from jaxmedrf.io import save_volume
 

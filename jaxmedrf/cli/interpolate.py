@@ -38,8 +38,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--thickness", type=float, default=None, metavar="MM", help="slice thickness (default: spacing)")
     p.add_argument("--profile", default="box", choices=("box", "gaussian"), help="through-plane PSF")
     p.add_argument("--out", metavar="OUT", help="output volume (.nii/.nii.gz, .npz, or a DICOM directory)")
-    p.add_argument("--evaluate", type=int, metavar="K", help="keep every K-th slice of IN, restore, print the table")
-    p.add_argument("--report", metavar="DIR", help="with --evaluate: write interpolation.json and .png here")
+    p.add_argument("--evaluate", type=int, metavar="K", help="keep every K-th slice of each IN, restore, print the table; several IN (or --phantom "
+                        "and IN): also mean ± std over the volumes")
+    p.add_argument("--report", metavar="DIR", help="with --evaluate: write interpolation.json and .png here (several volumes: one folder "
+                        "each, and summary.json)")
     p.add_argument("--iters", type=int, default=1000, help="INR optimisation steps")
     p.add_argument("--batch", type=int, default=16384, help="INR voxels per step")
     p.add_argument("--smoothness", type=float, default=None, metavar="W",
@@ -79,6 +81,43 @@ def _load(args):
     return vols
 
 
+def _evaluate(vols, args, cfg, smore_kw) -> int:
+    """``--evaluate K``: the protocol on every input volume; with several, mean ± std over them."""
+    import json
+    from pathlib import Path
+
+    from jaxmedrf._files import atomic_path
+    from jaxmedrf.mri.evaluate import evaluate_interpolation, format_summary, format_table, save_report, summarize_volumes
+
+    names = ["phantom"] * args.phantom + [Path(p).name for p in args.inputs]
+    for v, name in zip(vols, names):
+        ax = _slice_axis(v, args.axis)
+        if args.evaluate < 2 or args.evaluate >= v.shape[ax]:
+            raise ValueError(f"{name}: --evaluate K must be in [2, {v.shape[ax] - 1}] for {v.shape[ax]} slices, "
+                             f"got {args.evaluate}")
+    methods = tuple(dict.fromkeys((args.method, "cubic", "linear")))
+    results = []
+    for i, (v, name) in enumerate(zip(vols, names)):
+        res = evaluate_interpolation(v.array, v.affine, args.evaluate, methods, axis=_slice_axis(v, args.axis),
+                                     inr_config=cfg, progress=not args.quiet, **smore_kw)
+        results.append(res)
+        if len(vols) > 1:
+            print(f"== {name}")
+        print(format_table(res))
+        if args.report:  # one volume: report/interpolation.*; several: report/<i>_<name>/interpolation.*
+            out = Path(args.report) if len(vols) == 1 else Path(args.report) / f"{i}_{name.split('.')[0]}"
+            for p in save_report(res, v.array, out):
+                print(f"wrote {p}")
+    if len(vols) > 1:
+        summary = summarize_volumes(results)
+        print(format_summary(summary))
+        if args.report:
+            with atomic_path(Path(args.report) / "summary.json") as tmp:
+                tmp.write_text(json.dumps({"volumes": names, **summary}, indent=2))
+            print(f"wrote {Path(args.report) / 'summary.json'}")
+    return 0
+
+
 def run(args) -> int:
     import jax
 
@@ -92,21 +131,7 @@ def run(args) -> int:
                     **({} if args.smoothness is None else {"smoothness": args.smoothness}))
     smore_kw = {"smore_config": SMOREConfig(n_iters=args.smore_iters), "key": jax.random.key(args.seed)}
     if args.evaluate is not None:
-        from jaxmedrf.mri.evaluate import evaluate_interpolation, format_table, save_report
-
-        v = vols[0]
-        ax = _slice_axis(v, args.axis)
-        if args.evaluate < 2 or args.evaluate >= v.shape[ax]:
-            raise ValueError(f"--evaluate K must be in [2, {v.shape[ax] - 1}] for {v.shape[ax]} slices, got {args.evaluate}")
-        methods = (args.method, "cubic", "linear")
-        methods = tuple(dict.fromkeys(methods))
-        res = evaluate_interpolation(v.array, v.affine, args.evaluate, methods, axis=ax, inr_config=cfg,
-                                     progress=not args.quiet, **smore_kw)
-        print(format_table(res))
-        if args.report:
-            for p in save_report(res, v.array, args.report):
-                print(f"wrote {p}")
-        return 0
+        return _evaluate(vols, args, cfg, smore_kw)
     if args.out is None:
         raise ValueError("--out is required (or use --evaluate K)")
     if args.spacing is None and args.factor is None:

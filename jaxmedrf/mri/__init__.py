@@ -20,14 +20,16 @@ from jaxmedrf.mri.smore import (
 from jaxmedrf.mri.interpolate import METHODS as METHODS, interpolate as interpolate, target_grid as target_grid
 from jaxmedrf.mri.evaluate import (
     evaluate_interpolation as evaluate_interpolation,
+    format_summary as format_summary,
     format_table as format_table,
     save_report as save_report,
     slice_metrics as slice_metrics,
+    summarize_volumes as summarize_volumes,
 )
 
 __all__ = (
-    "INRConfig", "INRResult", "METHODS", "evaluate_interpolation", "fit_inr", "format_table", "interpolate",
-    "query_inr", "save_report", "slice_metrics", "target_grid",
+    "INRConfig", "INRResult", "METHODS", "evaluate_interpolation", "fit_inr", "format_summary", "format_table",
+    "interpolate", "query_inr", "save_report", "slice_metrics", "summarize_volumes", "target_grid",
     "SliceStack", "acquire", "brain_field", "brain_phantom", "make_stack", "phantom_affine", "psf_offsets",
     "stack_box", "stack_points", "SMOREConfig", "SMOREResult", "apply_smore", "fit_smore",
 )

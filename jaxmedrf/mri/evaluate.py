@@ -20,7 +20,8 @@ from jaxmedrf.mri.inr import INRConfig
 from jaxmedrf.mri.interpolate import METHODS, interpolate
 from jaxmedrf.mri.slices import check_volume, make_stack
 
-__all__ = ["evaluate_interpolation", "slice_metrics", "format_table", "save_report"]
+__all__ = ["evaluate_interpolation", "slice_metrics", "format_table", "format_summary", "save_report",
+           "summarize_volumes"]
 
 
 def slice_metrics(image, reference, slices, *, axis: int = 2, data_range: float) -> dict:
@@ -109,6 +110,34 @@ def evaluate_interpolation(
     return out
 
 
+def summarize_volumes(results: Sequence[dict]) -> dict:
+    """Mean ± std over volumes (cross-validation style: one value per volume) of each method's
+    pooled PSNR and mean SSIM, on the removed slices and on the whole volume.
+
+    Args:
+      results: :func:`evaluate_interpolation` results, one per volume, with the same ``k``.
+
+    Returns:
+      ``{"k", "n_volumes", "methods": {m: {stat: {"mean", "std", "values"}}}}`` for the methods
+      present in every result; ``std`` is the population standard deviation (0 for one volume).
+    """
+    if not results:
+        raise ValueError("summarize_volumes: no results")
+    ks = {r["k"] for r in results}
+    if len(ks) != 1:
+        raise ValueError(f"summarize_volumes: results have different k {sorted(ks)}")
+    methods = [m for m in results[0]["methods"] if all(m in r["methods"] for r in results)]
+    stats = {"psnr_removed": ("removed", "psnr_pooled"), "ssim_removed": ("removed", "ssim_mean"),
+             "psnr_whole": ("whole", "psnr_pooled"), "ssim_whole": ("whole", "ssim_mean")}
+    out = {"k": ks.pop(), "n_volumes": len(results), "methods": {}}
+    for m in methods:
+        out["methods"][m] = {}
+        for name, (part, key) in stats.items():
+            vals = np.array([r["methods"][m][part][key] for r in results], np.float64)
+            out["methods"][m][name] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "values": vals.tolist()}
+    return out
+
+
 def format_table(result: dict) -> str:
     """A plain-text table of the protocol's results."""
     rows = [f"k = {result['k']} (axis {result['axis']}), {len(result['removed'])} removed slices",
@@ -119,6 +148,17 @@ def format_table(result: dict) -> str:
         rows.append(f"{m:8s} {a['psnr_mean']:11.2f} ± {a['psnr_std']:5.2f} {a['ssim_mean']:9.3f} ± {a['ssim_std']:5.3f}"
                     f" {b['psnr_mean']:9.2f} ± {b['psnr_std']:5.2f} {b['ssim_mean']:7.3f} ± {b['ssim_std']:5.3f}"
                     f" {r['time_s']:9.1f}")
+    return "\n".join(rows)
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of :func:`summarize_volumes`."""
+    rows = [f"k = {summary['k']}, mean ± std over {summary['n_volumes']} volumes (PSNR pooled per volume)",
+            f"{'method':8s} {'PSNR removed (dB)':>18s} {'SSIM removed':>15s} {'PSNR whole (dB)':>16s} {'SSIM whole':>14s}"]
+    for m, st in summary["methods"].items():
+        f = {k: f"{v['mean']:.{3 if k.startswith('ssim') else 2}f} ± {v['std']:.{3 if k.startswith('ssim') else 2}f}"
+             for k, v in st.items()}
+        rows.append(f"{m:8s} {f['psnr_removed']:>18s} {f['ssim_removed']:>15s} {f['psnr_whole']:>16s} {f['ssim_whole']:>14s}")
     return "\n".join(rows)
 
 
