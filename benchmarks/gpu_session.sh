@@ -6,7 +6,8 @@
 #
 # Steps: kernels (fused projector vs XLA), hashgrid (hash grid + torch-ngp peer), render,
 # baselines (FDK/SART/CGLS + mbirjax: 128³/50 views every variant, then the fused-kernel variants
-# at 256³ and at 25 views), naf (NAF speed variants:
+# at 256³ and at 25 views), memory (peak memory of each baseline and of the quality scores, each
+# in a fresh process), naf (NAF speed variants:
 # occupancy grid, mixed precision, Pallas hash grid), register (100 trials), sweep (INR variants
 # at k = 4), mri (the interpolation protocol at k = 4, 2, 6), scaling (every GPU).
 # Single-GPU benchmarks run on GPU 0 (CUDA_VISIBLE_DEVICES=0).
@@ -30,6 +31,8 @@ for s in "$@"; do
       mkdir -p "$out/b256" "$out/b128"
       one timeout 200 python3 benchmarks/baselines.py --sizes 256 --views 50 25 --repeats 2 --variants $fast --out-dir "$out/b256"
       one timeout 120 python3 benchmarks/baselines.py --sizes 128 --views 25 --repeats 2 --variants $fast --out-dir "$out/b128" ;;
+    memory) one timeout 300 python3 benchmarks/baselines.py --memory --sizes 256 128 --views 50 25 --iters 10 \
+              --variants sart_pallas_siddon sart_voxel_pallas_siddon cgls_pallas_siddon --out-dir "$out" ;;
     naf) one timeout 170 python3 -m benchmarks.reconstruct --out-dir "$out" \
            --cases naf128_50_s64,naf128_50_s64_occ,naf128_50_mixed,naf128_50_pallas ;;
     register) one timeout 260 python3 benchmarks/register.py --nanodrr-every 25 --budget-s 190 --out-dir "$out" ;;
