@@ -40,4 +40,6 @@ def test_bad_input(vol_npz, tmp_path):
     assert main(["render", str(vol_npz), "--out", str(out), "--n-frames", "0"]) == 2
     np.savez(tmp_path / "nogeo.npz", volume=np.zeros((4, 4, 4), np.float32))
     assert main(["render", str(tmp_path / "nogeo.npz"), "--out", str(out)]) == 2
+    (tmp_path / "junk.npz").write_text("not a zip")  # one line on stderr and status 2, not a BadZipFile traceback
+    assert main(["render", str(tmp_path / "junk.npz"), "--out", str(out)]) == 2
     assert not out.exists()

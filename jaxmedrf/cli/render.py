@@ -81,15 +81,12 @@ def write_frames(frames: np.ndarray, out: Path, *, fps: float) -> None:
 def _read_volume(path: Path):
     """``(volume μ, d_voxel, off_origin)`` from a .npz with geometry, or any volume io reads."""
     if path.suffix == ".npz":
+        from jaxmedrf._files import read_npz
         from jaxmedrf.geometry import Geometry
 
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        with np.load(path, allow_pickle=False) as z:
-            if "volume" not in z.files or "geometry" not in z.files:
-                raise ValueError(f"{path}: a .npz needs `volume` and `geometry` (has {sorted(z.files)})")
-            g0 = Geometry.from_json(str(z["geometry"]))
-            volume = np.asarray(z["volume"], np.float32)
+        z = read_npz(path, ("volume", "geometry"), what="input")
+        g0 = Geometry.from_json(str(z["geometry"]))
+        volume = np.asarray(z["volume"], np.float32)
         g0.check_volume(volume)
         d_voxel, off = np.asarray(g0.d_voxel), np.asarray(g0.off_origin)
     else:
