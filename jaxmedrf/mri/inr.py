@@ -34,7 +34,7 @@ from jaxtyping import Array, Float
 
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init
-from jaxmedrf.mri.slices import SliceStack, _frame, psf_offsets, stack_box, stack_points
+from jaxmedrf.mri.slices import SliceStack, _frame, intensity_norm, psf_offsets, stack_box, stack_points
 
 __all__ = ["INRConfig", "INRResult", "fit_inr", "query_inr", "check_overlap", "axis_steps"]
 
@@ -265,7 +265,7 @@ def fit_inr(
     if cfg.smoothness is None:
         cfg = dataclasses.replace(cfg, smoothness=SINGLE_STACK_SMOOTHNESS if len(stacks) == 1 else 0.0)
     cfg = dataclasses.replace(cfg, steps_per_call=min(cfg.steps_per_call, cfg.n_iters))
-    norm = float(np.percentile(stacks[0].values, 99.9)) or float(np.max(np.abs(stacks[0].values))) or 1.0
+    norm = intensity_norm(stacks[0])
     pts = np.concatenate([stack_points(s) for s in stacks])
     vals = np.concatenate([s.values.reshape(-1) / norm for s in stacks]).astype(np.float32)
     sid = np.concatenate([np.full(s.values.size, i, np.int32) for i, s in enumerate(stacks)])

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["SliceStack", "acquire", "make_stack", "psf_offsets", "stack_box", "stack_points", "check_volume"]
+__all__ = ["SliceStack", "acquire", "check_volume", "intensity_norm", "make_stack", "psf_offsets", "stack_box", "stack_points"]
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))  # σ = FWHM / 2.3548
 PROFILES = ("box", "gaussian")
@@ -200,6 +200,12 @@ def psf_offsets(
     X = np.stack(np.meshgrid(gh_x, gh_x, t_x, indexing="ij"), -1).reshape(-1, 3)
     W = np.einsum("i,j,k->ijk", gh_w, gh_w, t_w).reshape(-1)
     return jnp.asarray(X, jnp.float32) * widths, jnp.asarray(W, jnp.float32)
+
+
+def intensity_norm(stack: SliceStack) -> float:
+    """The stack's 99.9th intensity percentile (its maximum |value| where that is 0, else 1):
+    the unit in which the INR and SMORE fits see the intensities."""
+    return float(np.percentile(stack.values, 99.9)) or float(np.max(np.abs(stack.values))) or 1.0
 
 
 def _frame(stack: SliceStack) -> np.ndarray:

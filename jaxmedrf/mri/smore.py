@@ -41,7 +41,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxmedrf.mri.inr import train_loop
 from jaxmedrf.mri.interpolate import axis_weights, interpolate_along_axis
-from jaxmedrf.mri.slices import FWHM_TO_SIGMA, SliceStack
+from jaxmedrf.mri.slices import FWHM_TO_SIGMA, SliceStack, intensity_norm
 
 __all__ = ["SMOREConfig", "SMOREResult", "fit_smore", "apply_smore", "degrade_matrix", "cnn_init", "cnn_apply"]
 
@@ -259,7 +259,7 @@ def fit_smore(
     if ratio <= 1.0 + 1e-6:
         raise ValueError(f"fit_smore: the slice spacing ({stack.slice_spacing:g} mm) must exceed the in-plane "
                          f"step ({_in_plane_step(stack):g} mm); nothing to restore")
-    norm = float(np.percentile(stack.values, 99.9)) or float(np.max(np.abs(stack.values))) or 1.0
+    norm = intensity_norm(stack)
     config = dataclasses.replace(config, steps_per_call=min(config.steps_per_call, config.n_iters))
     k_pool, k_init, k_train = jax.random.split(key, 3)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(k_pool)).ravel().tolist())
