@@ -44,7 +44,7 @@ from jaxtyping import Array, Float
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid
 from jaxmedrf.geometry import Geometry, volume_box
-from jaxmedrf.occupancy import occupancy_init, occupancy_update
+from jaxmedrf.occupancy import occupancy_init, occupancy_update, occupied_fraction
 from jaxmedrf.parallel import batch_sharding, constrain
 from jaxmedrf.rays import box_intersect, pixel_rays
 from jaxmedrf.render import render_rays
@@ -512,7 +512,8 @@ def train_naf(
     history["train_seconds"] = time.perf_counter() - t_start - t_eval
     history["mu_scale"] = config.field.mu_scale
     if state.occupancy is not None:
-        history["occupied_fraction"] = float(jnp.mean(state.occupancy.occupied[:n_cases].astype(jnp.float32)))
+        history["occupied_fraction"] = float(occupied_fraction(jax.tree_util.tree_map(lambda x: x[:n_cases],
+                                                                                      state.occupancy)))
     if eval_fn is not None:
         history.update(eval_fn(volume[0] if single else volume))
     params = jax.tree_util.tree_map(lambda x: x[0] if single else x[:n_cases], state.params)

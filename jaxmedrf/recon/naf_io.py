@@ -23,7 +23,7 @@ from jaxtyping import Array, Float
 from jaxmedrf.fields.encodings import FrequencyConfig, HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply
 from jaxmedrf.geometry import Geometry, volume_box
-from jaxmedrf.rays import geometry_rays
+from jaxmedrf.rays import Rays, geometry_rays
 from jaxmedrf.recon.naf import NAFConfig, _ckpt_dirs, init_state, restore_checkpoint
 from jaxmedrf.render import render_rays
 
@@ -103,15 +103,14 @@ def render_projections(
     n_chunks = -(-n // chunk)
     pad = n_chunks * chunk - n
 
-    def flat(a):
-        a = a.reshape(n, 3)
-        return jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]).reshape(n_chunks, chunk, 3) if pad else a.reshape(n_chunks, chunk, 3)
+    def flat(a):  # (n_chunks, chunk, 3); the last chunk padded with copies of the last ray
+        return jnp.pad(a.reshape(n, 3), ((0, pad), (0, 0)), mode="edge").reshape(n_chunks, chunk, 3)
 
     field = lambda x: field_apply(params, x, config.field, lo=lo, hi=hi)  # noqa: E731
 
     def one(r):
         o, d = r
-        return render_rays(field, type(rays)(o, d), lo, hi, n_samples=config.n_samples, n_importance=config.n_importance)
+        return render_rays(field, Rays(o, d), lo, hi, n_samples=config.n_samples, n_importance=config.n_importance)
 
     out = jax.lax.map(one, (flat(rays.origins), flat(rays.directions)))
     return out.reshape(-1)[:n].reshape(shape)
