@@ -4,8 +4,8 @@ Each input (DICOM series directory, NIfTI or .npz, through :func:`jaxmedrf.io.lo
 one stack; its slice axis is the axis of largest spacing (``--axis`` to choose). The output grid
 is the first input's, refined along its slice axis; it is written with its affine (orientation
 kept) by :func:`jaxmedrf.io.save_volume` (DICOM output de-identified). ``--evaluate K`` runs the
-slice-removal protocol on the first input and prints the table (the chosen method beside cubic
-and linear). ``--method smore`` trains the self-supervised through-plane network of
+slice-removal protocol on each input and prints its table (the chosen method beside cubic and
+linear), and with several inputs the mean ± std over them. ``--method smore`` trains the self-supervised through-plane network of
 :mod:`jaxmedrf.mri.smore` on the first input's own in-plane slices. ``--phantom`` uses the
 built-in brain phantom as the input.
 """
@@ -38,10 +38,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--thickness", type=float, default=None, metavar="MM", help="slice thickness (default: spacing)")
     p.add_argument("--profile", default="box", choices=("box", "gaussian"), help="through-plane PSF")
     p.add_argument("--out", metavar="OUT", help="output volume (.nii/.nii.gz, .npz, or a DICOM directory)")
-    p.add_argument("--evaluate", type=int, metavar="K", help="keep every K-th slice of each IN, restore, print the table; several IN (or --phantom "
-                        "and IN): also mean ± std over the volumes")
-    p.add_argument("--report", metavar="DIR", help="with --evaluate: write interpolation.json and .png here (several volumes: one folder "
-                        "each, and summary.json)")
+    p.add_argument("--evaluate", type=int, metavar="K",
+                   help="keep every K-th slice of each IN, restore, print the table; several IN (or --phantom and "
+                        "IN): also mean ± std over the volumes")
+    p.add_argument("--report", metavar="DIR",
+                   help="with --evaluate: write interpolation.json and .png here (several volumes: one folder each, "
+                        "and summary.json)")
     p.add_argument("--iters", type=int, default=1000, help="INR optimisation steps")
     p.add_argument("--batch", type=int, default=16384, help="INR voxels per step")
     p.add_argument("--smoothness", type=float, default=None, metavar="W",
@@ -123,10 +125,9 @@ def run(args) -> int:
 
     from jaxmedrf.mri.inr import INRConfig, check_overlap
     from jaxmedrf.mri.slices import SliceStack
-
-    vols = _load(args)
     from jaxmedrf.mri.smore import SMOREConfig
 
+    vols = _load(args)
     cfg = INRConfig(n_iters=args.iters, batch=args.batch, seed=args.seed,
                     **({} if args.smoothness is None else {"smoothness": args.smoothness}))
     smore_kw = {"smore_config": SMOREConfig(n_iters=args.smore_iters), "key": jax.random.key(args.seed)}

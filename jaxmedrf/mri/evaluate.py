@@ -155,10 +155,13 @@ def format_summary(summary: dict) -> str:
     """A plain-text table of :func:`summarize_volumes`."""
     rows = [f"k = {summary['k']}, mean ± std over {summary['n_volumes']} volumes (PSNR pooled per volume)",
             f"{'method':8s} {'PSNR removed (dB)':>18s} {'SSIM removed':>15s} {'PSNR whole (dB)':>16s} {'SSIM whole':>14s}"]
+    widths = {"psnr_removed": 18, "ssim_removed": 15, "psnr_whole": 16, "ssim_whole": 14}
     for m, st in summary["methods"].items():
-        f = {k: f"{v['mean']:.{3 if k.startswith('ssim') else 2}f} ± {v['std']:.{3 if k.startswith('ssim') else 2}f}"
-             for k, v in st.items()}
-        rows.append(f"{m:8s} {f['psnr_removed']:>18s} {f['ssim_removed']:>15s} {f['psnr_whole']:>16s} {f['ssim_whole']:>14s}")
+        cells = []
+        for k, w in widths.items():
+            d = 3 if k.startswith("ssim") else 2
+            cells.append(f"{st[k]['mean']:.{d}f} ± {st[k]['std']:.{d}f}".rjust(w))
+        rows.append(f"{m:8s} " + " ".join(cells))
     return "\n".join(rows)
 
 
