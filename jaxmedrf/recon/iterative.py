@@ -272,6 +272,8 @@ def sart(
     _check_common(projections, geometry, n_iters, method)
     if residual not in ("exact", "running"):
         raise ValueError(f"residual must be 'exact' or 'running', got {residual!r}")
+    if backprojector not in ("matched", "voxel"):
+        raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
     if not (0 < relaxation < 2):
         raise ValueError(f"relaxation must be in (0, 2), got {relaxation!r}")
     if int(n_subsets) != n_subsets or n_subsets <= 0:
@@ -285,12 +287,10 @@ def sart(
     ids = np.arange(n_sub)[:, None] + n_sub * np.arange(m)[None, :]
     mask = ids < n_views
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
-    if backprojector not in ("matched", "voxel"):
-        raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
     b = jnp.asarray(projections, dtype)
-    weights, epoch, residual_of = _sart_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype),
-                                                 _implementation(implementation, mesh),
-                                              backprojector, float(relaxation), bool(nonneg), float(tv_weight), int(tv_iters))
+    weights, epoch, residual_of = _sart_programs(
+        method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), _implementation(implementation, mesh),
+        backprojector, float(relaxation), bool(nonneg), float(tv_weight), int(tv_iters))
     ids_j = jnp.asarray(ids)
     W, V = weights(geometry, ids_j, jnp.asarray(mask, dtype))
     bs = b[ids_j]
