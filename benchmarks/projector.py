@@ -89,7 +89,7 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
         method = c.get("method", "trilinear")
         if c["implementation"] == "xla":
             return lambda v, geo: jm.project(v, geo, method=method, step=step, chunk_size=c.get("chunk"))
-        kw = {k: c[k] for k in ("block_rays", "tile", "lanes", "num_warps", "unroll", "pack_z", "interpret") if k in c}
+        kw = {k: c[k] for k in ("block_rays", "tile", "lanes", "num_warps", "unroll", "pack", "interpret") if k in c}
         return lambda v, geo: project_pallas(v, geo, method=method, n_samples=n_samples, **kw)
 
     target = jax.jit(projector({"implementation": "xla"}))(vol32, g) * 1.01
@@ -146,9 +146,13 @@ KERNEL_CONFIGS = [
     {"implementation": "pallas", "dtype": "float32"},
     {"implementation": "pallas", "dtype": "bfloat16"},
     {"implementation": "pallas", "dtype": "float16"},
-    {"implementation": "pallas", "dtype": "bfloat16", "pack_z": True},
+    {"implementation": "pallas", "dtype": "bfloat16", "pack": "z"},
+    {"implementation": "pallas", "dtype": "float32", "pack": "z"},
+    {"implementation": "pallas", "dtype": "float32", "pack": "yz"},
+    {"implementation": "pallas", "dtype": "bfloat16", "pack": "yz"},
     {"implementation": "xla", "dtype": "float32", "method": "siddon"},
     {"implementation": "pallas", "dtype": "float32", "method": "siddon"},
+    {"implementation": "pallas", "dtype": "bfloat16", "method": "siddon"},
 ]
 
 
@@ -204,7 +208,7 @@ def kernels_main(a) -> dict:
     print(f"{'case':34s} {'fwd':>8s} {'f+b vol':>8s} {'f+b pose':>8s}  ms per DRR")
     for res in results:
         for r in res.get("rows", []):
-            name = f"{r['implementation']} {r.get('method', 'trilinear')} {r['dtype']} {r['n_voxel']}³"
+            name = f"{r['implementation']} {r.get('method', 'trilinear')} {r['dtype']} {r.get('pack') or ''} {r['n_voxel']}³"
             f = lambda k: f"{r[k]:8.3f}" if k in r else f"{'-':>8s}"  # noqa: E731
             print(f"{name:34s} {f('forward_ms_per_drr')} {f('forward_backward_volume_ms_per_drr')} "
                   f"{f('forward_backward_pose_ms_per_drr')} {r.get('error', '')}")

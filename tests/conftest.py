@@ -15,8 +15,9 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def rng():
-    """A NumPy generator with a fresh seed per test (printed on failure by pytest's -ra)."""
-    seed = np.random.SeedSequence().entropy % (2**32)
+    """A NumPy generator with a fresh seed per test (printed on failure); set
+    JAXMEDRF_TEST_SEED to rerun a failure with the seed it printed."""
+    seed = int(os.environ.get("JAXMEDRF_TEST_SEED") or np.random.SeedSequence().entropy % (2**32))
     print(f"numpy seed {seed}")
     return np.random.default_rng(seed)
 

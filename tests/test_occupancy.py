@@ -138,10 +138,12 @@ def test_occupancy_marching_equals_dense_marching(rng):
         return integrate(ball_field(pts.reshape(-1, 3)).reshape(t.shape), dt, r.lengths)
 
     np.testing.assert_allclose(by_hand(r, g), got, rtol=1e-6, atol=1e-7)
-    # at 32 samples the skipping marcher is closer than dense marching at 32
-    err_occ = np.abs(np.asarray(render_rays(ball_field, r, LO, HI, n_samples=32, occupancy=g)) - dense).max()
-    err_dense = np.abs(np.asarray(render_rays(ball_field, r, LO, HI, n_samples=32)) - dense).max()
-    assert err_occ < 0.5 * err_dense, (err_occ, err_dense)
+    # At 32 samples the skipping marcher is closer than dense marching at 32: the mean error
+    # over the rays is about a third (median over 1500 seeds 0.34, largest 0.59); the worst
+    # ray alone varies too much with the draw to bound (up to 0.79).
+    err_occ = np.abs(np.asarray(render_rays(ball_field, r, LO, HI, n_samples=32, occupancy=g)) - dense).mean()
+    err_dense = np.abs(np.asarray(render_rays(ball_field, r, LO, HI, n_samples=32)) - dense).mean()
+    assert err_occ < 0.7 * err_dense, (err_occ, err_dense)
 
 
 def test_stratified_occupied_sampling_is_unbiased(rng):

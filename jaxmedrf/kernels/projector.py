@@ -31,15 +31,18 @@ the XLA projector runs instead, with one warning.
 
 A Siddon kernel (:func:`siddon_integrals_pallas`, an Amanatides–Woo voxel walk with the same
 custom-VJP structure: pose gradient in the forward walk, one atomic per segment for the
-volume gradient) is tested in interpret mode but not yet compiled or timed on GPU.
+volume gradient) sits beside it.
 
-Measured on an H100 (JAX 0.11.2, ``benchmarks/results/projector_kernels_*``; 256³ float32
-Shepp–Logan, 256² detector, 512 samples per ray, 8 views a batch, per DRR): forward 0.49 ms,
-forward + pose gradient 0.48 ms, forward + volume gradient 3.5 ms; the XLA trilinear
-projector in the same process: 1.31 / 6.79 / 7.32 ms. The forward is bound by the gathers
-(eight scattered 4-byte loads per sample, L1 transactions rather than DRAM bandwidth:
-bfloat16 storage gives the same time); the volume gradient by the float32 atomics (eight per
-sample, ~80e9 a second).
+Measured on an H100 (JAX 0.11.2, ``benchmarks/results/projector_kernels_*2026-11-25.json``;
+256³ Shepp–Logan, 256² detector, 512 samples per ray, 8 views a batch, per DRR, forward /
+forward + pose gradient / forward + volume gradient): trilinear float32 0.49 / 0.46 / 3.55 ms,
+bfloat16 with z-pairs in one word (``pack="z"``) 0.30 / 0.30 / 3.39 ms, Siddon float32
+0.31 / 0.35 / 0.53 ms; the XLA trilinear projector in the same process 1.31 / 6.80 / 7.31 ms.
+The trilinear forward is bound by the gathers (eight scattered loads per sample: L1
+transactions rather than DRAM bandwidth, so bfloat16 storage alone gives the same time and
+halving the loads gives 1.6×); its volume gradient by the float32 atomics (eight per sample,
+~80e9 a second). Float32 pairs and the four-corner ``pack="yz"`` layout (two 8- or 16-byte
+loads per sample) are tested in interpret mode and not yet timed on a GPU.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ def _axis(g, n: int):
     return inside, i0.astype(jnp.int32), c - i0, (x > 0.0) & (x < float(n - 1))
 
 
+PACKS = (None, "z", "yz")
+
+
 def _pack_z(volume):
     """16-bit volume → uint32 words holding voxel (x, y, z) low and (x, y, z+1) high: one
     gather then reads both z corners of a cell."""
@@ -96,10 +102,35 @@ def _unpack_z(word, dtype):
     return half(word & jnp.uint32(0xFFFF)), half(word >> jnp.uint32(16))
 
 
-def _sample(vol_ref, ray, a, shape, *, need_grad, packed=None):
+def _pack_columns(volume, pack: str):
+    """Flat ``(N·K,)`` copy holding, per voxel, its ``K`` cell corners in the storage dtype:
+    ``"z"``: (z, z+1); ``"yz"``: (y z, y z+1, y+1 z, y+1 z+1) (edge voxels repeated), so that
+    one ``K``-wide load (8 or 16 bytes) replaces ``K`` scattered ones."""
+    nxt = lambda v, axis: jnp.concatenate(  # noqa: E731
+        [jax.lax.slice_in_dim(v, 1, None, axis=axis), jax.lax.slice_in_dim(v, -1, None, axis=axis)], axis=axis)
+    cols = [volume, nxt(volume, 2)]
+    if pack == "yz":
+        cols += [nxt(c, 1) for c in cols]
+    return jnp.stack(cols, axis=-1).reshape(-1)
+
+
+def _pack_layout(dtype, pack):
+    """``(K, bit-packed)``: corners per gathered row, and whether they are 16-bit z-pairs in
+    one uint32 word (:func:`_pack_z`) rather than ``K`` values of the storage dtype."""
+    if pack is None:
+        return 1, False
+    if pack == "z" and jnp.dtype(dtype).itemsize == 2:
+        return 1, True
+    return (2 if pack == "z" else 4), False
+
+
+def _sample(vol_ref, ray, a, shape, *, need_grad, columns=1, bits=None):
     """μ (and ∇μ in voxel units) at ``start + a · segment`` for a tile of rays.
 
-    ``packed``: the storage dtype when ``vol_ref`` holds z-pairs (:func:`_pack_z`)."""
+    ``columns``: corners per gathered row (:func:`_pack_columns`; 1: the plain volume);
+    ``bits``: the storage dtype when ``vol_ref`` holds 16-bit z-pairs in words (:func:`_pack_z`).
+    Per x corner the y-z bilinear value and its two fraction derivatives are formed, then
+    ``μ = c0 + fx (c1 − c0)``."""
     nx, ny, nz = shape
     sx, sy, sz, ex, ey, ez = ray
     ix_in, i0x, fx, kx = _axis(sx + a * ex, nx)
@@ -108,29 +139,47 @@ def _sample(vol_ref, ray, a, shape, *, need_grad, packed=None):
     inside = ix_in & iy_in & iz_in
     ox, oy, oz = (ny * nz if nx > 1 else 0), (nz if ny > 1 else 0), (1 if nz > 1 else 0)
     base = (i0x * ny + i0y) * nz + i0z
-    v = {}
+    if columns > 1:  # column k holds corner (dy, dz) = (k >> 1, k & 1)
+        k = jnp.arange(columns, dtype=jnp.int32)[None, :]
+        hz = (k & 1) == 1
+        wz = jnp.where(hz, fz[:, None], 1.0 - fz[:, None])
+        sgz = jnp.where(hz, 1.0, -1.0)
+        if columns == 4:
+            hy = (k & 2) == 2
+            wy = jnp.where(hy, fy[:, None], 1.0 - fy[:, None])
+            sgy = jnp.where(hy, 1.0, -1.0)
+
+    def along_z(idx):
+        """The z-lerp at corner row ``idx`` (flat voxel index) and its d/dfz."""
+        if columns == 2:
+            pair = vol_ref[(idx * 2)[:, None] + k].astype(jnp.float32)
+            return jnp.sum(pair * wz, axis=1), jnp.sum(pair * sgz, axis=1)
+        if bits is not None:
+            v0, v1 = _unpack_z(vol_ref[idx], bits)
+        else:
+            v0, v1 = (vol_ref[idx + dz * oz].astype(jnp.float32) for dz in (0, 1))
+        return v0 + fz * (v1 - v0), v1 - v0
+
+    c, dcy, dcz = [], [], []  # per x corner: bilinear value in (y, z), d/dfy, d/dfz
     for dx in (0, 1):
-        for dy in (0, 1):
-            if packed is not None:
-                v[dx, dy, 0], v[dx, dy, 1] = _unpack_z(vol_ref[base + (dx * ox + dy * oy)], packed)
-                continue
-            for dz in (0, 1):
-                v[dx, dy, dz] = vol_ref[base + (dx * ox + dy * oy + dz * oz)].astype(jnp.float32)
-    c00 = v[0, 0, 0] + fz * (v[0, 0, 1] - v[0, 0, 0])
-    c01 = v[0, 1, 0] + fz * (v[0, 1, 1] - v[0, 1, 0])
-    c10 = v[1, 0, 0] + fz * (v[1, 0, 1] - v[1, 0, 0])
-    c11 = v[1, 1, 0] + fz * (v[1, 1, 1] - v[1, 1, 0])
-    c0 = c00 + fy * (c01 - c00)
-    c1 = c10 + fy * (c11 - c10)
-    mu = jnp.where(inside, c0 + fx * (c1 - c0), 0.0)
+        row = base + dx * ox
+        if columns == 4:
+            quad = vol_ref[(row * 4)[:, None] + k].astype(jnp.float32)
+            c.append(jnp.sum(quad * (wy * wz), axis=1))
+            dcy.append(jnp.sum(quad * (sgy * wz), axis=1))
+            dcz.append(jnp.sum(quad * (wy * sgz), axis=1))
+            continue
+        (c_0, d_0), (c_1, d_1) = along_z(row), along_z(row + oy)
+        c.append(c_0 + fy * (c_1 - c_0))
+        dcy.append(c_1 - c_0)
+        dcz.append((1.0 - fy) * d_0 + fy * d_1)
+    mu = jnp.where(inside, c[0] + fx * (c[1] - c[0]), 0.0)
     if not need_grad:
         return mu, None
-    gx = c1 - c0
-    gy = (1.0 - fx) * (c01 - c00) + fx * (c11 - c10)
-    dz0 = (1.0 - fy) * (v[0, 0, 1] - v[0, 0, 0]) + fy * (v[0, 1, 1] - v[0, 1, 0])
-    dz1 = (1.0 - fy) * (v[1, 0, 1] - v[1, 0, 0]) + fy * (v[1, 1, 1] - v[1, 1, 0])
-    gz = (1.0 - fx) * dz0 + fx * dz1
-    grad = tuple(jnp.where(inside & k, gk, 0.0) for gk, k in ((gx, kx), (gy, ky), (gz, kz)))
+    gx = c[1] - c[0]
+    gy = (1.0 - fx) * dcy[0] + fx * dcy[1]
+    gz = (1.0 - fx) * dcz[0] + fx * dcz[1]
+    grad = tuple(jnp.where(inside & kk, gk, 0.0) for gk, kk in ((gx, kx), (gy, ky), (gz, kz)))
     return mu, grad
 
 
@@ -154,7 +203,7 @@ def _load_rays(ray_ref):
     return tuple(ray_ref[k] for k in range(6))
 
 
-def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unroll, packed):
+def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unroll, columns, bits):
     ray = _load_rays(ray_ref)
     need_grad = bool(grad_refs)
     zero = jnp.zeros_like(ray[0])
@@ -162,7 +211,7 @@ def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unr
 
     def body(i, carry):
         a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
-        mu, g = _sample(vol_ref, ray, a, shape, need_grad=need_grad, packed=packed)
+        mu, g = _sample(vol_ref, ray, a, shape, need_grad=need_grad, columns=columns, bits=bits)
         if not need_grad:
             return (carry[0] + mu,)
         acc, gx, gy, gz, ax, ay, az = carry
@@ -209,12 +258,15 @@ def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, i
     _march(body, 0, n_samples, unroll)
 
 
-def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpret, name, prepare=None):
+def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpret, name, prepare=None,
+              n_vox_in=None):
     """The custom-VJP op ``(flat volume, (8, R) ray table) → (R,) sums`` from a forward
-    kernel (optionally writing the per-ray gradient table) and an atomic adjoint kernel."""
+    kernel (optionally writing the per-ray gradient table) and an atomic adjoint kernel.
+    ``prepare`` maps the flat volume to the forward kernel's input (``n_vox_in`` entries)."""
     n_vox = math.prod(shape)
     params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
     vol_spec = pl.BlockSpec((n_vox,), lambda i: (0,))
+    in_spec = pl.BlockSpec((n_vox_in or n_vox,), lambda i: (0,))
     ray_spec = pl.BlockSpec((_ROWS, block), lambda i: (0, i))
     row_spec = pl.BlockSpec((block,), lambda i: (i,))
 
@@ -226,7 +278,7 @@ def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpr
             out_shape.append(jax.ShapeDtypeStruct((_ROWS, r), jnp.float32))
             out_specs.append(ray_spec)
         res = pl.pallas_call(
-            fwd_kernel, grid=(r // block,), in_specs=[vol_spec, ray_spec], out_specs=out_specs, out_shape=out_shape,
+            fwd_kernel, grid=(r // block,), in_specs=[in_spec, ray_spec], out_specs=out_specs, out_shape=out_shape,
             interpret=interpret, compiler_params=params, name=f"{name}_grad" if need_grad else name,
         )(vol if prepare is None else prepare(vol), table)
         return res if need_grad else (res[0], None)
@@ -245,13 +297,19 @@ def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpr
 @functools.lru_cache(maxsize=None)
 def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack):
     """The trilinear march for one configuration."""
-    packed = dtype if pack else None
+    columns, bit_packed = _pack_layout(dtype, pack)
     kw = dict(shape=shape, n_samples=n_samples, unroll=unroll)
+    if pack is None:
+        prepare = None
+    elif bit_packed:
+        prepare = lambda v: _pack_z(v.reshape(shape))  # noqa: E731
+    else:
+        prepare = lambda v: _pack_columns(v.reshape(shape), pack)  # noqa: E731
     return _build_op(
-        functools.partial(_forward_kernel, packed=packed, **kw),
+        functools.partial(_forward_kernel, columns=columns, bits=dtype if bit_packed else None, **kw),
         functools.partial(_scatter_kernel, interpret=interpret, **kw),
         shape=shape, dtype=dtype, block=block, num_warps=num_warps, interpret=interpret, name="trilinear_march",
-        prepare=(lambda v: _pack_z(v.reshape(shape))) if pack else None)
+        prepare=prepare, n_vox_in=math.prod(shape) * columns)
 
 
 # --------------------------------------------------------------------------- Siddon
@@ -412,7 +470,12 @@ def _check_block(block_rays: int, unroll: int) -> None:
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
 
 
-def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack_z):
+def _check_pack(pack) -> None:
+    if pack not in PACKS:
+        raise ValueError(f"pack must be one of {PACKS}, got {pack!r}")
+
+
+def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack):
     """The kernel path of :func:`trilinear_integrals_pallas` (inputs already checked)."""
     f32 = jnp.float32
     o, d = rays.origins.astype(f32), rays.directions.astype(f32)
@@ -427,9 +490,8 @@ def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_war
     table = jnp.concatenate([start.T, seg.T, jnp.zeros((2, r), f32)], axis=0)
     # Padding rays start outside the box (-1 voxel) with a zero segment: they add nothing.
     table = jnp.pad(table, ((0, 0), (0, r_pad - r)), constant_values=-1.0).at[3:, r:].set(0.0)
-    dtype = jnp.dtype(volume.dtype)
-    pack = dtype.itemsize == 2 and bool(pack_z)
-    op = _fused_op(tuple(volume.shape), dtype, n_samples, block_rays, unroll, num_warps, interpret, pack)
+    op = _fused_op(tuple(volume.shape), jnp.dtype(volume.dtype), n_samples, block_rays, unroll, num_warps, interpret,
+                   pack)
     s = op(volume.reshape(-1), table)[:r]
     return s * (span / n_samples) * Rays(o, d).lengths
 
@@ -444,7 +506,7 @@ def trilinear_integrals_pallas(
     block_rays: int = DEFAULT_BLOCK,
     unroll: int = 2,
     num_warps: int = DEFAULT_WARPS,
-    pack_z: bool = False,
+    pack: str | None = None,
     interpret: bool | None = None,
 ) -> Float[Array, " rays"]:
     """Line integrals of the trilinear field along ``(R, 3)`` rays, by the fused kernel.
@@ -462,9 +524,11 @@ def trilinear_integrals_pallas(
       block_rays: rays per program (a power of two).
       unroll: samples per loop iteration.
       num_warps: Triton warps per program (GPU).
-      pack_z: for a 16-bit volume, gather z-neighbour pairs as one 32-bit word (half the
-        loads; a packed copy of the volume, twice its size, is made per call). Tested in
-        interpret mode, not yet timed on GPU.
+      pack: gather several cell corners with one load from a packed copy of the volume
+        made per call: ``"z"`` the (z, z+1) pairs (half the loads; a 16-bit pair is one
+        32-bit word, a float32 pair 8 bytes; the copy is twice the volume), ``"yz"`` the four
+        (y, z) corners (a quarter of the loads, 8 or 16 bytes each; the copy is four times
+        the volume). ``None``: the volume itself, eight loads a sample.
       interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests).
         ``None``: compiled on GPU; elsewhere the XLA projector runs, with a warning.
 
@@ -472,18 +536,19 @@ def trilinear_integrals_pallas(
       ``(R,)`` line integrals, dimensionless, float32.
 
     Raises:
-      ValueError: a bad ``n_samples``, ``block_rays`` or ``unroll``.
+      ValueError: a bad ``n_samples``, ``block_rays``, ``unroll`` or ``pack``.
     """
     if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     _check_block(block_rays, unroll)
+    _check_pack(pack)
     reason = _unsupported(volume, interpret)
     if reason:
         from jaxmedrf.projectors.trilinear import trilinear_integrals
 
         _warn(reason)
         return trilinear_integrals(volume, rays, lo, d_voxel, n_samples=int(n_samples))
-    return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret), pack_z)
+    return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret), pack)
 
 
 def _siddon(volume, rays, lo, d_voxel, block_rays, num_warps, interpret):
@@ -520,8 +585,7 @@ def siddon_integrals_pallas(
     plane of axis ``a``; the volume gradient is one ``atomic_add`` per segment. Where a ray
     crosses two planes at once (the diagonal pixels of a symmetric set-up) the line integral
     has no derivative; there the two implementations return different one-sided values
-    (rounding decides the voxel of the zero-length segment). Not yet compiled or timed on
-    GPU (tested in interpret mode).
+    (rounding decides the voxel of the zero-length segment).
 
     Args, returns: as :func:`trilinear_integrals_pallas` (no samples).
     """
@@ -560,9 +624,9 @@ def _default_tile(block_rays: int) -> tuple[int, int]:
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n_samples", "chunk", "block_rays", "tile", "lanes", "unroll",
-                                             "num_warps", "interpret", "pack_z"))
+                                             "num_warps", "interpret", "pack"))
 def _project(volume, geometry, *, method, n_samples, chunk, block_rays, tile, lanes, unroll, num_warps, interpret,
-             pack_z):
+             pack):
     n_views, nv, nu = geometry.projection_shape
     rows, cols = _tile_order(nv, nu, tile, lanes)
     inverse = np.argsort(rows * nu + cols)
@@ -579,7 +643,7 @@ def _project(volume, geometry, *, method, n_samples, chunk, block_rays, tile, la
         if method == "siddon":
             out = _siddon(volume, flat, lo, d_voxel, block_rays, num_warps, interpret)
         else:
-            out = _integrals(volume, flat, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack_z)
+            out = _integrals(volume, flat, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack)
         return out.reshape(per, nv * nu)
 
     out = body(views[0]) if n_chunks == 1 else jax.lax.map(body, views).reshape(-1, nv * nu)
@@ -600,7 +664,7 @@ def project_pallas(
     lanes: str = "u",
     unroll: int = 2,
     num_warps: int = DEFAULT_WARPS,
-    pack_z: bool = False,
+    pack: str | None = None,
     interpret: bool | None = None,
 ) -> Float[Array, "views nv nu"]:
     """:func:`jaxmedrf.project` by the fused trilinear kernel (same values and gradients).
@@ -616,7 +680,7 @@ def project_pallas(
       n_samples: samples per ray (overrides ``step``).
       chunk_size: rays per kernel launch.
       mesh: not supported by the kernel (the XLA projector runs, with a warning).
-      block_rays, unroll, num_warps, pack_z, interpret: see :func:`trilinear_integrals_pallas`.
+      block_rays, unroll, num_warps, pack, interpret: see :func:`trilinear_integrals_pallas`.
       tile: ``(tv, tu)`` detector pixels marched by one program (``tv · tu == block_rays``);
         default near-square, ``(4, 8)`` for 32 rays.
       lanes: consecutive rays of a tile along a detector row (``"u"``) or column (``"v"``).
@@ -638,6 +702,7 @@ def project_pallas(
     if not (isinstance(n, (int, np.integer)) and n >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     _check_block(block_rays, unroll)
+    _check_pack(pack)
     tile = _default_tile(block_rays) if tile is None else tuple(int(t) for t in tile)
     if len(tile) != 2 or min(tile) < 1 or tile[0] * tile[1] != block_rays:
         raise ValueError(f"tile must be two positive integers with tv * tu == block_rays ({block_rays}), got {tile!r}")
@@ -653,4 +718,4 @@ def project_pallas(
             step = math.sqrt(sum(k * k for k in geometry.n_voxel)) / (n - 0.5)
         return project(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
     return _project(volume, geometry, method=method, n_samples=int(n), chunk=chunk, block_rays=block_rays, tile=tile,
-                    lanes=lanes, unroll=unroll, num_warps=num_warps, interpret=bool(interpret), pack_z=pack_z)
+                    lanes=lanes, unroll=unroll, num_warps=num_warps, interpret=bool(interpret), pack=pack)
