@@ -4,7 +4,10 @@
 #
 #   bash benchmarks/gpu_session.sh OUTDIR STEP [STEP ...]
 #
-# Steps: kernels (fused projector vs XLA), hashgrid (hash grid + torch-ngp peer), render,
+# Wheels first: benchmarks/gpu_wheels.sh (here), installed there as it says.
+# Steps: kernels (fused projector vs XLA), hashgrid (hash grid + torch-ngp peer), hashgrid_sweep
+# (every SWEEP schedule of the Pallas hash grid in float32, then both dtypes with the fastest),
+# peers (DRR peers in one process: nanodrr, DiffDRR, mbirjax, ASTRA when ASTRA_SITE is set), render,
 # baselines (FDK/SART/CGLS + mbirjax: 128³/50 views every variant, then the fused-kernel variants
 # at 256³ and at 25 views), memory (peak memory of each baseline and of the quality scores, each
 # in a fresh process), naf (NAF speed variants:
@@ -21,7 +24,10 @@ python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 for s in "$@"; do
   echo "== $(date +%T) $s"
   case $s in
-    kernels) one timeout 150 python3 -m benchmarks.projector --kernels --no-tune --out-dir "$out" ;;
+    kernels) one timeout 240 python3 -m benchmarks.projector --kernels --no-tune --out-dir "$out" ;;
+    hashgrid_sweep) one timeout 480 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
+                --dtypes float32 bfloat16 --pallas-sweep --repeats 5 --deadline-s 420 --out-dir "$out" ;;
+    peers) one timeout 300 python3 -m benchmarks.projector_peers --budget-s 240 --out-dir "$out" ;;
     hashgrid) one timeout 300 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
                 --dtypes float32 bfloat16 --peer --repeats 5 --deadline-s 90 --out-dir "$out" ;;
     render) one timeout 60 python3 -m benchmarks.render --out-dir "$out" ;;

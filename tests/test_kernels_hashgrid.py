@@ -70,14 +70,15 @@ def test_interpret_matches_xla(dtype):
 
 
 def test_interpret_features_1_and_level_groups():
-    """F = 1 and the level-group schedule (2 groups of 2 levels, no replicas), float32."""
+    """F = 1 and the level-group schedules (forward: 2 groups of 2 levels; table gradient: one
+    level per program, no replicas), float32."""
     cfg = dataclasses.replace(CFG, features_per_level=1, n_levels=4)
     assert cfg.dense_levels == (True, True, False, False)
     table = hash_grid_init(jax.random.key(4), cfg)
     x = _points(24)
     r = jax.random.normal(jax.random.key(5), (x.shape[0], cfg.out_dim), jnp.float32)
     ref = _value_and_grads(lambda t, p: hash_grid_encode(t, p, cfg), table, x, r)
-    tun = TUNING._replace(levels_per_program=2)
+    tun = TUNING._replace(levels_per_program=2, bwd_levels_per_program=1)
     got = _value_and_grads(
         lambda t, p: kernel.hash_grid_encode_pallas(t, p, cfg, tuning=tun, interpret=True), table, x, r
     )

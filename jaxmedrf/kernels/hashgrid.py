@@ -20,12 +20,12 @@ Same values and gradients as the XLA reference :func:`jaxmedrf.fields.hash_grid_
   0 and 1, as ``jnp.clip``'s does). It is its own kernel so that XLA removes it when the
   positions are not differentiated (the common case: training a field).
 
-Schedules (:class:`Tuning`): ``levels_per_program = G``; ``G = L`` (default) is the loop
-over all levels above; ``G < L`` launches a grid over ``(point blocks, L / G level
-groups)``, groups slowest, so at any time only ``G`` levels' tables (4 MB each at
-``2^19 × 2`` float32) are the working set in L2 for the gathers and the atomics, at the
-price of ``L / G`` reads of the positions and ``G·F``-wide partial writes of each output row
-(``G = 1``: one level per program).
+Schedules (:class:`Tuning`): ``levels_per_program = G`` (``bwd_levels_per_program`` for the
+table gradient, by default the same); ``G = L`` (default) is the loop over all levels above;
+``G < L`` launches a grid over ``(point blocks, L / G level groups)``, groups slowest, so at
+any time only ``G`` levels' tables (4 MB each at ``2^19 × 2`` float32) are the working set in
+L2 for the gathers and the atomics, at the price of ``L / G`` reads of the positions and
+``G·F``-wide partial writes of each output row (``G = 1``: one level per program).
 
 Measured on one H100 (JAX 0.11.2, ``benchmarks/results/hashgrid_*20261125-161143.json``;
 L = 16, F = 2, T = 2^19, resolutions 16…2048, 4M points, default tuning): forward
@@ -78,6 +78,7 @@ class Tuning(NamedTuple):
     bwd_block: int = 128  # points per program, table-gradient kernel
     bwd_num_warps: int = 4
     levels_per_program: int = 0  # G: levels per program (0 or >= L: all, one pass)
+    bwd_levels_per_program: int = -1  # G of the table-gradient kernel (-1: levels_per_program)
     replica_rows: int = 1 << 18  # dense level l gets R_l = 2^k replicas with R_l n_l <= this
     max_replicas: int = 64
     relaxed_atomics: bool = True  # red.relaxed instead of atom.acq_rel (same sums)
@@ -380,6 +381,8 @@ def _forward(table, x, config, tuning, interpret):
 
 def _table_grad(x, g, config, tuning, interpret, table_dtype):
     n = x.shape[0]
+    if tuning.bwd_levels_per_program >= 0:
+        tuning = tuning._replace(levels_per_program=tuning.bwd_levels_per_program)
     L, t, f = config.n_levels, config.table_size, config.features_per_level
     replicas, rep_size = _replicas(config, tuning)
     size = L * t * f + rep_size
