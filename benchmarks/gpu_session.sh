@@ -27,7 +27,12 @@ for s in "$@"; do
     kernels) one timeout 240 python3 -m benchmarks.projector --kernels --no-tune --out-dir "$out" ;;
     hashgrid_sweep) one timeout 480 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
                 --dtypes float32 bfloat16 --pallas-sweep --repeats 5 --deadline-s 420 --out-dir "$out" ;;
-    peers) one timeout 300 python3 -m benchmarks.projector_peers --budget-s 240 --out-dir "$out" ;;
+    peers)
+      if [ -d .whl_astra ] && [ -z "${ASTRA_SITE:-}" ]; then  # ASTRA apart from the main site (gpu_wheels.sh)
+        python3 -m pip install -q --no-index --no-deps --no-cache-dir --target /tmp/astra_site .whl_astra/*.whl \
+          && bash benchmarks/peers/astra_stub/build.sh /tmp/astra_site && export ASTRA_SITE=/tmp/astra_site
+      fi
+      one timeout 300 python3 -m benchmarks.projector_peers --budget-s 240 --out-dir "$out" ;;
     hashgrid) one timeout 300 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
                 --dtypes float32 bfloat16 --peer --repeats 5 --deadline-s 90 --out-dir "$out" ;;
     render) one timeout 60 python3 -m benchmarks.render --out-dir "$out" ;;

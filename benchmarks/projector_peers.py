@@ -1,8 +1,9 @@
 """Peer DRR projectors timed in the same process as jaxmedrf's (issue 8, items 4 and 6).
 
 Peers: nanodrr 0.1.7 (fused Triton kernel and pure-torch ``grid_sample`` backends), DiffDRR
-0.6.1 (Siddon and trilinear), mbirjax 0.7.3 (JAX/Pallas footprint projector) and, for
-reference in the same process, jaxmedrf's own XLA trilinear projector. Each ``time_*`` function
+0.6.1 (Siddon and trilinear), mbirjax 0.7.3 (JAX/Pallas footprint projector), the ASTRA Toolbox
+2.5.0 (its CUDA cone-beam projector ``cuda3d``, FP3D/BP3D) and, for reference in the same
+process, jaxmedrf's own XLA trilinear projector. Each ``time_*`` function
 takes a NumPy float32 volume ``(nx, ny, nz)`` (μ, mm⁻¹) and a cone-beam
 :class:`jaxmedrf.Geometry` (DSD, DSO, detector ``(nv, nu)`` and pixel size, voxel size, view
 angles) and returns a dict of figures, or ``{"skipped": reason}`` when the peer cannot be
@@ -10,14 +11,15 @@ imported or does not support the device; never an invented figure.
 
 Figures per peer (all views in one batch, medians of ``repeats`` after ``warmup`` calls; torch
 peers timed with CUDA events around each call and ``torch.cuda.synchronize``, JAX with
-``block_until_ready``):
+``block_until_ready``, ASTRA by the wall clock between two device synchronisations):
 
 * ``forward_ms_per_drr``: the DRRs alone;
 * ``forward_backward_pose_ms_per_drr``: DRRs + backward of a squared-error loss to six pose
   parameters per view (rotation vector, rad; translation, mm);
 * ``forward_backward_volume_ms_per_drr``: the same loss differentiated w.r.t. the volume
-  (the gradient a reconstruction needs); for mbirjax, which is not written for autodiff, its
-  forward projection followed by its back projection (the adjoint ``Aᵀ``, the same cost);
+  (the gradient a reconstruction needs); for mbirjax and ASTRA, which are not written for
+  autodiff, their forward projection followed by their back projection of the residual (the
+  adjoint ``Aᵀ``, the same cost; the entry's ``what`` says so);
 * ``rel_l2_vs_jaxmedrf``: ``‖peer − ours‖ / ‖ours‖`` on the forward DRRs (ours: trilinear with
   the same sample count, or Siddon for DiffDRR's Siddon), which shows that the geometry mapping
   below is right.
@@ -44,10 +46,50 @@ volume box ``[lo, hi]``, voxel ``(i, j, k)`` centred at ``lo + (i + ½)·d``):
   source_iso_dist=DSO)`` with the same pixel and voxel sizes (as in ``benchmarks/baselines.py``).
   Its angle origin, axis order and footprint (separable-footprint, not sampled) projector differ
   from ours, so no ``rel_l2`` is reported and it has no pose gradient.
+* ASTRA (``astra_cuda3d``): a ``cone_vec`` projection geometry, one row of 12 numbers per view
+  built straight from the frames above (:func:`_astra_vectors`): source ``S``, detector centre
+  ``D + off_u·u + off_v·v`` (``D`` the frame's detector centre, ``S + DSD·w``), and the vectors
+  from pixel ``(0, 0)`` to ``(0, 1)`` (``du·u``) and to ``(1, 0)`` (``dv·v``); ASTRA's world
+  ``(X, Y, Z)`` is jaxmedrf's ``(x, y, z)``. ASTRA puts pixel ``(r, c)`` at
+  ``centre + (c − nu/2 + ½)·u + (r − nv/2 + ½)·v``, the same point as ours. The volume geometry is
+  ``create_vol_geom(ny, nx, nz, lo_x, hi_x, lo_y, hi_y, lo_z, hi_z)`` (rows = Y, columns = X,
+  slices = Z; window = jaxmedrf's box) and the volume array is ``(Z, Y, X)``: ours transposed
+  ``(2, 1, 0)``; projections come back ``(rows, views, columns)`` and are transposed
+  ``(1, 0, 2)``. All lengths are in mm: ASTRA moves and scales the geometry into voxel units
+  internally and multiplies its forward projection by the voxel size (``cuda/3d/cone_fp.cu``,
+  ``fOutputScale · volScale``), so its DRRs are line integrals of μ in mm like ours and the
+  least-squares ``ls_scale_ours_over_astra`` it records should be ≈ 1. Its FP is ray-driven:
+  one trilinear texture fetch per voxel slice along each ray's dominant axis (not
+  ``n_samples``); its BP is voxel-driven (not the exact transpose of its FP; the recorded
+  ``adjoint_ratio`` ``⟨x, Aᵀr⟩ / ⟨Ax, r⟩`` shows by how much). Arrays stay on the GPU as CuPy
+  arrays passed through DLPack to ``astra.experimental.direct_FP3D``/``direct_BP3D`` (else as
+  ``astra.data3d.GPULink`` pointers; else NumPy through ``create_sino3d_gpu``/
+  ``create_backprojection3d_gpu``, host transfers included, which ``path`` and
+  ``includes_host_transfers`` record). No pose gradient.
 
 Stubs: torchio (a heavy import both torch peers make at import time, only for file loading
 that this benchmark does not use) and easygui (mbirjax's GUI) are replaced by empty modules in
 ``sys.modules`` when they do not import; each peer's ``stubs`` lists those it needed.
+
+ASTRA: the ``astra-toolbox`` 2.5.0 wheel needs the CUDA 12 runtime and cuFFT
+(``libastra.so.0`` NEEDS ``libcudart.so.12`` and ``libcufft.so.11``, RUNPATH
+``$ORIGIN/../nvidia/{cuda_runtime,cufft}/lib``). On a CUDA 13 machine (its driver, 580, also
+runs the CUDA 12 runtime) it is installed apart from the main environment, with the
+``nvidia-cuda-runtime-cu12`` wheel, and ``benchmarks/peers/astra_stub/build.sh`` builds a
+stand-in ``libcufft.so.11`` whose five functions fail with ``CUFFT_NOT_SUPPORTED``: only FBP/FDK
+use cuFFT, never FP3D/BP3D (``stubs`` then lists it). Point ``ASTRA_SITE`` at that folder;
+it is appended at the *end* of ``sys.path`` (its ``nvidia`` namespace must not shadow the CUDA
+13 ``nvidia`` packages JAX and torch use; ``astra_cuda3d`` comes last in :data:`PEERS` so that
+the torch peers have loaded their CUDA libraries before it)::
+
+    python3 -m pip install --no-index --no-deps --target /tmp/astra_site WHEELS/*.whl
+    bash benchmarks/peers/astra_stub/build.sh /tmp/astra_site
+    ASTRA_SITE=/tmp/astra_site python3 -m benchmarks.projector_peers --peers astra_cuda3d jaxmedrf_xla_trilinear
+
+Before it runs in this process, each way of calling ASTRA is tried on a 16³ case in a child
+process (:func:`_astra_preflight`; ``ASTRA_PREFLIGHT=0`` skips it): a native crash there (ASTRA
+2.5.0 dies of SIGFPE when it cannot query the GPU) is recorded in ``preflight`` and that way is
+not used, instead of the crash ending the whole run.
 
     python -m benchmarks.projector_peers                 # 256³, 256² detector, 8 views, 512 samples
     python -m benchmarks.projector_peers --small         # CPU smoke run (32³, 32², 4 views)
@@ -78,6 +120,7 @@ __all__ = [
     "jaxmedrf_reference",
     "make_case",
     "run_all",
+    "time_astra",
     "time_diffdrr",
     "time_jaxmedrf",
     "time_mbirjax",
@@ -101,14 +144,16 @@ def make_case(*, n_voxel: int = 256, n_detector: int = 256, n_views: int = 8):
 
 
 def _frames(geometry) -> dict:
-    """Per-view source ``S``, detector axes ``u``, ``v`` and unit direction ``w`` (NumPy, mm)."""
+    """Per-view source ``S``, detector centre ``C`` (before ``off_detector``), detector axes ``u``,
+    ``v`` and unit direction ``w`` (NumPy, mm)."""
     from jaxmedrf.geometry import view_frames, volume_box
 
     if geometry.beam != "cone":
         raise ValueError(f"geometry.beam must be 'cone' for the DRR peers, got {geometry.beam!r}")
     f = view_frames(geometry)
     lo, hi = volume_box(geometry)
-    return {"S": np.asarray(f.source, np.float64), "u": np.asarray(f.u, np.float64),
+    return {"S": np.asarray(f.source, np.float64), "C": np.asarray(f.center, np.float64),
+            "u": np.asarray(f.u, np.float64),
             "v": np.asarray(f.v, np.float64), "w": np.asarray(f.direction, np.float64),
             "lo": np.asarray(lo, np.float64), "hi": np.asarray(hi, np.float64),
             "d": np.asarray(geometry.d_voxel, np.float64), "du": float(np.asarray(geometry.d_detector)[1]),
@@ -421,6 +466,460 @@ def time_mbirjax(volume: np.ndarray, geometry, *, warmup: int = 2, repeats: int 
     return out
 
 
+ASTRA_CUFFT_STUB = "cufft (FDK unavailable; projectors only)"
+
+
+def _astra_vectors(fr: dict) -> np.ndarray:
+    """``(views, 12)`` ASTRA ``cone_vec`` rows from :func:`_frames`, mm.
+
+    Per view: source ``S``; detector centre ``C + off_u·u + off_v·v``; ``du·u`` (pixel ``(0, 0)``
+    → ``(0, 1)``, along a detector row); ``dv·v`` (pixel ``(0, 0)`` → ``(1, 0)``). ASTRA's world
+    ``(X, Y, Z)`` is jaxmedrf's ``(x, y, z)``, so no axis is swapped here.
+    """
+    centre = fr["C"] + fr["off_u"] * fr["u"] + fr["off_v"] * fr["v"]
+    return np.concatenate([fr["S"], centre, fr["du"] * fr["u"], fr["dv"] * fr["v"]], axis=1).astype(np.float64)
+
+
+def _astra_volume_window(geometry) -> tuple[tuple[int, int, int], list[float]]:
+    """``((ny, nx, nz), [lo_x, hi_x, lo_y, hi_y, lo_z, hi_z])``: the arguments of ASTRA's
+    ``create_vol_geom(rows=Y, cols=X, slices=Z, minX, maxX, minY, maxY, minZ, maxZ)``, mm
+    (float64, so that ASTRA's voxel sizes ``(max − min) / n`` equal ``d_voxel``)."""
+    nx, ny, nz = (int(n) for n in geometry.n_voxel)
+    d = np.asarray(geometry.d_voxel, np.float64)
+    off = np.asarray(geometry.off_origin, np.float64)
+    lo = off - 0.5 * np.array([nx, ny, nz]) * d
+    hi = off + 0.5 * np.array([nx, ny, nz]) * d
+    return (ny, nx, nz), [float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]), float(lo[2]), float(hi[2])]
+
+
+def _import_astra():
+    """``import astra``, first appending ``$ASTRA_SITE`` (when set) at the *end* of ``sys.path``."""
+    site = os.environ.get("ASTRA_SITE")
+    if site:
+        if not os.path.isdir(site):
+            raise ImportError(f"ASTRA_SITE={site!r} is not a folder")
+        if site not in sys.path:
+            sys.path.append(site)
+    import astra
+
+    return astra
+
+
+def _loaded_libraries(*names: str) -> dict:
+    """``{name: [path, …]}``: the shared libraries mapped into this process whose file name
+    starts with ``name`` (from ``/proc/self/maps``; empty lists where that cannot be read). JAX
+    and CuPy load their own CUDA 13 ``libcudart.so.13``/``libcufft.so.12`` beside ASTRA's."""
+    found: dict = {n: [] for n in names}
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                base = os.path.basename(path)
+                for n in names:
+                    if base.startswith(n) and path not in found[n]:
+                        found[n].append(path)
+    except OSError:
+        pass
+    return found
+
+
+def _cufft_is_stub(path: str | None) -> bool | None:
+    """Whether the loaded ``libcufft.so.11`` is ``benchmarks/peers/astra_stub``'s (None: unknown)."""
+    if not path:
+        return None
+    try:
+        import ctypes
+
+        lib = ctypes.CDLL(path)
+        return hasattr(lib, "jaxmedrf_cufft_stub")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _time_synced(fn: Callable[[], object], sync: Callable[[], None], *, warmup: int, repeats: int,
+                 views: int) -> dict:
+    """Wall clock of ``fn()`` between two device synchronisations, median of ``repeats``."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return _summary(times, views)
+
+
+def _astra_agreement(img: np.ndarray, ref: np.ndarray | None) -> dict:
+    """``rel_l2`` of ASTRA's DRRs ``(views, nv, nu)`` against ours, the least-squares factor
+    ``s = Σ a·b / Σ a·a`` (ours ≈ s · ASTRA) and ``rel_l2`` after it, and ``rel_l2`` with
+    rows/columns flipped or swapped (an axis-convention slip shows up as one of those being
+    much smaller than ``rel_l2_vs_jaxmedrf``)."""
+    if ref is None:
+        return {"rel_l2_vs_jaxmedrf": None}
+    a = np.asarray(img, np.float64)
+    b = np.asarray(ref, np.float64)
+    if a.shape != b.shape:
+        return {"rel_l2_vs_jaxmedrf": None, "agreement_error": f"shape {a.shape} vs ours {b.shape}"}
+    aa = float(np.sum(a * a))
+    s = float(np.sum(a * b) / aa) if aa > 0 else float("nan")
+    out = {"rel_l2_vs_jaxmedrf": _rel_l2(a, b), "ls_scale_ours_over_astra": s,
+           "rel_l2_after_ls_scale": _rel_l2(s * a, b) if aa > 0 else None,
+           "sum_ratio_astra_over_ours": float(a.sum() / b.sum()) if b.sum() != 0 else None}
+    flips = {"rows": a[:, ::-1, :], "cols": a[:, :, ::-1], "rows_and_cols": a[:, ::-1, ::-1]}
+    if a.shape[1] == a.shape[2]:
+        flips["transposed"] = np.swapaxes(a, 1, 2)
+    out["rel_l2_if_flipped"] = {k: _rel_l2(v, b) for k, v in flips.items()}
+    return out
+
+
+def _astra_device_run(astra, mode: str, vol_zyx: np.ndarray, proj_geom: dict, vol_geom: dict, *,
+                      warmup: int, repeats: int, views: int) -> tuple[dict, np.ndarray]:
+    """FP3D and FP3D + BP3D on CuPy arrays kept on the GPU (``mode`` ``"cupy_dlpack"``: passed as
+    DLPack arrays; ``"cupy_gpulink"``: as ``astra.data3d.GPULink`` pointers). ``(figures, DRRs
+    (views, nv, nu))``; raises on any failure."""
+    import astra.experimental as ex
+    import cupy as cp
+
+    nv, nu = int(proj_geom["DetectorRowCount"]), int(proj_geom["DetectorColCount"])
+    nz, ny, nx = vol_zyx.shape
+    res = {"cupy": cp.__version__}
+    vol = proj = bp = target = V = P = B = None
+    pid = astra.create_projector("cuda3d", proj_geom, vol_geom)
+    try:
+        vol = cp.asarray(vol_zyx)
+        proj = cp.zeros((nv, views, nu), cp.float32)
+        bp = cp.zeros_like(vol)
+        if mode == "cupy_dlpack":
+            V, P, B = vol, proj, bp
+        elif mode == "cupy_gpulink":
+            link = astra.data3d.GPULink
+            V = link(vol.data.ptr, nx, ny, nz, nx * 4)
+            P = link(proj.data.ptr, nu, views, nv, nu * 4)
+            B = link(bp.data.ptr, nx, ny, nz, nx * 4)
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+        sync = cp.cuda.runtime.deviceSynchronize
+        sync()
+        t0 = time.perf_counter()
+        ex.direct_FP3D(pid, V, P)
+        sync()
+        res["forward_first_call_s"] = time.perf_counter() - t0
+        img = np.transpose(cp.asnumpy(proj), (1, 0, 2)).copy()  # proj is overwritten below
+        if not np.all(np.isfinite(img)):
+            raise RuntimeError("ASTRA FP3D returned non-finite values")
+        if not np.any(img) and np.any(vol_zyx):
+            # astra 2.5.0's direct_FPBP3D builds its AstraError without raising it: a failed FP
+            # leaves the output as it was (zeros here); ASTRA's log on stderr says why.
+            raise RuntimeError("ASTRA FP3D left the projections all zero (a silent failure; see ASTRA's log)")
+        res["forward"] = _time_synced(lambda: ex.direct_FP3D(pid, V, P), sync, warmup=warmup, repeats=repeats,
+                                      views=views)
+        target = proj * 1.01
+
+        def fb():
+            ex.direct_FP3D(pid, V, P)
+            cp.subtract(proj, target, out=proj)  # the residual, in place: P still points at it
+            ex.direct_BP3D(pid, B, P)
+
+        res["forward_backward_volume"] = _time_synced(fb, sync, warmup=warmup, repeats=repeats, views=views)
+        fb()
+        sync()
+        r = cp.asnumpy(proj).astype(np.float64)
+        ax = r + cp.asnumpy(target).astype(np.float64)
+        atr = cp.asnumpy(bp).astype(np.float64)
+        if not np.all(np.isfinite(atr)):
+            raise RuntimeError("ASTRA BP3D returned non-finite values")
+        den = float(np.sum(ax * r))
+        res["adjoint_ratio"] = float(np.sum(vol_zyx.astype(np.float64) * atr) / den) if den != 0 else None
+        res["includes_host_transfers"] = False
+        return res, img
+    finally:
+        try:
+            astra.projector3d.delete(pid)
+        except Exception:  # noqa: BLE001
+            pass
+        vol = proj = bp = target = V = P = B = None  # noqa: F841 - release the GPU arrays
+        try:
+            cp.get_default_memory_pool().free_all_blocks()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _astra_host_run(astra, vol_zyx: np.ndarray, proj_geom: dict, vol_geom: dict, *, warmup: int, repeats: int,
+                    views: int) -> tuple[dict, np.ndarray]:
+    """FP3D and FP3D + BP3D from NumPy (``create_sino3d_gpu``/``create_backprojection3d_gpu``:
+    every call copies host → GPU → host)."""
+
+    def fp():
+        sid, data = astra.create_sino3d_gpu(vol_zyx, proj_geom, vol_geom)
+        astra.data3d.delete(sid)
+        return data
+
+    res = {}
+    t0 = time.perf_counter()
+    sino = fp()
+    res["forward_first_call_s"] = time.perf_counter() - t0
+    img = np.transpose(np.asarray(sino, np.float32), (1, 0, 2)).copy()
+    if not np.all(np.isfinite(img)):
+        raise RuntimeError("ASTRA FP3D returned non-finite values")
+    if not np.any(img) and np.any(vol_zyx):
+        raise RuntimeError("ASTRA FP3D returned all zeros (see ASTRA's log)")
+    target = np.asarray(sino, np.float32) * np.float32(1.01)
+    res["forward"] = _time_synced(fp, lambda: None, warmup=warmup, repeats=repeats, views=views)
+
+    def fb():
+        s = fp()
+        vid, b = astra.create_backprojection3d_gpu(np.asarray(s - target, np.float32), proj_geom, vol_geom)
+        astra.data3d.delete(vid)
+        return s, b
+
+    res["forward_backward_volume"] = _time_synced(fb, lambda: None, warmup=warmup, repeats=repeats, views=views)
+    s, b = fb()
+    r = np.asarray(s, np.float64) - target
+    den = float(np.sum(np.asarray(s, np.float64) * r))
+    res["adjoint_ratio"] = float(np.sum(vol_zyx.astype(np.float64) * b) / den) if den != 0 else None
+    res["includes_host_transfers"] = True
+    return res, img
+
+
+# A tiny ASTRA run in a child process, one line per step, so that a native crash (segfault,
+# SIGFPE: ASTRA 2.5.0 divides by a zero block size when it cannot query the GPU) is recorded
+# instead of taking the benchmark process down. argv: the modes to try.
+_ASTRA_PREFLIGHT = r'''
+import json, os, sys
+site = os.environ.get("ASTRA_SITE")
+if site and site not in sys.path:
+    sys.path.append(site)
+
+
+def say(*a):
+    print("ASTRA_PREFLIGHT", *a, flush=True)
+
+
+import numpy as np
+import astra
+
+say("IMPORTED", json.dumps({"version": getattr(astra, "__version__", None), "use_cuda": bool(astra.use_cuda())}))
+if not astra.use_cuda():
+    sys.exit(0)
+n, nv, nu, views = 16, 12, 20, 3
+vg = astra.create_vol_geom(n, n, n, -16.0, 16.0, -16.0, 16.0, -16.0, 16.0)
+th = np.linspace(0.0, np.pi, views, endpoint=False)
+vec = np.zeros((views, 12))
+vec[:, 0], vec[:, 1] = 100 * np.cos(th), 100 * np.sin(th)
+vec[:, 3], vec[:, 4] = -50 * np.cos(th), -50 * np.sin(th)
+vec[:, 6], vec[:, 7] = -3 * np.sin(th), 3 * np.cos(th)
+vec[:, 11] = 3.0
+pg = astra.create_proj_geom("cone_vec", nv, nu, vec)
+vol = np.zeros((n, n, n), np.float32)
+vol[4:12, 4:12, 4:12] = 0.01
+for mode in sys.argv[1:]:
+    say("BEGIN", mode)
+    try:
+        if mode == "numpy_host":
+            sid, s = astra.create_sino3d_gpu(vol, pg, vg)
+            astra.data3d.delete(sid)
+            vid, b = astra.create_backprojection3d_gpu(s, pg, vg)
+            astra.data3d.delete(vid)
+            s, b = np.asarray(s), np.asarray(b)
+        else:
+            import cupy as cp
+            import astra.experimental as ex
+
+            pid = astra.create_projector("cuda3d", pg, vg)
+            try:
+                v = cp.asarray(vol)
+                p = cp.zeros((nv, views, nu), cp.float32)
+                bb = cp.zeros_like(v)
+                if mode == "cupy_gpulink":
+                    L = astra.data3d.GPULink
+                    V = L(v.data.ptr, n, n, n, 4 * n)
+                    P = L(p.data.ptr, nu, views, nv, 4 * nu)
+                    B = L(bb.data.ptr, n, n, n, 4 * n)
+                else:
+                    V, P, B = v, p, bb
+                cp.cuda.runtime.deviceSynchronize()
+                ex.direct_FP3D(pid, V, P)
+                ex.direct_BP3D(pid, B, P)
+                cp.cuda.runtime.deviceSynchronize()
+                s, b = cp.asnumpy(p), cp.asnumpy(bb)
+            finally:
+                astra.projector3d.delete(pid)
+        ok = bool(np.isfinite(s).all() and np.isfinite(b).all() and s.max() > 0 and b.max() > 0)
+        say("OK" if ok else "FAIL", mode, "" if ok else f"FP max {float(s.max())}, BP max {float(b.max())}")
+    except Exception as e:
+        say("FAIL", mode, f"{type(e).__name__}: {e}")
+'''
+
+
+def _astra_preflight(modes: tuple[str, ...], *, timeout_s: float = 90.0) -> tuple[dict, list[str]]:
+    """Runs each way of calling ASTRA (``modes``) on a 16³ case in child processes.
+
+    A child that dies (signal, abort) or hangs marks the mode it was in as crashed, and the
+    modes it had not reached are tried again in a new child. Returns ``(report, usable)``:
+    per-mode outcome (``"ok"``, ``"failed: …"``, ``"crashed …"``) and the modes that worked.
+    """
+    import subprocess
+
+    report: dict = {"modes": {}}
+    todo = list(modes)
+    while todo:
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run([sys.executable, "-c", _ASTRA_PREFLIGHT, *todo], capture_output=True, text=True,
+                               timeout=timeout_s, env=os.environ.copy())
+            stdout, stderr, rc = p.stdout, p.stderr, p.returncode
+        except subprocess.TimeoutExpired as e:
+            dec = lambda x: x.decode(errors="replace") if isinstance(x, bytes) else (x or "")  # noqa: E731
+            stdout, stderr, rc = dec(e.stdout), dec(e.stderr), f"timed out after {timeout_s:g} s"
+        report["child_s"] = report.get("child_s", 0.0) + time.perf_counter() - t0
+        began = None
+        for line in stdout.splitlines():
+            if not line.startswith("ASTRA_PREFLIGHT "):
+                continue
+            parts = line.split(" ", 3)[1:]  # tag, mode, message
+            tag = parts[0]
+            if tag == "IMPORTED":
+                try:
+                    report.update(json.loads(line.split(" ", 2)[2]))
+                except Exception:  # noqa: BLE001
+                    report["imported_line"] = line
+            elif tag == "BEGIN":
+                began = parts[1]
+            elif tag in ("OK", "FAIL") and len(parts) >= 2:
+                report["modes"][parts[1]] = "ok" if tag == "OK" else "failed: " + (parts[2] if len(parts) > 2 else "")
+                began = None
+        tail = stderr.strip()[-600:]
+        if "use_cuda" not in report:
+            report["error"] = f"astra did not import in the child (exit {rc}): {tail}"
+            break
+        if not report["use_cuda"]:
+            break
+        if began is not None:
+            report["modes"][began] = f"crashed (exit {rc}): {tail}"
+        elif rc != 0:
+            report["error"] = f"child exited {rc} outside any mode: {tail}"
+        left = [m for m in todo if m not in report["modes"]]
+        if len(left) == len(todo):  # no progress: stop rather than loop
+            break
+        todo = left
+    return report, [m for m in modes if report["modes"].get(m) == "ok"]
+
+
+def time_astra(volume: np.ndarray, geometry, *, n_samples: int | None = None, warmup: int = 3, repeats: int = 10,
+               reference: np.ndarray | None = None,
+               modes: tuple[str, ...] = ("cupy_dlpack", "cupy_gpulink", "numpy_host"), preflight: bool | None = None,
+               **_) -> dict:
+    """The ASTRA Toolbox's CUDA cone-beam projector (``cuda3d``, ``cone_vec`` geometry): FP3D, and
+    FP3D then BP3D of the residual; see the module docstring (geometry, units, ``ASTRA_SITE``).
+
+    Args:
+        volume: ``(nx, ny, nz)`` float32 μ, mm⁻¹.
+        geometry: a cone-beam :class:`jaxmedrf.Geometry`.
+        n_samples: ignored (ASTRA samples once per voxel slice); accepted for :func:`run_all`.
+        warmup, repeats: untimed and timed calls.
+        reference: our DRRs ``(views, nv, nu)`` for ``rel_l2_vs_jaxmedrf`` and the scale factor.
+        modes: the ways to call ASTRA, tried in order until one works: ``"cupy_dlpack"``,
+            ``"cupy_gpulink"`` (GPU-resident) and ``"numpy_host"`` (host transfers included).
+        preflight: first run every mode on a 16³ case in child processes
+            (:func:`_astra_preflight`) and use only those that worked, so that a native crash
+            does not end this process; default: on unless ``ASTRA_PREFLIGHT=0``.
+
+    Returns:
+        Figures (``forward_ms_per_drr``, ``forward_backward_volume_ms_per_drr``, agreement with
+        ours), or ``{"skipped": reason}`` when astra does not import or sees no CUDA GPU, or
+        with ``"error"`` when every mode failed (``modes_failed`` says how).
+    """
+    try:
+        astra = _import_astra()
+    except Exception as e:  # noqa: BLE001
+        return {"skipped": f"astra (ASTRA Toolbox) not importable: {type(e).__name__}: {e}"}
+    version = getattr(astra, "__version__", None) or _version("astra-toolbox", astra)
+    try:
+        cuda = bool(astra.use_cuda())
+    except Exception as e:  # noqa: BLE001
+        return {"skipped": f"astra {version}: use_cuda() failed: {type(e).__name__}: {e}"}
+    if not cuda:
+        return {"skipped": f"astra {version} sees no usable CUDA GPU (astra.use_cuda() is False)"}
+    if preflight is None:
+        preflight = os.environ.get("ASTRA_PREFLIGHT", "1") != "0"
+    pre_failed = {}
+    if preflight:
+        report, usable = _astra_preflight(tuple(modes))
+        pre_failed = {m: "preflight " + r for m, r in report["modes"].items() if r != "ok"}
+        if report.get("use_cuda") is False:
+            return {"skipped": f"astra {version} sees no usable CUDA GPU in the preflight child", "preflight": report}
+        if not usable:
+            return {"peer": "astra", "version": version, "preflight": report,
+                    "error": "no way of calling ASTRA passed the preflight (see preflight)"}
+        modes = tuple(usable)
+    libs = _loaded_libraries("libcufft.so", "libcudart.so")
+    cufft11 = [q for q in libs["libcufft.so"] if os.path.basename(q).startswith("libcufft.so.11")]
+    stub = _cufft_is_stub(cufft11[0] if cufft11 else None)
+    views = geometry.n_views
+    out = {"peer": "astra", "version": version, "projector": "ASTRA cuda3d cone_vec FP3D (ray-driven, trilinear "
+           "texture, one sample per voxel slice along the dominant axis)",
+           "stubs": [] if stub is False else [ASTRA_CUFFT_STUB], "libraries": libs, "cufft_stub_loaded": stub,
+           "astra_site": os.environ.get("ASTRA_SITE"), "views": views, "n_voxel": list(geometry.n_voxel),
+           "n_detector": list(geometry.n_detector), "n_samples": "one per voxel slice (ASTRA's rule)",
+           "units": "mm throughout (volume window = jaxmedrf's box); ASTRA scales FP by the voxel size",
+           "timing": "wall clock between device synchronisations (includes ASTRA's per-call set-up and its "
+                     "copy of the input into a CUDA texture array)",
+           "pose_gradient": "not supported (no autodiff; FP3D/BP3D only)"}
+    try:
+        out["gpu_info"] = str(astra.get_gpu_info())
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        fr = _frames(geometry)
+        nv, nu = (int(n) for n in geometry.n_detector)
+        vol_shape, window = _astra_volume_window(geometry)
+        vol_geom = astra.create_vol_geom(*vol_shape, *window)
+        proj_geom = astra.create_proj_geom("cone_vec", nv, nu, _astra_vectors(fr))
+        vol_zyx = np.ascontiguousarray(np.transpose(np.asarray(volume, np.float32), (2, 1, 0)))
+    except Exception as e:  # noqa: BLE001
+        out["error"] = f"geometry: {type(e).__name__}: {e}"
+        return out
+    if preflight:
+        out["preflight"] = report
+    failed = dict(pre_failed)
+    for mode in modes:
+        try:
+            if mode == "numpy_host":
+                res, img = _astra_host_run(astra, vol_zyx, proj_geom, vol_geom, warmup=warmup, repeats=repeats,
+                                           views=views)
+            else:
+                res, img = _astra_device_run(astra, mode, vol_zyx, proj_geom, vol_geom, warmup=warmup,
+                                             repeats=repeats, views=views)
+        except Exception as e:  # noqa: BLE001 - try the next way of calling ASTRA
+            failed[mode] = f"{type(e).__name__}: {e}"
+            continue
+        out["path"] = mode
+        out.update(res)
+        out["forward_ms_per_drr"] = res["forward"]["ms_per_drr"]
+        out["forward_backward_volume"]["what"] = ("FP3D then BP3D (ASTRA's voxel-driven adjoint Aᵀ) of the "
+                                                  "residual, as for mbirjax; no autodiff")
+        out["forward_backward_volume_ms_per_drr"] = res["forward_backward_volume"]["ms_per_drr"]
+        try:
+            out.update(_astra_agreement(img, reference))
+        except Exception as e:  # noqa: BLE001
+            out["agreement_error"] = f"{type(e).__name__}: {e}"
+        break
+    if failed:
+        out["modes_failed"] = failed
+    if "path" not in out:
+        out["error"] = "every mode failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
+    try:
+        device = __import__("cupy").cuda.runtime.getDeviceProperties(0)["name"]
+        out["device"] = device.decode() if isinstance(device, bytes) else str(device)
+    except Exception:  # noqa: BLE001
+        out["device"] = out.get("gpu_info", "unknown")
+    return out
+
+
 def jaxmedrf_reference(volume: np.ndarray, geometry, *, n_samples: int = 512, method: str = "trilinear") -> np.ndarray:
     """Our DRRs ``(views, nv, nu)``: trilinear with exactly ``n_samples`` midpoints per ray, or Siddon."""
     import jaxmedrf as jm
@@ -481,6 +980,7 @@ PEERS: dict[str, tuple[Callable[..., dict], dict]] = {
     "diffdrr_siddon": (time_diffdrr, {"renderer": "siddon"}),
     "diffdrr_trilinear": (time_diffdrr, {"renderer": "trilinear"}),
     "mbirjax_forward": (time_mbirjax, {}),
+    "astra_cuda3d": (time_astra, {}),
 }
 
 
@@ -525,8 +1025,9 @@ def _free_torch() -> None:
 
 
 def _brief(r: dict) -> dict:
-    keys = ("skipped", "error", "forward_ms_per_drr", "forward_no_grad_ms_per_drr", "forward_backward_pose_ms_per_drr",
-            "forward_backward_volume_ms_per_drr", "rel_l2_vs_jaxmedrf", "stubs", "wall_s")
+    keys = ("skipped", "error", "path", "forward_ms_per_drr", "forward_no_grad_ms_per_drr",
+            "forward_backward_pose_ms_per_drr", "forward_backward_volume_ms_per_drr", "rel_l2_vs_jaxmedrf",
+            "ls_scale_ours_over_astra", "stubs", "wall_s")
     return {k: r[k] for k in keys if k in r}
 
 

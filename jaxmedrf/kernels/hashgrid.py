@@ -10,7 +10,7 @@ Same values and gradients as the XLA reference :func:`jaxmedrf.fields.hash_grid_
   ``F`` features written into the ``(N, L·F)`` output (float32). Nothing else touches
   memory: no ``(N, L, 8)`` index or weight arrays as in the XLA version.
 * **table gradient**: the same loop, each weighted cotangent row added to a float32
-  gradient table with atomic adds (relaxed ordering: see :func:`_make_relaxed_add`). The
+  gradient table with atomic adds (relaxed ordering: see :mod:`jaxmedrf.kernels._atomics`). The
   dense coarse levels (a few thousand rows hit by every point) are the contended ones: each
   gets ``R_l`` replicas behind the table in the same buffer (program ``p`` adds into
   replica ``p mod R_l``) that XLA sums afterwards, so same-address atomics drop
@@ -59,6 +59,7 @@ from jax.experimental.pallas import triton as plgpu
 from jaxtyping import Array, Float
 
 from jaxmedrf.fields.encodings import HASH_PRIMES, HashGridConfig
+from jaxmedrf.kernels._atomics import scatter_add
 
 __all__ = ["DEFAULT_TUNING", "SUPPORTED_FEATURES", "Tuning", "hash_grid_encode_pallas", "pallas_supported"]
 
@@ -219,62 +220,6 @@ def _forward_kernel(x_ref, table_ref, out_ref, *, config, tuning, n):
         plgpu.store(out_ref.at[_feature_cols(p, level.index, out_dim, f)], acc, mask=valid[:, None])
 
 
-def _make_relaxed_add():
-    """Pallas-Triton's atomic add, lowered with relaxed memory ordering, or ``None``.
-
-    ``plgpu.atomic_add`` lowers to ``atom.acq_rel.gpu`` (each add orders all of the
-    thread's memory operations); gradient accumulation needs atomicity only, which the
-    relaxed form gives (``red.relaxed.gpu``). This reuses Pallas' own lowering rule with
-    the ordering argument swapped, through private JAX modules: if they have changed, it
-    returns ``None`` and ``plgpu.atomic_add`` is used.
-    """
-    try:
-        from jax._src import core as jax_core
-        from jax._src import tree_util
-        from jax._src.lib.triton import dialect as tt_dialect
-        from jax._src.pallas.triton import lowering as tl
-        from jax._src.pallas.triton import primitives as tp
-        from jax._src.state import primitives as sp
-
-        base_rule = tl.triton_lowering_rules[tp.atomic_rmw_p]
-        relaxed = tt_dialect.MemSemantic.RELAXED
-        add_type = tp.AtomicOpType.ADD
-        prim = jax_core.Primitive("hashgrid_atomic_add_relaxed")
-        prim.def_effectful_abstract_eval(tp.atomic_rmw_p.abstract_eval)
-        original = tl._atomic_rmw
-
-        def rule(ctx, *args, **params):
-            tl._atomic_rmw = partial(original, semantic=relaxed)
-            try:
-                return base_rule(ctx, *args, **params)
-            finally:
-                tl._atomic_rmw = original
-
-        tl.register_lowering(prim)(rule)
-
-        def add(ref, idx, val, mask=None):
-            x_ref, transforms = sp.get_ref_and_transforms(ref, idx, "atomic_rmw")
-            flat, tree = tree_util.tree_flatten((x_ref, transforms, val, mask))
-            return prim.bind(*flat, args_tree=tree, atomic_type=add_type)
-
-        return add
-    except Exception:  # noqa: BLE001 - any change of the private API: use the public op
-        return None
-
-
-_RELAXED_ADD = _make_relaxed_add()
-
-
-def _scatter_add(ref, offsets, vals, mask, interpret: bool, relaxed: bool = True):
-    """``ref[offsets] += vals`` where ``mask``: atomics on GPU, ``.at[].add`` when interpreted."""
-    if interpret:
-        ref[...] = ref[...].at[offsets].add(jnp.where(mask, vals, 0.0))
-    elif relaxed and _RELAXED_ADD is not None:
-        _RELAXED_ADD(ref, offsets, vals, mask=mask)
-    else:
-        plgpu.atomic_add(ref, offsets, vals, mask=mask)
-
-
 def _replicas(config: HashGridConfig, tuning: Tuning):
     """Per level: (replicas R_l, rows n_l, float offset in the replica area) or None."""
     out, offset = [], 0
@@ -323,7 +268,7 @@ def _table_grad_kernel(x_ref, g_ref, _zeros, grad_ref, *, config, tuning, n, int
             wx, wy, wz = _axis_weights(fracs, c)
             vals = ((wx * wy) * wz)[:, None] * g
             offs = _grad_offsets(rows, level, replicas, config)
-            _scatter_add(grad_ref, offs, vals, mask2, interpret, tuning.relaxed_atomics)
+            scatter_add(grad_ref, offs, vals, mask2, interpret, tuning.relaxed_atomics)
 
 
 def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n):
@@ -344,7 +289,7 @@ def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n)
         dx = [dx[d] + dpos[d] * dfrac[d] for d in range(3)]
     for d in range(3):
         if _group_size(config, tuning) < config.n_levels:  # level groups in separate programs (GPU only)
-            _scatter_add(dx_ref, p * 3 + d, dx[d], valid, False, tuning.relaxed_atomics)
+            scatter_add(dx_ref, p * 3 + d, dx[d], valid, False, tuning.relaxed_atomics)
         else:
             plgpu.store(dx_ref.at[p * 3 + d], dx[d], mask=valid)
 

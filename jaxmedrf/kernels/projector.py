@@ -21,7 +21,8 @@ The kernel itself maps ``(volume, start, segment)`` (in voxel units, per ray) to
   differentiated (the eight gathers serve value and gradient), so a pose gradient costs one
   march.
 * ``∂S/∂volume``: the exact adjoint, a second march that adds ``weight × cotangent`` into a
-  float32 volume with ``atomic_add`` (run only when the volume is being differentiated).
+  float32 volume with relaxed atomic adds (:mod:`jaxmedrf.kernels._atomics`; run only when
+  the volume is being differentiated).
 
 Sample placement, clamping and the zero outside the box follow
 :func:`jaxmedrf.projectors.trilinear.interpolate_trilinear`. On a machine without GPU the
@@ -60,6 +61,7 @@ from jax.experimental.pallas import triton as plgpu
 from jaxtyping import Array, Float
 
 from jaxmedrf.geometry import Geometry, volume_box
+from jaxmedrf.kernels._atomics import scatter_add
 from jaxmedrf.rays import Rays, box_intersect, pixel_rays
 
 __all__ = ["KERNEL_DTYPES", "project_pallas", "siddon_integrals_pallas", "trilinear_integrals_pallas"]
@@ -248,11 +250,7 @@ def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, i
             for dy, wy in ((0, 1.0 - fy), (1, fy)):
                 cxy = cx * wy
                 for dz, wz in ((0, 1.0 - fz), (1, fz)):
-                    idx = base + (dx * ox + dy * oy + dz * oz)
-                    if interpret:  # the interpreter's atomic_add drops duplicate indices
-                        gvol_ref[...] = gvol_ref[...].at[idx].add(cxy * wz)
-                    else:
-                        plgpu.atomic_add(gvol_ref, (idx,), cxy * wz, mask=inside)
+                    scatter_add(gvol_ref, base + (dx * ox + dy * oy + dz * oz), cxy * wz, inside, interpret)
         return carry
 
     _march(body, 0, n_samples, unroll)
@@ -403,11 +401,7 @@ def _siddon_scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_steps, inte
 
     def body(_, walk):
         walk, seg, flat, active, *_ = _siddon_step(ray, axes, walk, shape)
-        val = jnp.where(active, seg * ct, 0.0)
-        if interpret:
-            gvol_ref[...] = gvol_ref[...].at[flat].add(val)
-        else:
-            plgpu.atomic_add(gvol_ref, (flat,), val, mask=active)
+        scatter_add(gvol_ref, flat, jnp.where(active, seg * ct, 0.0), active, interpret)
         return walk
 
     jax.lax.fori_loop(0, n_steps, body, start)
