@@ -42,7 +42,8 @@ bfloat16 with z-pairs in one word (``pack="z"``) 0.30 / 0.30 / 3.39 ms, Siddon f
 The trilinear forward is bound by the gathers (eight scattered loads per sample: L1
 transactions rather than DRAM bandwidth, so bfloat16 storage alone gives the same time and
 halving the loads gives 1.6×); its volume gradient by the float32 atomics (eight per sample,
-~80e9 a second). Float32 pairs and the four-corner ``pack="yz"`` layout (two 8- or 16-byte
+~80e9 a second, timed with Pallas' acq_rel add: a fence and an L1 invalidation around every
+add; the relaxed reduction now used is not timed yet). Float32 pairs and the four-corner ``pack="yz"`` layout (two 8- or 16-byte
 loads per sample) are tested in interpret mode and not yet timed on a GPU.
 """
 
