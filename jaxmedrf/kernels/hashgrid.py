@@ -34,11 +34,16 @@ L = 16, F = 2, T = 2^19, resolutions 16…2048, 4M points, default tuning): forw
 segment-sum (0.20e9 / 0.22e9); forward + table and position gradients 0.15e9, 2.5× XLA.
 The compulsory traffic (positions in, features out: 560 MB
 per 4M points) runs at 0.08 TB/s, under 3 % of the card's ~3 TB/s; the time goes into the
-128 dependent corner gathers per point (up to 16 GB of 32-byte sectors when they miss L2:
-a float32 table, 64 MB, exceeds the 50 MB L2; half tables fit, hence their lead), and in
-the backward into ~1.1·10^9 float32 atomic adds per 4M points (~7·10^10 adds/s reached).
+128 corner gathers per point (up to 17 GB of 32-byte sectors when they miss L2: a
+float32 table touches 47 MB, 11 hashed levels of 4 MB, against a 50 MB L2 that the streamed
+inputs and outputs share; half tables take half, hence their lead), and in the backward into
+~1.1·10^9 float32 adds per 4M points, issued as 5.4·10^8 float2 reductions (~7·10^10 adds/s
+reached).
 ``benchmarks/hashgrid.py --pallas-sweep`` times the other schedules (level groups, block
-sizes, replicas, atomic ordering), which were not measured yet.
+sizes, replicas, atomic ordering), which were not measured yet. The sm_90 SASS
+(``benchmarks/kernel_asm.py``, ``benchmarks/results/kernel_asm_sm90_2026-11-29.json``) has one
+8-byte gather per corner in the forward (128 per point) and one float2 reduction
+(``REDG.E.ADD.F32x2``) per corner in the table gradient, 32 registers and no spills in both.
 
 On CPU the kernels run only in Pallas' interpret mode (``interpret=True``), which the tests
 use; in interpret mode the atomic adds are replaced by an equivalent ``.at[].add`` (Pallas'
