@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
+from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init
 from jaxmedrf.mri.slices import SliceStack, _frame, intensity_norm, psf_offsets, stack_box, stack_points
@@ -97,16 +98,10 @@ class INRConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_iters", "batch", "n_psf", "steps_per_call"):
-            v = getattr(self, name)
-            if int(v) != v or v < 1:
-                raise ValueError(f"INRConfig.{name} must be a positive integer, got {v!r}")
-        if self.smoothness is not None and not (math.isfinite(self.smoothness) and self.smoothness >= 0):
-            raise ValueError(f"INRConfig.smoothness must be >= 0, got {self.smoothness!r}")
-        for name in ("lr", "lr_final", "resolution_factor"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"INRConfig.{name} must be positive, got {v!r}")
+        check_numbers(self, positive_ints=("n_iters", "batch", "n_psf", "steps_per_call"),
+                      positive=("lr", "lr_final", "resolution_factor"))
+        if self.smoothness is not None:
+            check_numbers(self, nonneg=("smoothness",))
 
 
 class INRResult(NamedTuple):

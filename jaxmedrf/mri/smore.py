@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxmedrf._checks import check_numbers
 from jaxmedrf.mri.inr import train_loop
 from jaxmedrf.mri.interpolate import axis_weights, interpolate_along_axis
 from jaxmedrf.mri.slices import FWHM_TO_SIGMA, SliceStack, intensity_norm
@@ -74,16 +75,10 @@ class SMOREConfig:
     chunk: int = 16
 
     def __post_init__(self):
-        for name in ("features", "depth", "n_iters", "batch", "patch", "n_patches", "steps_per_call", "chunk"):
-            v = getattr(self, name)
-            if int(v) != v or v < 1:
-                raise ValueError(f"SMOREConfig.{name} must be a positive integer, got {v!r}")
+        check_numbers(self, positive_ints=("features", "depth", "n_iters", "batch", "patch", "n_patches",
+                                           "steps_per_call", "chunk"), positive=("lr", "lr_final"))
         if self.depth < 2:
             raise ValueError(f"SMOREConfig.depth must be >= 2, got {self.depth}")
-        for name in ("lr", "lr_final"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"SMOREConfig.{name} must be positive, got {v!r}")
 
 
 class SMOREResult(NamedTuple):

@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
+from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid
 from jaxmedrf.geometry import Geometry, volume_box
@@ -103,28 +104,18 @@ class NAFConfig:
     occupancy_decay: float = 0.8
 
     def __post_init__(self):
-        for name in ("n_iters", "batch_rays", "n_samples", "steps_per_call", "tv_patch", "grid_supersample"):
-            v = getattr(self, name)
-            if int(v) != v or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if int(self.n_importance) != self.n_importance or self.n_importance < 0:
-            raise ValueError(f"n_importance must be a non-negative integer, got {self.n_importance!r}")
-        if int(self.occupancy_resolution) != self.occupancy_resolution or self.occupancy_resolution < 0:
-            raise ValueError(f"occupancy_resolution must be a non-negative integer, got {self.occupancy_resolution!r}")
-        if int(self.occupancy_update_every) != self.occupancy_update_every or self.occupancy_update_every <= 0:
-            raise ValueError(f"occupancy_update_every must be a positive integer, got {self.occupancy_update_every!r}")
+        check_numbers(
+            self,
+            positive_ints=("n_iters", "batch_rays", "n_samples", "steps_per_call", "tv_patch", "grid_supersample",
+                           "occupancy_update_every"),
+            nonneg_ints=("n_importance", "occupancy_resolution"),
+            positive=("lr", "lr_final"),
+            nonneg=("l1_weight", "tv_weight", "warmup"),
+        )  # fmt: skip
         if not 0.0 <= self.occupancy_threshold < 1.0:
             raise ValueError(f"occupancy_threshold must be in [0, 1), got {self.occupancy_threshold!r}")
         if not 0.0 <= self.occupancy_decay <= 1.0:
             raise ValueError(f"occupancy_decay must be in [0, 1], got {self.occupancy_decay!r}")
-        for name in ("lr", "lr_final"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be positive, got {v!r}")
-        for name in ("l1_weight", "tv_weight", "warmup"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be non-negative, got {v!r}")
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)

@@ -56,6 +56,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxmedrf import pose as P
+from jaxmedrf._checks import check_numbers
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.projectors import project
 from jaxmedrf.registration.losses import get_loss
@@ -111,10 +112,7 @@ class RegistrationConfig:
         object.__setattr__(self, "levels", tuple(int(f) for f in self.levels))
         if int(self.iterations) < 1:
             raise ValueError(f"iterations must be ≥ 1, got {self.iterations!r}")
-        for name in ("lr", "rot_scale_deg", "trans_scale_mm", "step", "lr_decay", "lr_final_fraction"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be positive, got {v!r}")
+        check_numbers(self, positive=("lr", "rot_scale_deg", "trans_scale_mm", "step", "lr_decay", "lr_final_fraction"))
         if int(self.patience) < 1:
             raise ValueError(f"patience must be ≥ 1, got {self.patience!r}")
         get_loss(self.loss)
