@@ -7,7 +7,8 @@
 # Wheels first: benchmarks/gpu_wheels.sh (here), installed there as it says.
 # Steps: kernels (fused projector vs XLA), hashgrid (hash grid + torch-ngp peer), hashgrid_sweep
 # (every SWEEP schedule of the Pallas hash grid in float32, then both dtypes with the fastest),
-# peers (DRR peers in one process: nanodrr, DiffDRR, mbirjax, ASTRA when ASTRA_SITE is set), render,
+# peers (DRR peers in one process: nanodrr, DiffDRR, mbirjax, ASTRA when ASTRA_SITE is set), profile
+# (a NAF step beside each of its parts: encoding, MLP, marcher, Adam), render,
 # baselines (FDK/SART/CGLS + mbirjax: 128³/50 views every variant, then the fused-kernel variants
 # at 256³ and at 25 views), memory (peak memory of each baseline and of the quality scores, each
 # in a fresh process), naf (NAF speed variants:
@@ -36,6 +37,7 @@ for s in "$@"; do
     hashgrid) one timeout 300 python3 benchmarks/hashgrid.py --impls level_major pallas --backwards segment_sum \
                 --dtypes float32 bfloat16 --peer --repeats 5 --deadline-s 90 --out-dir "$out" ;;
     render) one timeout 60 python3 -m benchmarks.render --out-dir "$out" ;;
+    profile) one timeout 200 python3 benchmarks/naf_profile.py --out-dir "$out" ;;
     baselines)
       one timeout 200 python3 benchmarks/baselines.py --sizes 128 --views 50 --repeats 2 --out-dir "$out"
       fast="sart_pallas_siddon sart_pallas_siddon_running sart_voxel_pallas_siddon sart_voxel_pallas_siddon_running cgls_pallas_siddon"

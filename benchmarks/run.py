@@ -27,6 +27,7 @@ BENCHMARKS = {
     "baselines": ([str(HERE / "baselines.py")], ["--small", "--no-mbirjax"]),
     "register": ([str(HERE / "register.py")], ["--small"]),
     "render": (["-m", "benchmarks.render"], ["--small"]),
+    "naf_profile": ([str(HERE / "naf_profile.py")], ["--small"]),
     "occupancy": (["-m", "benchmarks.occupancy"], ["--small"]),
 }
 

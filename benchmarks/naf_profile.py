@@ -1,0 +1,162 @@
+"""Where a NAF training step spends its time: the whole step beside each of its parts alone.
+
+Issue 8 asks for a fused field (encoding + MLP) "in as few kernels as the profile shows are
+needed"; this is that profile. On the ``naf128_50`` setup (128³ box, 50 views of 256²,
+8192 rays × 128 samples a step = 1M points, the default field: hash grid L=16, F=2,
+T=2^19, four layers of width 32), each part is compiled alone and timed on the points of a
+real step (stratified samples along random pixel rays):
+
+* ``step``: one full optimisation step (:func:`jaxmedrf.recon.naf.make_train_fn`, per step of
+  a ``steps_per_call`` scan);
+* ``encode`` / ``encode+grad``: the hash encoding, forward and forward + table gradient;
+* ``mlp`` / ``mlp+grad``: the MLP on the encoding's output, forward and forward + gradients
+  (weights and input);
+* ``field+grad``: encoding + MLP, value and gradient w.r.t. all parameters;
+* ``render+grad``: ray generation, sampling and the quadrature with the field replaced by a
+  closed-form μ (so the marcher alone);
+* ``adam``: the optimiser update of all parameters (the table dominates: 16.8 M floats).
+
+for each hash implementation given (``level_major``, ``pallas`` on a GPU) and MLP dtype. The
+parts do not add up exactly to the step (XLA fuses across them inside the step) but show which
+one dominates. Medians of ``--repeats`` after a warm-up, ``block_until_ready``.
+
+    python benchmarks/naf_profile.py                     # GPU: level_major and pallas, float32 and bfloat16 MLP
+    python benchmarks/naf_profile.py --small             # CPU smoke run (tiny field and batch)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from benchmarks.common import environment, timeit, write_json
+
+
+def profile(*, hash_implementation: str, compute_dtype: str, small: bool, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxmedrf as jm
+    from jaxmedrf.fields import FieldConfig, HashGridConfig
+    from jaxmedrf.fields.encodings import hash_grid_encode
+    from jaxmedrf.fields.field import _ACTIVATIONS, _COMPUTE_DTYPES, field_apply, field_init
+    from jaxmedrf.fields.mlp import mlp_apply
+    from jaxmedrf.kernels import pallas_supported
+    from jaxmedrf.recon.naf import NAFConfig, _optimizer, init_state, make_train_fn
+    from jaxmedrf.rays import box_intersect, pixel_rays
+    from jaxmedrf.render import render_rays, sample_uniform
+
+    n, views, det, batch, samples = (16, 4, 16, 256, 16) if small else (128, 50, 256, 8192, 128)
+    g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det, DSD=1500.0,
+                     DSO=1000.0, n_views=views)
+    enc = (HashGridConfig(n_levels=4, log2_table_size=12, finest_resolution=64) if small else HashGridConfig())
+    enc = dataclasses.replace(enc, implementation=hash_implementation)
+    out = {"hash_implementation": hash_implementation, "compute_dtype": compute_dtype, "batch_rays": batch,
+           "n_samples": samples, "points": batch * samples}
+    if hash_implementation == "pallas" and (reason := pallas_supported(enc)) is not None:
+        out["skipped"] = reason
+        return out
+    field_cfg = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype)
+    cfg = NAFConfig(field=field_cfg, n_iters=10, batch_rays=batch, n_samples=samples, steps_per_call=5)
+    lo, hi = jm.volume_box(g)
+    key = jax.random.key(0)
+    params = field_init(key, field_cfg)
+
+    # The points of one step: random pixel rays, stratified samples (as render_rays draws them).
+    n_pix = views * det * det
+    idx = jax.random.randint(key, (batch,), 0, n_pix)
+    rays = pixel_rays(g, idx // (det * det), (idx % (det * det)) // det, idx % det)
+    t, _ = sample_uniform(jax.random.key(1), *box_intersect(rays, lo, hi), n_samples=samples)
+    pts = (rays.origins[:, None] + t[..., None] * rays.directions[:, None]).reshape(-1, 3)
+    u = ((pts - lo) / (hi - lo)).astype(jnp.float32)
+    feats = hash_grid_encode(params["encoding"], u, enc)
+    cot = jax.random.normal(key, (u.shape[0],), jnp.float32)
+
+    def mlp(p, h):
+        z = mlp_apply(p, h, activation=_ACTIVATIONS[field_cfg.activation], skips=field_cfg.skips,
+                      compute_dtype=_COMPUTE_DTYPES[compute_dtype])[:, 0]
+        return jnp.sum(z * cot)
+
+    def closed_form(x):  # μ of a ball, so that render+grad times the marcher, not a field
+        return 0.02 * jnp.maximum(1.0 - jnp.sum((x / 100.0) ** 2, -1), 0.0)
+
+    def render(scale):
+        pred = render_rays(lambda x: scale * closed_form(x), rays, lo, hi, n_samples=samples, key=jax.random.key(2))
+        return jnp.sum(pred**2)
+
+    tx = _optimizer(cfg)
+    opt_state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def adam(params, opt_state):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    parts = {
+        "encode": (jax.jit(lambda t, u: hash_grid_encode(t, u, enc)), (params["encoding"], u)),
+        "encode+grad": (jax.jit(jax.grad(lambda t, u: jnp.sum(hash_grid_encode(t, u, enc) * feats))),
+                        (params["encoding"], u)),
+        "mlp": (jax.jit(mlp), (params["mlp"], feats)),
+        "mlp+grad": (jax.jit(jax.grad(mlp, argnums=(0, 1))), (params["mlp"], feats)),
+        "field+grad": (jax.jit(jax.grad(lambda p, x: jnp.sum(field_apply(p, x, field_cfg, lo=lo, hi=hi) * cot))),
+                       (params, pts)),
+        "render+grad": (jax.jit(jax.grad(render)), (jnp.float32(1.0),)),
+        "adam": (jax.jit(adam), (params, opt_state)),
+    }
+    out["parts_ms"] = {}
+    for name, (fn, args) in parts.items():
+        jax.block_until_ready(fn(*args))
+        out["parts_ms"][name] = 1e3 * timeit(lambda fn=fn, args=args: jax.block_until_ready(fn(*args)),
+                                             repeats=repeats)["median_s"]
+
+    train = make_train_fn(cfg, g)
+    proj = jnp.zeros((1, *g.projection_shape), jnp.float32) + 0.1
+    state = init_state(cfg, jax.random.split(key, 1), g)
+    state, _ = train(state, proj)  # compile
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, _ = train(state, proj)
+        jax.block_until_ready(state)
+        times.append((time.perf_counter() - t0) / cfg.steps_per_call)
+    out["step_ms"] = 1e3 * sorted(times)[len(times) // 2]
+    out["parts_share_of_step"] = {k: v / out["step_ms"] for k, v in out["parts_ms"].items()}
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true", help="tiny field and batch for a CPU smoke run")
+    ap.add_argument("--hash-implementations", nargs="+", default=["level_major", "pallas"])
+    ap.add_argument("--compute-dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 10; 2 with --small)")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    a = ap.parse_args(argv)
+    repeats = a.repeats or (2 if a.small else 10)
+    rows = []
+    for impl in a.hash_implementations:
+        for dtype in a.compute_dtypes:
+            try:
+                row = profile(hash_implementation=impl, compute_dtype=dtype, small=a.small, repeats=repeats)
+            except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
+                row = {"hash_implementation": impl, "compute_dtype": dtype, "error": f"{type(e).__name__}: {e}"}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    payload = {"benchmark": "naf_profile", "environment": environment(), "small": a.small,
+               "setup": "naf128_50: 128^3 box, 50 views of 256^2, 8192 rays x 128 samples a step, default field",
+               "rows": rows}
+    path = write_json("naf_profile" + ("_small" if a.small else ""), payload, a.out_dir)
+    print("wrote", path)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
