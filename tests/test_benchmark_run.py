@@ -10,11 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_cpu_suite_writes_json_and_gpu_suite_declines(tmp_path):
     env = {"JAX_PLATFORMS": "cpu", "PATH": ""}
-    res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "cpu", "--only", "projector", "hashgrid",
+    # One entry exercises the runner (the projector's, which no other test runs; hashgrid's has its own test).
+    res = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "cpu", "--only", "projector",
                           "--out-dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     files = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert any(f.startswith("projector") for f in files) and any(f.startswith("hashgrid") for f in files), files
+    assert files and all(f.startswith("projector") for f in files), files
     for f in tmp_path.glob("*.json"):
         d = json.loads(f.read_text())
         text = json.dumps(d)
