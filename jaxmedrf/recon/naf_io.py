@@ -23,7 +23,7 @@ from jaxtyping import Array, Float
 from jaxmedrf.fields.encodings import FrequencyConfig, HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply
 from jaxmedrf.geometry import Geometry, volume_box
-from jaxmedrf.rays import Rays, geometry_rays
+from jaxmedrf.rays import pixel_rays
 from jaxmedrf.recon.naf import NAFConfig, _ckpt_dirs, init_state, restore_checkpoint
 from jaxmedrf.render import render_rays
 
@@ -93,24 +93,20 @@ def render_projections(
       config: its :class:`NAFConfig` (field, ``n_samples``, ``n_importance``).
       field_geometry: the training geometry: its voxel box is the field's domain.
       geometry: where to look from (any views, detector and poses).
-      chunk_rays: rays rendered together (memory ∝ ``chunk_rays × samples``).
+      chunk_rays: rays rendered together (memory ∝ ``chunk_rays × samples``; each chunk's rays
+        are made from their pixel ids, so no array of every ray is built).
     """
     lo, hi = volume_box(field_geometry)
-    rays = geometry_rays(geometry)
-    shape = rays.origins.shape[:-1]
-    n = int(np.prod(shape))
+    n_views, nv, nu = geometry.projection_shape
+    n = n_views * nv * nu
     chunk = int(min(chunk_rays, n))
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-
-    def flat(a):  # (n_chunks, chunk, 3); the last chunk padded with copies of the last ray
-        return jnp.pad(a.reshape(n, 3), ((0, pad), (0, 0)), mode="edge").reshape(n_chunks, chunk, 3)
-
     field = lambda x: field_apply(params, x, config.field, lo=lo, hi=hi)  # noqa: E731
 
-    def one(r):
-        o, d = r
-        return render_rays(field, Rays(o, d), lo, hi, n_samples=config.n_samples, n_importance=config.n_importance)
+    def one(c):  # the rays of chunk c, made from their ids (the last chunk repeats the last ray)
+        ids = jnp.minimum(c * chunk + jnp.arange(chunk), n - 1)
+        view, pixel = ids // (nv * nu), ids % (nv * nu)
+        rays = pixel_rays(geometry, view, pixel // nu, pixel % nu)
+        return render_rays(field, rays, lo, hi, n_samples=config.n_samples, n_importance=config.n_importance)
 
-    out = jax.lax.map(one, (flat(rays.origins), flat(rays.directions)))
-    return out.reshape(-1)[:n].reshape(shape)
+    out = jax.lax.map(one, jnp.arange(-(-n // chunk)))
+    return out.reshape(-1)[:n].reshape(n_views, nv, nu)
