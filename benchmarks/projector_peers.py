@@ -251,17 +251,27 @@ def _time_torch(fn: Callable[[], object], *, warmup: int, repeats: int, views: i
     return _summary(times, views)
 
 
+def _time_synced(fn: Callable[[], object], sync: Callable[[], None], *, warmup: int, repeats: int,
+                 views: int) -> dict:
+    """Wall clock of ``fn()`` between two device synchronisations, median of ``repeats``."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return _summary(times, views)
+
+
 def _time_jax(fn: Callable[[], object], *, warmup: int, repeats: int, views: int) -> dict:
     import jax
 
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return _summary(times, views)
+    return _time_synced(lambda: jax.block_until_ready(fn()), lambda: None, warmup=warmup, repeats=repeats,
+                        views=views)
 
 
 def _rodrigues_torch(p):
@@ -535,22 +545,6 @@ def _cufft_is_stub(path: str | None) -> bool | None:
         return hasattr(lib, "jaxmedrf_cufft_stub")
     except Exception:  # noqa: BLE001
         return None
-
-
-def _time_synced(fn: Callable[[], object], sync: Callable[[], None], *, warmup: int, repeats: int,
-                 views: int) -> dict:
-    """Wall clock of ``fn()`` between two device synchronisations, median of ``repeats``."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return _summary(times, views)
 
 
 def _astra_agreement(img: np.ndarray, ref: np.ndarray | None) -> dict:

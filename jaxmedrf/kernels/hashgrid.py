@@ -329,10 +329,17 @@ def _forward(table, x, config, tuning, interpret):
     return out.reshape(n, config.out_dim)
 
 
+def table_grad_tuning(tuning: Tuning) -> Tuning:
+    """The settings the table-gradient kernel runs with: ``levels_per_program`` replaced by
+    ``bwd_levels_per_program`` where that is set (>= 0)."""
+    if tuning.bwd_levels_per_program < 0:
+        return tuning
+    return tuning._replace(levels_per_program=tuning.bwd_levels_per_program)
+
+
 def _table_grad(x, g, config, tuning, interpret, table_dtype):
     n = x.shape[0]
-    if tuning.bwd_levels_per_program >= 0:
-        tuning = tuning._replace(levels_per_program=tuning.bwd_levels_per_program)
+    tuning = table_grad_tuning(tuning)
     L, t, f = config.n_levels, config.table_size, config.features_per_level
     replicas, rep_size = _replicas(config, tuning)
     size = L * t * f + rep_size
