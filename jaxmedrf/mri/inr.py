@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init
-from jaxmedrf.mri.slices import SliceStack, _frame, intensity_norm, psf_offsets, stack_box, stack_points
+from jaxmedrf.mri.slices import SliceStack, _frame, intensity_norm, stack_box, stack_points
 
 __all__ = ["INRConfig", "INRResult", "fit_inr", "query_inr", "check_overlap", "axis_steps"]
 

@@ -47,7 +47,7 @@ import itertools
 import math
 import threading
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
