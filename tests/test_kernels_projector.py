@@ -10,7 +10,8 @@ to the volume's dtype, 2⁻⁸); origin/direction/pose gradients 1e-4 (the gradi
 trilinear interpolant jumps at cell faces, so a sample that rounding moves across a face
 changes it). Half volumes are compared with XLA on the same rounded volume in float32.
 Siddon kernel against the XLA Siddon projector: values 1e-5, volume gradient 1e-4 (one
-segment length per voxel, summed in a different order), origin/direction gradients 1e-4.
+segment length per voxel, summed in a different order), origin/direction gradients 1e-4 on
+rays that pass no voxel edge within 1e-3 mm (at an edge the gradient jumps).
 """
 
 import warnings
@@ -71,6 +72,23 @@ def _march_reference(volume, lo, d_voxel, o, e, n):
             w = np.prod(np.where(corner, f, 1 - f))
             total += w * volume[tuple(i0 + corner)]
     return total * (tf - tn) / n * np.linalg.norm(e)
+
+
+def _off_voxel_edges(lo, d_voxel, shape, o, e, margin_mm=1e-3):
+    """Rays whose Siddon integral is differentiable in origin and direction with room to spare:
+    no two plane crossings of different axes within ``margin_mm`` inside the box. Where they
+    meet the ray passes a voxel edge, the gradient jumps, and float32 rounding picks a side."""
+    lo, d_voxel, o, e = (np.asarray(a, np.float64) for a in (lo, d_voxel, o, e))
+    keep = []
+    for oi, ei in zip(o, e):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alphas = [(lo[k] + np.arange(shape[k] + 1) * d_voxel[k] - oi[k]) / ei[k] for k in range(3)]
+        a_in = max(np.min(a) for a in alphas)
+        a_out = min(np.max(a) for a in alphas)
+        marks = sorted((a, k) for k, a_k in enumerate(alphas) for a in a_k if a_in <= a <= a_out)
+        gaps = [(b - a) * np.linalg.norm(ei) for (a, j), (b, k) in zip(marks, marks[1:]) if j != k]
+        keep.append(min(gaps, default=np.inf) > margin_mm)
+    return np.array(keep)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -211,7 +229,11 @@ def test_siddon_kernel_equals_xla(rng):
     def grad(fn):
         return jax.jit(jax.grad(lambda v, o, d: jnp.sum(w * fn(v, Rays(o, d), lo, dv)), argnums=(0, 1, 2)))(volume, o, d)
 
-    for a, b, tol in zip(grad(kernel), grad(siddon_integrals), (1e-4, 1e-4, 1e-4)):
-        _close(a, b, tol)
+    (kv, ko, kd), (xv, xo, xd) = grad(kernel), grad(siddon_integrals)
+    _close(kv, xv, 1e-4)
+    smooth = _off_voxel_edges(lo, dv, g.n_voxel, o, d)
+    assert smooth.mean() > 0.9
+    _close(ko[smooth], xo[smooth], 1e-4)
+    _close(kd[smooth], xd[smooth], 1e-4)
     got = project_pallas(volume, g, method="siddon", block_rays=16, interpret=True)
     _close(got, jm.project(volume, g, method="siddon"), 1e-5)
