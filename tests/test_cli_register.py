@@ -8,7 +8,6 @@ import pytest
 import jaxmedrf as jm
 from jaxmedrf import cli
 from jaxmedrf import pose as P
-from jaxmedrf import registration as R
 from test_registration import blobs
 
 

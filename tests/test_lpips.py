@@ -9,7 +9,6 @@ torchvision's ``features`` layout stands in (random trunks, ``pnet_rand=True``, 
 import io
 import os
 import pickle
-import struct
 import sys
 import types
 import zipfile

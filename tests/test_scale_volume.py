@@ -1,7 +1,6 @@
 """Volume-sharded (z-slab) projection, backprojection, FDK, SART and CGLS on 8 CPU devices
 equal the single-device results; a z size that does not divide over the devices is padded."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

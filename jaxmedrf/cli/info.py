@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["add_parser", "run", "describe"]
 
 

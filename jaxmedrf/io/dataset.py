@@ -12,7 +12,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from jaxmedrf.geometry import Geometry, view_frames
+from jaxmedrf.geometry import Geometry
 
 __all__ = ["ray_batches", "slice_batches", "ray_table"]
 
