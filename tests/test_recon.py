@@ -184,10 +184,14 @@ def test_fdk_of_analytic_shepp_logan_projections():
 
     n = 128  # the size: 128³ up to 360 views (≈15 s on 2 CPU cores)
     ph = jm.shepp_logan(radius=128.0, mu_scale=1.0)
+    def scan(views):
+        return jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(192, 192), d_detector=409.6 / 192,
+                            n_views=views)
+
+    truth = jm.voxelize(ph, scan(1), supersample=2)  # one grid for every view count
     psnrs = {}
     for views in (60, 180, 360):
-        g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(192, 192), d_detector=409.6 / 192, n_views=views)
-        truth = jm.voxelize(ph, g, supersample=2)
+        g = scan(views)
         vol = fdk(jm.analytic_projections(ph, g), g).volume
         psnrs[views] = float(metrics.psnr(vol, truth, data_range=1.0))
     print(psnrs)
