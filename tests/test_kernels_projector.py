@@ -9,7 +9,8 @@ gradient 1e-5 (float32 volume) and, for a bfloat16 volume, one unit in the last 
 element (2⁻⁷ relative: both round a float32 sum to the volume's dtype, and sums that differ
 in the last float32 bits can round to neighbouring bfloat16 values); origin/direction/pose
 gradients 1e-4 (the gradient of the trilinear interpolant jumps at cell faces, so a sample
-that rounding moves across a face changes it). Half volumes are compared with XLA on the same rounded volume in float32.
+that rounding moves across a face changes it). Half volumes are compared with XLA on the same
+rounded volume in float32.
 Siddon kernel against the XLA Siddon projector: values 1e-5, volume gradient 1e-4 (one
 segment length per voxel, summed in a different order), origin/direction gradients 1e-4 on
 rays that pass no voxel edge within 1e-3 mm (at an edge the gradient jumps).
@@ -47,9 +48,10 @@ def _rays(g, rng):
     return o.astype(jnp.float32), d.astype(jnp.float32)
 
 
-def _close(a, b, rtol):
+def _close(a, b, rtol, *, per_element=0.0):
+    """|a − b| ≤ rtol · max|b| + per_element · |b|, elementwise."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * float(np.max(np.abs(b))))
+    np.testing.assert_allclose(a, b, rtol=per_element, atol=rtol * float(np.max(np.abs(b))))
 
 
 def _march_reference(volume, lo, d_voxel, o, e, n):
@@ -117,11 +119,7 @@ def test_values_and_gradients_equal_xla(rng, dtype):
     grad = lambda fn: jax.jit(jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2)))(volume, o, d)  # noqa: E731
     (gv, go, gd), (rv, ro, rd) = grad(kernel), grad(xla)
     assert gv.dtype == volume.dtype
-    if dtype == jnp.float32:
-        _close(gv, rv, 1e-5)
-    else:  # both round a float32 sum to bfloat16: one unit in the last place apart at most
-        np.testing.assert_allclose(np.asarray(gv, np.float32), np.asarray(rv, np.float32), rtol=2.0**-7,
-                                   atol=1e-5 * float(np.max(np.abs(np.asarray(rv, np.float32)))))
+    _close(gv, rv, 1e-5, per_element=0.0 if dtype == jnp.float32 else 2.0**-7)  # one bfloat16 ulp
     _close(go, ro, 1e-4)
     _close(gd, rd, 1e-4)
     if dtype == jnp.float32:  # only the rays, only the volume: the unused half of the backward is skipped
