@@ -182,8 +182,9 @@ def test_fdk_of_analytic_shepp_logan_projections():
     import jaxmedrf as jm
     from jaxmedrf import metrics
 
-    n = 128  # the size: 128³ up to 360 views (≈15 s on 2 CPU cores)
+    n = 128  # the size: 128³ up to 360 views (≈30 s on 2 CPU cores)
     ph = jm.shepp_logan(radius=128.0, mu_scale=1.0)
+
     def scan(views):
         return jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(192, 192), d_detector=409.6 / 192,
                             n_views=views)

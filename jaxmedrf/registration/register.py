@@ -110,11 +110,8 @@ class RegistrationConfig:
         if not self.levels or any(int(f) != f or f < 1 for f in self.levels):
             raise ValueError(f"levels must be positive integers (downsampling factors), got {self.levels!r}")
         object.__setattr__(self, "levels", tuple(int(f) for f in self.levels))
-        if int(self.iterations) < 1:
-            raise ValueError(f"iterations must be ≥ 1, got {self.iterations!r}")
-        check_numbers(self, positive=("lr", "rot_scale_deg", "trans_scale_mm", "step", "lr_decay", "lr_final_fraction"))
-        if int(self.patience) < 1:
-            raise ValueError(f"patience must be ≥ 1, got {self.patience!r}")
+        check_numbers(self, positive_ints=("iterations", "patience"),
+                      positive=("lr", "rot_scale_deg", "trans_scale_mm", "step", "lr_decay", "lr_final_fraction"))
         get_loss(self.loss)
         m = self.multi_start_levels
         if m is not None and (int(m) != m or not 1 <= m <= len(self.levels)):
