@@ -12,6 +12,7 @@ from jaxmedrf.io.intensity import (
     random_flip, random_rotation, resize_volume, window,
 )
 from jaxmedrf.io.radiograph import RadiographData, load_radiograph
+from jaxmedrf.io.samples import SAMPLES, load_sample, sample_path
 from jaxmedrf.io.volume import VolumeData, load_volume, reorient_to_lps, save_volume
 
 __all__ = (
@@ -21,4 +22,5 @@ __all__ = (
     "resize_volume", "crop_or_pad", "random_flip", "random_rotation", "intensity_jitter", "augment",
     "geometry_for_volume", "attenuation_volume", "export_drr_pngs", "PRESETS",
     "ray_table", "ray_batches", "slice_batches",
+    "SAMPLES", "load_sample", "sample_path",
 )
