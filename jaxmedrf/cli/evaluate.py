@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmedrf.cli._units import add_units_argument, to_attenuation
+
 __all__ = ["add_parser", "run", "load_volume", "evaluate_volume"]
 
 # metric -> True if higher is better
@@ -46,6 +48,11 @@ def add_parser(subparsers):
     p.add_argument("--out-csv", metavar="F", help="comparison table as CSV")
     p.add_argument("--data-range", type=float, metavar="X", help="PSNR/SSIM data range (default: reference max − min)")
     p.add_argument("--mu-water", type=float, metavar="MU", help="μ of water, mm⁻¹: also report MAE/RMSE in HU")
+    add_units_argument(
+        p,
+        help="read DICOM/NIfTI inputs (RECON and REF) as attenuation: HU (converted to μ with --mu-water, default "
+             "water at 60 keV) or mu (μ in mm⁻¹); default: their values as stored. .npz inputs are μ",
+    )
     p.add_argument("--resample", action="store_true", help="resample RECON onto the reference grid when they differ")
     p.add_argument("--no-reprojection", action="store_true", help="skip the reprojection error (needs REF projections)")
     p.add_argument(
@@ -61,11 +68,13 @@ def add_parser(subparsers):
 
 
 # ------------------------------------------------------------------------------------ loading
-def load_volume(path) -> tuple[np.ndarray, dict]:
+def load_volume(path, *, units: str | None = None, mu_water: float | None = None) -> tuple[np.ndarray, dict]:
     """Reads a volume (μ, mm⁻¹) and its metadata: ``{"spacing", "geometry", "projections"}``.
 
     ``.npz`` files must hold ``volume``; ``geometry`` (JSON) and ``projections`` are optional.
-    Other formats (DICOM series, NIfTI) go through :func:`jaxmedrf.io.load_volume`.
+    Other formats (DICOM series, NIfTI) go through :func:`jaxmedrf.io.load_volume`; with
+    ``units`` (``"HU"`` or ``"mu"``, see :func:`jaxmedrf.io.attenuation_units`) they are read as
+    attenuation (HU converted with ``mu_water``, mm⁻¹), else their values are kept as stored.
     """
     path = Path(path)
     if not path.exists():
@@ -88,7 +97,10 @@ def load_volume(path) -> tuple[np.ndarray, dict]:
         from jaxmedrf.io import load_volume as io_load
 
         loaded = io_load(path)
-        vol = np.asarray(loaded.array)
+        if units is None:
+            vol = np.asarray(loaded.array)
+        else:
+            vol = to_attenuation(loaded, units, mu_water=mu_water)
         meta = {"geometry": None, "projections": None, "spacing": tuple(float(x) for x in loaded.spacing)}
     if vol.ndim != 3:
         raise ValueError(f"{path}: volume must be 3-D, got shape {vol.shape}")
@@ -307,10 +319,11 @@ def run(args) -> int:
         md, csv_text = comparison_table(means, std=stds)
         print(f"{len(ref_cases)} cases; mean ± std (sample std over cases)")
     else:
-        ref, ref_meta = load_volume(ref_path)
+        units = dict(units=args.units, mu_water=args.mu_water)
+        ref, ref_meta = load_volume(ref_path, **units)
         report, recons = {}, {}
         for label, p in zip(labels, recon_paths):
-            vol, meta = load_volume(p)
+            vol, meta = load_volume(p, **units)
             vol = _match_grid(vol, meta, ref, ref_meta, p, args.resample)
             recons[label] = vol
             report[label] = evaluate_volume(vol, ref, ref_meta=ref_meta, **opts)

@@ -5,6 +5,8 @@ Inputs:
 * ``--volume``: a ``.npz`` with ``volume`` (μ, mm⁻¹) and ``geometry`` (JSON; e.g. from
   ``jaxmedrf simulate``), or a ``.npy`` (μ, mm⁻¹, indexed x, y, z) with ``--spacing``, or a DICOM
   series / NIfTI read by :func:`jaxmedrf.io.load_volume` (HU converted to μ, spacing from the file).
+  ``--units HU|mu`` says what the values are (a ``.npz``/``.npy`` in HU, a NIfTI of unknown unit);
+  without it a NIfTI of unknown unit is taken as HU only when its values look like HU.
 * ``--xray``: a ``.npz`` from ``jaxmedrf simulate`` (``projections`` + ``geometry``; view
   ``--view``; the true pose is known, so errors are reported), or a ``.npy``/``.png`` image
   (line integrals or any affine function of them, bright = attenuating) with ``--sdd`` and
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmedrf._files import atomic_path, read_npz
+from jaxmedrf.cli._units import add_units_argument, to_attenuation
 
 __all__ = ["add_parser", "run"]
 
@@ -46,6 +49,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--xray", required=True, help="X-ray: simulate .npz, or .npy/.png with --sdd --pixel-spacing")
     p.add_argument("--view", type=int, default=0, help="view of a multi-view .npz X-ray (default 0)")
     p.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM", help="voxel size of a .npy CT, mm (1 or 3 values)")
+    add_units_argument(p, help="intensity unit of the CT: HU (converted to μ) or mu (μ in mm⁻¹). Default: a .npz/.npy is "
+                               "μ; a DICOM/NIfTI file has its own unit (DICOM CT, a NIfTI jaxmedrf wrote) or, if unknown, "
+                               "is taken as HU when its values look like HU (air near −1000, a note says so) and refused otherwise")
     p.add_argument("--sdd", type=float, default=None, help="source–detector distance, mm (for .npy/.png X-rays)")
     p.add_argument("--sod", type=float, default=None, help="source–isocentre distance, mm (default SDD/2)")
     p.add_argument("--pixel-spacing", type=float, nargs="+", default=None, metavar="MM", help="detector pixel size, mm (1 or 2 values: row, column)")
@@ -101,12 +107,16 @@ def load_ct(args):
     elif path.suffix == ".npy":
         vol = np.asarray(np.load(path, allow_pickle=False), np.float32)
     else:  # DICOM series, enhanced DICOM, NIfTI: HU → μ (mm⁻¹)
-        from jaxmedrf.io import attenuation_volume, load_volume
+        from jaxmedrf.io import load_volume
 
         loaded = load_volume(path)
-        vol = np.asarray(attenuation_volume(loaded), np.float32)
+        vol = to_attenuation(loaded, args.units)
         if args.spacing is None:
             args.spacing = [float(x) for x in loaded.spacing]
+    if path.suffix in (".npz", ".npy") and args.units == "HU":
+        from jaxmedrf.io import hu_to_mu
+
+        vol = np.asarray(hu_to_mu(vol), np.float32)
     if vol.ndim != 3:
         raise ValueError(f"--volume must be a 3-D array (x, y, z), got shape {vol.shape}")
     _check_finite(vol, "--volume")

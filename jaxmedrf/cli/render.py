@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmedrf.cli._units import add_units_argument, to_attenuation
+
 __all__ = ["add_parser", "orbit_geometry", "run", "write_frames"]
 
 
@@ -40,6 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", default="trilinear", choices=["trilinear", "siddon"], help="projector")
     p.add_argument("--fps", type=float, default=12.0, help="GIF frame rate")
     p.add_argument("--chunk-rays", type=int, default=1 << 16, help="field input: rays rendered together")
+    add_units_argument(p, help="intensity unit of a volume file other than a simulate/reconstruct .npz: HU (converted to μ) "
+                               "or mu (μ in mm⁻¹, rendered as is). Default: the file's own unit (a volume whose unit is not "
+                               "attenuation, e.g. MR, is rendered as is); a file of unknown unit is taken as HU when its values "
+                               "look like HU (air near −1000, a note says so) and refused otherwise")
     return p
 
 
@@ -78,8 +84,11 @@ def write_frames(frames: np.ndarray, out: Path, *, fps: float) -> None:
             im.save(tmp / f"frame_{i:04d}.png")
 
 
-def _read_volume(path: Path):
-    """``(volume μ, d_voxel, off_origin)`` from a .npz with geometry, or any volume io reads."""
+def _read_volume(path: Path, units: str | None = None):
+    """``(volume μ, d_voxel, off_origin)`` from a .npz with geometry, or any volume io reads.
+
+    ``units`` (``None``, ``"HU"``, ``"mu"``) applies to the latter, see ``--units``.
+    """
     if path.suffix == ".npz":
         from jaxmedrf._files import read_npz
         from jaxmedrf.geometry import Geometry
@@ -90,10 +99,14 @@ def _read_volume(path: Path):
         g0.check_volume(volume)
         d_voxel, off = np.asarray(g0.d_voxel), np.asarray(g0.off_origin)
     else:
-        from jaxmedrf.io import attenuation_volume, load_volume
+        from jaxmedrf.io import load_volume
+        from jaxmedrf.io.drr import MU_UNITS
 
         vol = load_volume(path)
-        volume = np.asarray(attenuation_volume(vol) if vol.unit in ("HU", "mm^-1") else vol.array, np.float32)
+        if units is None and vol.unit and vol.unit != "HU" and vol.unit not in MU_UNITS:
+            volume = np.asarray(vol.array, np.float32)  # a stated unit that is not attenuation (MR…): as is
+        else:
+            volume = to_attenuation(vol, units)
         d_voxel, off = np.asarray(vol.spacing), np.zeros(3)
     if not np.all(np.isfinite(volume)):
         raise ValueError(f"{path}: volume contains NaN or infinite values")
@@ -119,7 +132,7 @@ def run(a) -> int:
         fn = jax.jit(lambda p: render_projections(p, cfg, g0, g, chunk_rays=a.chunk_rays))
         arg, what = params, "field"
     else:
-        volume, d_voxel, off = _read_volume(path)
+        volume, d_voxel, off = _read_volume(path, a.units)
         g = orbit_geometry(volume.shape, d_voxel, n_frames=a.n_frames, size=a.size, elevation_deg=a.elevation, off_origin=off)
         fn = jax.jit(lambda v: project(v, g, method=a.method))
         arg, what = volume, "volume"

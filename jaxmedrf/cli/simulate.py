@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmedrf.cli._units import add_units_argument, to_attenuation
+
 __all__ = ["add_parser", "run", "simulate"]
 
 
@@ -33,6 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="simulate DRRs of a CT/MR volume instead (DICOM series folder, enhanced DICOM, NIfTI, .npz); "
                         "its LPS grid becomes n_voxel/d_voxel, centred at the origin unless --off-origin is given")
     p.add_argument("--series", default=None, help="SeriesInstanceUID when the --volume folder holds several series")
+    add_units_argument(p)
     p.add_argument("--preset", default=None, choices=["mednerf"],
                    help="with --volume: MedNeRF's DRRs (72 views at 5°, 128×128 detector, geometry scaled to the volume)")
     p.add_argument("--export-png", default=None, metavar="DIR", help="also write each DRR as a PNG with a JSON pose sidecar")
@@ -181,12 +184,12 @@ def save_png(path, projections, volume, *, title="") -> None:
 def _simulate_volume(a):
     """Geometry, μ volume (mm⁻¹) and projections for a CT/MR volume read from disk."""
     from jaxmedrf import projectors
-    from jaxmedrf.io import attenuation_volume, geometry_for_volume, load_volume
+    from jaxmedrf.io import geometry_for_volume, load_volume
 
     if a.method == "analytic":
         raise ValueError("--method analytic needs a phantom, not --volume")
     vol = load_volume(a.volume, series=a.series)
-    mu = attenuation_volume(vol)
+    mu = to_attenuation(vol, a.units)
     kw = {"n_views": a.n_views} if a.n_views is not None else {}
     if a.n_detector:
         kw["n_detector"] = tuple(a.n_detector)
@@ -204,8 +207,8 @@ def run(a) -> int:
         raise ValueError(f"--noise-i0 must be positive, got {a.noise_i0}")
     if a.supersample < 1:
         raise ValueError(f"--supersample must be a positive integer, got {a.supersample}")
-    if a.volume is None and (a.preset or a.series):
-        raise ValueError("--preset and --series need --volume")
+    if a.volume is None and (a.preset or a.series or a.units):
+        raise ValueError("--preset, --series and --units need --volume")
     t0 = time.perf_counter()
     if a.volume is not None:
         geometry, volume, proj = _simulate_volume(a)

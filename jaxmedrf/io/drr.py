@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,13 @@ import numpy as np
 
 from jaxmedrf.geometry import Geometry, circular_angles, view_frames
 from jaxmedrf._files import atomic_dir, check_writable
-from jaxmedrf.io.intensity import MU_AIR, MU_WATER, hu_to_mu
+from jaxmedrf.io.intensity import MU_AIR, MU_WATER, hu_to_mu, looks_like_hu
 from jaxmedrf.io.volume import VolumeData
 
-__all__ = ["geometry_for_volume", "attenuation_volume", "export_drr_pngs", "PRESETS"]
+__all__ = ["geometry_for_volume", "attenuation_volume", "attenuation_units", "export_drr_pngs", "PRESETS", "UNITS"]
+
+UNITS = ("HU", "mu")  # the values of ``units=`` (and of the CLI's --units): Hounsfield units, or μ in mm⁻¹
+MU_UNITS = ("mm^-1", "mm-1", "1/mm")  # spellings of a μ volume's unit
 
 PRESETS = {
     # MedNeRF DRRs: 72 views at 5° steps over 360°, 128×128 detector, vertical rotation axis.
@@ -100,18 +104,73 @@ def geometry_for_volume(
     )
 
 
-def attenuation_volume(vol: VolumeData, *, mu_water: float = MU_WATER, mu_air: float = MU_AIR) -> np.ndarray:
-    """The volume as linear attenuation μ (mm⁻¹, float32, ≥ 0) for projection.
+def attenuation_units(vol: VolumeData, *, units: str | None = None) -> tuple[str, str]:
+    """The unit in which :func:`attenuation_volume` reads ``vol``'s intensities, and why.
 
-    HU are converted with :func:`jaxmedrf.io.intensity.hu_to_mu`; a volume already in ``mm^-1``
-    is returned as is. Other units (MR signal…) have no attenuation meaning: ``ValueError``.
+    ``units`` (the user's word) wins over the file's; without it the file's own unit is used
+    (a DICOM CT, or a NIfTI/.npz jaxmedrf wrote, says ``HU`` or ``mm^-1``); a volume of unknown
+    unit (e.g. a NIfTI written by another tool) is taken as HU when its values look like HU
+    (:func:`jaxmedrf.io.intensity.looks_like_hu`: air near −1000) and refused otherwise.
+
+    Args:
+        vol: the loaded volume.
+        units: ``None`` (the file's unit, else the guess), ``"HU"`` (Hounsfield units) or
+            ``"mu"`` (already μ in mm⁻¹).
+
+    Returns:
+        ``(unit, note)``: ``unit`` is ``"HU"`` or ``"mm^-1"``; ``note`` is one line to show the
+        user when the unit was guessed or ``units`` overrides a different unit the file states,
+        else ``""``.
+
+    Raises:
+        ValueError: ``units`` is not one of :data:`UNITS`; or, without ``units``, the file's unit
+            is not attenuation (MR signal…), or it is unknown and the values do not look like HU.
+            The message names ``--units``.
     """
-    if vol.unit == "HU":
+    if units is not None and units not in UNITS:
+        raise ValueError(f"units must be None, 'HU' or 'mu', got {units!r}")
+    name = os.path.basename(vol.source) if vol.source else "volume"
+    stated = "HU" if vol.unit == "HU" else ("mm^-1" if vol.unit in MU_UNITS else vol.unit)
+    if units is not None:
+        unit = "HU" if units == "HU" else "mm^-1"
+        note = f"{name}: the file says its unit is {stated}; taking {units} as --units says" if stated and stated != unit else ""
+        return unit, note
+    if stated in ("HU", "mm^-1"):
+        return stated, ""
+    if stated:
+        raise ValueError(f"{vol.source or 'volume'}: intensities in {stated!r} ({vol.modality or 'unknown modality'}) are "
+                         "not attenuation; DRRs need a CT in HU or μ in mm^-1 (pass --units HU|mu if the values are)")
+    lo, hi = float(np.min(vol.array)), float(np.max(vol.array))
+    if looks_like_hu(vol.array):
+        return "HU", (f"{name}: unit unknown, values look like HU (air ≈ −1000; range {lo:g}..{hi:g}); "
+                      "taking HU (pass --units to override)")
+    raise ValueError(f"{name}: unit unknown and values {lo:.4g}..{hi:.4g} do not look like HU (no air near -1000): "
+                     "pass --units HU or --units mu if they are attenuation (an MR volume is not)")
+
+
+def attenuation_volume(vol: VolumeData, *, units: str | None = None, mu_water: float = MU_WATER,
+                       mu_air: float = MU_AIR) -> np.ndarray:
+    """The volume as linear attenuation μ (mm⁻¹, float32, ≥ 0 for HU input) for projection.
+
+    The intensities' unit comes from :func:`attenuation_units` (``units``, else the file's unit,
+    else a guess that the values are HU, announced by a :class:`UserWarning`). HU are converted
+    with :func:`jaxmedrf.io.intensity.hu_to_mu`; μ in ``mm^-1`` is returned as is.
+
+    Args:
+        vol: the loaded volume.
+        units: ``None``, ``"HU"`` or ``"mu"`` (μ in mm⁻¹), see :func:`attenuation_units`.
+        mu_water: μ of water, mm⁻¹ (HU conversion).
+        mu_air: μ of air, mm⁻¹ (HU conversion).
+
+    Raises:
+        ValueError: the unit is not attenuation (MR signal…) or unknown and not HU-like.
+    """
+    unit, note = attenuation_units(vol, units=units)
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    if unit == "HU":
         return np.asarray(hu_to_mu(vol.array, mu_water=mu_water, mu_air=mu_air), np.float32)
-    if vol.unit in ("mm^-1", "mm-1", "1/mm"):
-        return np.asarray(vol.array, np.float32)
-    raise ValueError(f"{vol.source or 'volume'}: intensities in {vol.unit or 'unknown units'!r} "
-                     f"({vol.modality or 'unknown modality'}) are not attenuation; DRRs need a CT in HU or μ in mm^-1")
+    return np.asarray(vol.array, np.float32)
 
 
 def _to_uint(img: np.ndarray, lo: float, hi: float, bits: int) -> np.ndarray:

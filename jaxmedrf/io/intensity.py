@@ -24,7 +24,7 @@ from jaxtyping import Array, Float
 from jaxmedrf.io.volume import VolumeData
 
 __all__ = [
-    "MU_WATER", "MU_AIR", "mu_water", "hu_to_mu", "mu_to_hu", "window", "normalize",
+    "MU_WATER", "MU_AIR", "mu_water", "hu_to_mu", "mu_to_hu", "looks_like_hu", "window", "normalize",
     "resize_volume", "crop_or_pad", "random_flip", "random_rotation", "intensity_jitter", "augment",
 ]
 
@@ -61,6 +61,44 @@ def mu_to_hu(mu: Float[Array, "*shape"], *, mu_water: float = MU_WATER, mu_air: 
     mu = jnp.asarray(mu)
     dtype = mu.dtype if jnp.issubdtype(mu.dtype, jnp.floating) else jnp.float32
     return ((mu.astype(dtype) - mu_water) * (1000.0 / (mu_water - mu_air))).astype(dtype)
+
+
+# looks_like_hu: thresholds, HU.
+HU_AIR_PERCENTILE = 1.0  # this percentile of the voxels …
+HU_AIR_BELOW = -500.0  # … must be at most this (air is −1000 HU; padding is lower still)
+HU_MIN = -3072.0  # no voxel below (padding outside the reconstruction circle: −1024, −2000, −2048, −3024)
+HU_HIGH_PERCENTILE = 99.9  # this percentile …
+HU_HIGH_MAX = 4000.0  # … at most this (cortical bone ≈ 2000 HU, 12-bit scanners stop at 3071; a few metal voxels above are tolerated)
+_GUESS_SAMPLES = 1 << 20  # percentiles from at most about this many voxels (a regular stride through the array)
+
+
+def looks_like_hu(values: np.ndarray) -> bool:
+    """Whether intensities of unknown unit look like Hounsfield units (a CT with air in the field).
+
+    All of these must hold (thresholds in HU, the module's ``HU_*`` constants):
+
+    * the 1st percentile is ≤ −500: some air (−1000 HU), or padding, is present; MR signal
+      (≥ 0), μ in mm⁻¹ (≈ 0…0.05) and normalised intensities fail here;
+    * the minimum is ≥ −3072: the padding scanners write outside the reconstruction circle
+      (−1024, −2000, −2048, −3024) passes, anything lower is not HU;
+    * the 99.9th percentile is ≤ 4000: cortical bone is ≈ 2000 HU and 12-bit data stop at 3071;
+      a few metal voxels beyond are tolerated.
+
+    Percentiles are taken over a regular stride of at most about 2²⁰ voxels (deterministic, fast
+    on a 512³ CT).
+
+    Args:
+        values: the intensities (any shape, finite).
+
+    Returns:
+        ``True`` when the values look like HU.
+    """
+    a = np.asarray(values, np.float32).ravel()
+    if a.size == 0 or float(a.min()) < HU_MIN:
+        return False
+    sample = a[:: max(1, a.size // _GUESS_SAMPLES)]
+    air, high = np.percentile(sample, [HU_AIR_PERCENTILE, HU_HIGH_PERCENTILE])
+    return bool(air <= HU_AIR_BELOW and high <= HU_HIGH_MAX)
 
 
 def window(x: Float[Array, "*shape"], *, center: float, width: float) -> Float[Array, "*shape"]:
