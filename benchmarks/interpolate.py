@@ -166,6 +166,227 @@ def targets(cases: list, k: int = 4) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------
+# --real: the real-MRI protocol of issue 18
+
+#: The brain box of the MNI ICBM152 2009a template (197 x 233 x 189 at 1 mm): 160 x 192 x 160 voxels.
+REAL_CROP = (slice(18, 178), slice(19, 211), slice(0, 160))
+#: Non-overlapping real regions (quadrants of the brain box: left/right x inferior/superior,
+#: 80 x 192 x 80 voxels each). Defaults were chosen on TUNE_REGION only; the other three are held out.
+REGIONS = {"left_inferior": (0, 0), "left_superior": (0, 1), "right_inferior": (1, 0), "right_superior": (1, 1)}
+TUNE_REGION = "left_superior"
+
+
+def real_volumes(small: bool) -> dict:
+    """``{name: (volume in [0, 1], affine)}``: the four quadrants of the MNI T1 brain box (``small``:
+    the central 40 x 48 x 40 voxels of each), each a separate real volume."""
+    from jaxmedrf.io.samples import load_sample
+    from jaxmedrf.mri.phantom import phantom_affine
+
+    brain = np.asarray(load_sample("brain_t1").array, np.float32)[REAL_CROP] / 255.0
+    out = {}
+    for name, (i, j) in REGIONS.items():
+        q = brain[80 * i:80 * (i + 1), :, 80 * j:80 * (j + 1)]
+        if small:
+            q = q[20:60, 72:120, 20:60]
+        out[name] = (np.ascontiguousarray(q), phantom_affine(q.shape, 1.0))
+    return out
+
+
+def phantom_volumes(shape) -> dict:
+    """The clean phantom and the realistic one (texture, bias field, Rician noise) on ``shape`` at 1 mm."""
+    from jaxmedrf.mri import realistic_phantom
+
+    return {"phantom_clean": brain_phantom(None, shape, 1.0), "phantom_realistic": realistic_phantom(jax.random.key(18), shape, 1.0)}
+
+
+def real_cases(vol, aff, k: int, n_stacks: int, methods, inr_cfg, smore_cfg, seed: int) -> list:
+    """Every method's scores on the removed axial slices of one volume: keep every ``k``-th slice of
+    ``n_stacks`` orthogonal stacks (axial first). Baselines: nearest/linear/cubic of the axial stack,
+    each stack's cubic alone (``cubic_<axis>``), the best of those (``best_single_cubic``) and their
+    mean (``mean_cubic``), all scored on the removed axial slices."""
+    from jaxmedrf.mri import interpolate, make_stack, slice_metrics
+
+    axes = STACKS[n_stacks]
+    stacks = [make_stack(vol, aff, a, k) for a in axes]
+    removed = [i for i in range(vol.shape[2]) if i % k]
+    dr = float(np.ptp(vol)) or 1.0
+    out, cubics = [], []
+
+    def score(name, rec, dt):
+        m = slice_metrics(rec, vol, removed, axis=2, data_range=dr)
+        out.append({"method": name, "psnr_db": m["psnr_pooled"], "ssim": m["ssim_mean"], "psnr_slice_mean_db": m["psnr_mean"],
+                    "time_s": dt})
+
+    for a, st in zip(axes, stacks):  # each stack's cubic on the full grid
+        t = time.perf_counter()
+        rec, _ = interpolate(st, "cubic", shape=vol.shape, affine=aff)
+        cubics.append((a, rec, time.perf_counter() - t))
+    for name in methods:
+        if name in ("nearest", "linear", "cubic") and n_stacks > 1:
+            continue
+        t = time.perf_counter()
+        if name == "cubic":
+            rec = cubics[0][1]
+        elif name in ("mean_cubic", "best_single_cubic"):
+            continue
+        else:
+            rec, _ = interpolate(stacks, name, shape=vol.shape, affine=aff, inr_config=inr_cfg, smore_config=smore_cfg,
+                                 key=jax.random.key(seed))
+        score(name, rec, time.perf_counter() - t)
+    if n_stacks > 1:
+        for a, rec, dt in cubics:
+            score(f"cubic_{a}", rec, dt)
+        best = max((c for c in out if c["method"].startswith("cubic_")), key=lambda c: c["psnr_db"])
+        out.append({**best, "method": "best_single_cubic", "which": best["method"]})
+        score("mean_cubic", np.mean([c[1] for c in cubics], 0), sum(c[2] for c in cubics))
+    return out
+
+
+def summarize_real(cases: list) -> dict:
+    """Mean ± std over the held-out real regions (and the tuning region's own value) per (k, stacks, method)."""
+    groups: dict = {}
+    for c in cases:
+        if c.get("role") in ("held_out", "tune"):
+            groups.setdefault((c["k"], c["stacks"], c["method"]), {"held_out": [], "tune": []})[c["role"]].append(c)
+    out = {}
+    for (k, n, m), g in sorted(groups.items()):
+        h = g["held_out"]
+        row = {"n_held_out": len(h)}
+        for stat in ("psnr_db", "ssim", "time_s"):
+            vals = np.array([c[stat] for c in h], np.float64)
+            row[stat] = {"mean": float(vals.mean()) if len(vals) else None, "std": float(vals.std()) if len(vals) else None}
+        row["tune_psnr_db"] = g["tune"][0]["psnr_db"] if g["tune"] else None
+        out[f"k{k}_{n}stack_{m}"] = row
+    return out
+
+
+def real_targets(summary: dict, k: int = 4) -> dict:
+    """The issue's targets at ``k`` on the held-out real regions (mean PSNR over them)."""
+    def g(n, m):
+        r = summary.get(f"k{k}_{n}stack_{m}")
+        return None if r is None or r["psnr_db"]["mean"] is None else r["psnr_db"]["mean"]
+
+    out = {}
+    for name, val, ref, need in (("inr_1stack_vs_cubic", g(1, "inr"), g(1, "cubic"), 0.5),
+                                 ("smore_1stack_vs_cubic", g(1, "smore"), g(1, "cubic"), 1.0),
+                                 ("inr_3stacks_vs_mean_cubic", g(3, "inr"), g(3, "mean_cubic"), 2.0),
+                                 ("inr_3stacks_vs_best_single_cubic", g(3, "inr"), g(3, "best_single_cubic"), 1.0),
+                                 ("fusion_1stack_vs_cubic", g(1, "fusion"), g(1, "cubic"), 0.5),
+                                 ("fusion_3stacks_vs_mean_cubic", g(3, "fusion"), g(3, "mean_cubic"), 2.0)):
+        gain = None if val is None or ref is None else val - ref
+        out[name] = {"gain_db": gain, "need_db": need, "met": None if gain is None else bool(gain >= need)}
+    return out
+
+
+def plot_real(path, summary: dict, k: int = 4) -> None:
+    """Bar chart of the held-out mean ± std PSNR per method for 1, 2 and 3 stacks at ``k``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(1, 3, figsize=(13, 3.8), squeeze=False)
+    for ax, n in zip(axs[0], (1, 2, 3)):
+        rows = [(key.split("stack_", 1)[1], r) for key, r in summary.items()
+                if key.startswith(f"k{k}_{n}stack_") and r["psnr_db"]["mean"] is not None]
+        if rows:
+            ax.bar(range(len(rows)), [r["psnr_db"]["mean"] for _, r in rows], yerr=[r["psnr_db"]["std"] for _, r in rows],
+                   color="tab:blue", capsize=3)
+            ax.set_xticks(range(len(rows)))
+            ax.set_xticklabels([m for m, _ in rows], rotation=40, ha="right", fontsize=8)
+            lo = min(r["psnr_db"]["mean"] for _, r in rows)
+            ax.set_ylim(lo - 3, None)
+        ax.set_title(f"k = {k}, {n} stack{'s' if n > 1 else ''} (held-out real, mean ± std)", fontsize=9)
+        ax.set_ylabel("PSNR on removed axial slices (dB)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=90)
+    plt.close(fig)
+
+
+def main_real(args) -> int:
+    """``--real``: the protocol on real MRI regions and the two phantoms (see :func:`real_cases`)."""
+    import dataclasses
+
+    t_start = time.perf_counter()
+    inr_cfg, smore_cfg = configs(args)
+    env = environment()
+    dev = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
+    out = Path(args.out_dir) / f"interpolate_real_{dev}_{env['date'][:10]}{'_small' if args.small else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vols = real_volumes(args.small)
+    roles = {name: ("tune" if name == TUNE_REGION else "held_out") for name in vols}
+    shape_ph = (40, 48, 40) if args.small else (80, 192, 80)
+    vols.update(phantom_volumes(shape_ph))
+    roles.update({"phantom_clean": "phantom", "phantom_realistic": "phantom"})
+    one = ["nearest", "linear", "cubic", "fusion", "inr"] + ([] if args.no_smore else ["smore"])
+    many = ["fusion", "inr"]
+    plan = []
+    if args.full_volume:  # the 160 x 192 x 160 brain box at k = 4: fit times at the issue's size
+        plan += [("brain_box", 4, n, [m for m in (one if n == 1 else many) if m in ("cubic", "fusion", "inr", "smore")])
+                 for n in (1, 3)]
+    for k in args.k:
+        for n in sorted(args.stacks, key=lambda n: (n == 2, n)):  # 1 and 3 stacks before 2
+            plan += [(name, k, n, one if n == 1 else many) for name in vols]
+    settings = {"small": args.small, "k": args.k, "stacks": args.stacks, "seed": args.seed, "budget_s": args.budget_s,
+                "regions": {n: list(vols[n][0].shape) for n in vols}, "roles": roles, "tune_region": TUNE_REGION,
+                "data": "MNI ICBM152 2009a T1 template (nilearn 0.14.1 wheel), brain box 160x192x160 at 1 mm, split into "
+                        "four non-overlapping quadrants; values / 255",
+                "protocol": "keep every k-th slice of 1, 2 or 3 orthogonal stacks (axial, coronal, sagittal; plain "
+                            "subsampling); PSNR pooled over the removed axial slices (data range = the volume's max - "
+                            "min), SSIM mean over them; mean ± std over the held-out regions",
+                "inr_config": json.loads(json.dumps(dataclasses.asdict(inr_cfg), default=str)),
+                "smore_config": dataclasses.asdict(smore_cfg),
+                "time_s": "wall time of the method (fit incl. compilation + query on the full grid)"}
+    cases: list = []
+
+    def write(complete: bool, stopped=None) -> None:
+        summary = summarize_real(cases)
+        report = {"benchmark": "interpolate_real", "environment": env, "device": env["device"], "jax": jax.__version__,
+                  "date": env["date"], "complete": complete, "stopped": stopped, "elapsed_s": time.perf_counter() - t_start,
+                  "settings": settings, "published_reference": PUBLISHED, "targets_k4_held_out": real_targets(summary),
+                  "summary": summary, "cases": cases}
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2, default=float))
+
+    brain = None
+    stopped = None
+    for name, k, n, methods in plan:
+        if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
+            stopped = f"time budget of {args.budget_s:g} s reached before {name}, k={k}, {n} stack(s)"
+            print(stopped, flush=True)
+            break
+        if name == "brain_box":
+            if brain is None:
+                from jaxmedrf.io.samples import load_sample
+                from jaxmedrf.mri.phantom import phantom_affine
+
+                b = np.asarray(load_sample("brain_t1").array, np.float32)[REAL_CROP] / 255.0
+                brain = (np.ascontiguousarray(b), phantom_affine(b.shape, 1.0))
+            vol, aff = brain
+        else:
+            vol, aff = vols[name]
+        try:
+            res = real_cases(vol, aff, k, n, methods, inr_cfg, smore_cfg, args.seed)
+        except Exception as e:  # keep going: one failing case must not lose the others
+            print(f"{name} k={k} stacks={n}: FAILED {type(e).__name__}: {e}", flush=True)
+            cases.append({"volume": name, "k": k, "stacks": n, "error": f"{type(e).__name__}: {e}"})
+            write(False)
+            continue
+        for c in res:
+            cases.append({"volume": name, "role": roles.get(name, "timing"), "shape": list(vol.shape), "k": k, "stacks": n, **c})
+        print(f"{name} k={k} stacks={n}: " + ", ".join(f"{c['method']} {c['psnr_db']:.2f} dB/{c['ssim']:.3f} "
+                                                       f"({c['time_s']:.1f} s)" for c in res), flush=True)
+        write(False)
+    write(stopped is None, stopped)
+    summary = summarize_real(cases)
+    with atomic_path(out.with_suffix(".png")) as tmp:
+        plot_real(tmp, summary)
+    print(json.dumps(real_targets(summary), indent=1))
+    print(f"wrote {out} and {out.with_suffix('.png')} ({time.perf_counter() - t_start:.0f} s in all)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", type=int, nargs=3, default=None, help="phantom size (default 256 256 160; 64 64 40 with --small)")
@@ -181,8 +402,15 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", nargs="*", default=None, choices=sorted(SWEEP),
                    help="instead of the protocol: fit the named INR variants at k = 4 (all when none is named)")
     p.add_argument("--small", action="store_true", help="CPU smoke test: 64x64x40, short fits, tiny SMORE network")
-    p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--out-dir", "--out", dest="out_dir", default=str(RESULTS))
+    p.add_argument("--real", action="store_true",
+                   help="the real-MRI protocol: MNI T1 quadrants (one tuning, three held out) + clean and realistic "
+                        "phantoms, 1/2/3 stacks, baselines incl. the mean and the best of the per-stack cubics")
+    p.add_argument("--full-volume", action="store_true",
+                   help="with --real: first time the methods on the whole 160x192x160 brain box at k = 4")
     args = p.parse_args(argv)
+    if args.real:
+        return main_real(args)
     t_start = time.perf_counter()
     shape = tuple(args.shape or ((64, 64, 40) if args.small else (256, 256, 160)))
     inr_cfg, smore_cfg = configs(args)

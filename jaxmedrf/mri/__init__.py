@@ -1,7 +1,13 @@
 """MRI slice interpolation and super-resolution: brain phantom, slice acquisition model,
 implicit-neural-representation fit, interpolation baselines and the evaluation protocol."""
 
-from jaxmedrf.mri.phantom import brain_field as brain_field, brain_phantom as brain_phantom, phantom_affine as phantom_affine
+from jaxmedrf.mri.phantom import (
+    brain_field as brain_field,
+    brain_phantom as brain_phantom,
+    phantom_affine as phantom_affine,
+    realistic_phantom as realistic_phantom,
+)
+from jaxmedrf.mri.fusion import fuse_stacks as fuse_stacks, learn_filter as learn_filter, restore_stack as restore_stack
 from jaxmedrf.mri.slices import (
     SliceStack as SliceStack,
     acquire as acquire,
@@ -31,5 +37,5 @@ __all__ = (
     "INRConfig", "INRResult", "METHODS", "evaluate_interpolation", "fit_inr", "format_summary", "format_table",
     "interpolate", "query_inr", "save_report", "slice_metrics", "summarize_volumes", "target_grid",
     "SliceStack", "acquire", "brain_field", "brain_phantom", "make_stack", "phantom_affine", "psf_offsets",
-    "stack_box", "stack_points", "SMOREConfig", "SMOREResult", "apply_smore", "fit_smore",
+    "stack_box", "stack_points", "SMOREConfig", "fuse_stacks", "learn_filter", "realistic_phantom", "restore_stack", "SMOREResult", "apply_smore", "fit_smore",
 )

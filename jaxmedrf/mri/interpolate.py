@@ -4,7 +4,9 @@ and ``smore``.
 The baselines interpolate along the slice axis only (scipy.ndimage: order 0, 1 and 3 — cubic
 is the B-spline of order 3 with its prefilter, boundary mode ``"nearest"``), so the target
 grid must share the stack's in-plane grid; ``"inr"`` fits :func:`jaxmedrf.mri.inr.fit_inr`
-to all the stacks and evaluates it on any target grid; ``"smore"`` trains the self-supervised
+to all the stacks and evaluates it on any target grid; ``"fusion"`` restores each stack with a
+filter learned from its own in-plane slices and fuses them with local error weights
+(:mod:`jaxmedrf.mri.fusion`, any target grid); ``"smore"`` trains the self-supervised
 through-plane network of :mod:`jaxmedrf.mri.smore` on the first stack's in-plane slices and
 restores that stack along its slice axis (same target-grid rule as the baselines).
 """
@@ -20,7 +22,7 @@ from jaxmedrf.mri.slices import SliceStack
 
 __all__ = ["METHODS", "interpolate", "target_grid", "interpolate_along_axis"]
 
-METHODS = ("nearest", "linear", "cubic", "inr", "smore")
+METHODS = ("nearest", "linear", "cubic", "fusion", "inr", "smore")
 _ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
 
 
@@ -87,8 +89,8 @@ def interpolate(
     """Reconstructs a finer volume from slice stacks: ``(volume, affine)``.
 
     Args:
-      stacks: one stack or several (``"inr"`` uses them all; the others use the first).
-      method: ``"nearest"``, ``"linear"``, ``"cubic"``, ``"inr"`` or ``"smore"``.
+      stacks: one stack or several (``"inr"`` and ``"fusion"`` use them all; the others use the first).
+      method: ``"nearest"``, ``"linear"``, ``"cubic"``, ``"fusion"``, ``"inr"`` or ``"smore"``.
       target_spacing, factor: the new slice spacing of the first stack (mm), or its
         refinement factor; or give the target grid itself (``shape`` and ``affine``).
       inr_config: settings of the INR fit.
@@ -109,6 +111,10 @@ def interpolate(
     if method == "inr":
         res = fit_inr(stacks, inr_config, progress=progress)
         return query_inr(res, shape, affine), np.asarray(affine)
+    if method == "fusion":
+        from jaxmedrf.mri.fusion import fuse_stacks
+
+        return fuse_stacks(stacks, shape, affine), np.asarray(affine)
     if method == "smore":
         import jax
 

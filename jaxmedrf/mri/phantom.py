@@ -11,7 +11,11 @@ T1-like intensities (fractions of white matter): WM 0.80, GM 0.55, CSF 0.12, sku
 scalp/fat 0.70, air 0. Optional degradations: a multiplicative smooth bias field
 ``exp(b · p(x))`` (``p`` a random low-order polynomial, scanner receive-coil inhomogeneity)
 and Rician noise ``|v + n₁ + i n₂|``, ``n₁, n₂ ~ N(0, σ²)`` (Gudbjartsson & Patz, MRM 1995),
-each drawn from an explicit ``key``.
+each drawn from an explicit ``key``; and tissue *texture*, a multiplicative Gaussian random field
+``1 + t · n(x)`` (``n`` white noise smoothed by a Gaussian of ``texture_mm`` and scaled to unit
+standard deviation), which gives the flat tissue classes the fine, partly through-plane structure
+of real anatomy (the clean phantom is piecewise smooth, so an interpolator tuned on it alone
+learns smooth surfaces). :func:`realistic_phantom` turns all three on.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["brain_field", "brain_phantom", "phantom_affine"]
+__all__ = ["brain_field", "brain_phantom", "phantom_affine", "realistic_phantom"]
 
 #: T1-like tissue intensities.
 WM, GM, CSF, SKULL, SCALP = 0.80, 0.55, 0.12, 0.08, 0.70
@@ -104,6 +108,8 @@ def brain_phantom(
     bias: float = 0.0,
     supersample: int = 1,
     edge_mm: float = 0.5,
+    texture: float = 0.0,
+    texture_mm: float = 1.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The phantom on a voxel grid: ``(volume (nx, ny, nz) float32 in [0, 1], affine (4, 4))``.
 
@@ -117,6 +123,8 @@ def brain_phantom(
       bias: strength ``b`` of the multiplicative bias field ``exp(b · p)``, ``|p| ≤ 1``.
       supersample: each voxel is the mean of ``supersample³`` points (partial-volume effect).
       edge_mm: width of the logistic tissue edges, mm.
+      texture: relative amplitude ``t`` of the multiplicative tissue texture; 0 = none.
+      texture_mm: correlation length (Gaussian σ) of the texture, mm.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -124,8 +132,10 @@ def brain_phantom(
     sp = np.broadcast_to(np.asarray(spacing, np.float64), (3,))
     if np.any(~np.isfinite(sp)) or np.any(sp <= 0):
         raise ValueError(f"brain_phantom: spacing must be positive, got {sp.tolist()}")
-    if (noise_sigma or bias) and key is None:
-        raise ValueError("brain_phantom: noise_sigma/bias need an explicit key")
+    if (noise_sigma or bias or texture) and key is None:
+        raise ValueError("brain_phantom: noise_sigma/bias/texture need an explicit key")
+    if not (np.isfinite(texture_mm) and texture_mm > 0):
+        raise ValueError(f"brain_phantom: texture_mm must be positive (mm), got {texture_mm}")
     fov = np.asarray(shape) * sp
     if head_radii_mm is None:
         head_radii_mm = tuple(np.minimum(fov * np.array([0.42, 0.45, 0.42]), [75.0, 95.0, 70.0]))
@@ -144,6 +154,12 @@ def brain_phantom(
 
     vol = jax.lax.map(plane, jnp.arange(shape[2]))  # (nz, nx, ny)
     vol = jnp.moveaxis(vol, 0, -1)
+    if texture:
+        from scipy import ndimage
+
+        kt, key = jax.random.split(key)
+        n = ndimage.gaussian_filter(np.asarray(jax.random.normal(kt, shape), np.float64), texture_mm / sp, mode="wrap")
+        vol = vol * (1.0 + texture * jnp.asarray(n / (n.std() or 1.0), jnp.float32))
     if bias:
         kb, key = jax.random.split(key)
         c = jax.random.uniform(kb, (10,), minval=-1.0, maxval=1.0)
@@ -159,3 +175,11 @@ def brain_phantom(
         n2 = noise_sigma * jax.random.normal(k2, vol.shape)
         vol = jnp.sqrt((vol + n1) ** 2 + n2**2)
     return np.asarray(jnp.clip(vol, 0.0, 1.0), np.float32), affine
+
+
+def realistic_phantom(key: PRNGKeyArray, shape=(64, 64, 40), spacing=1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The phantom with tissue texture (8 %, σ 1.5 mm), a smooth bias field (``b`` = 0.2) and Rician
+    noise (σ = 0.02, about SNR 40 in white matter), partial-volume voxels (``supersample=2``):
+    ``(volume, affine)`` as :func:`brain_phantom`. The benchmark's second phantom, so that
+    defaults are not chosen on one clean, piecewise-smooth phantom."""
+    return brain_phantom(key, shape, spacing, noise_sigma=0.02, bias=0.2, texture=0.08, supersample=2)
