@@ -266,7 +266,7 @@ def main(argv=None):
     ap.add_argument("--methods", default="fdk,sart,cgls,asd_pocs,naf")
     ap.add_argument("--naf-variants", default="default", help=f"comma-separated names from {sorted(NAF_VARIANTS)}")
     ap.add_argument("--detector", type=int, default=None, help="detector pixels per side (default 256; --small 24)")
-    ap.add_argument("--iters", type=int, default=20, help="SART/CGLS/ASD-POCS iterations")
+    ap.add_argument("--iters", type=int, default=50, help="SART/CGLS/ASD-POCS iterations (each also reports its best)")
     ap.add_argument("--noisy-views", default="50", help="view counts that also run with noise")
     ap.add_argument("--tag", default="", help="suffix of the JSON/PNG names")
     ap.add_argument("--out-dir", default=None)

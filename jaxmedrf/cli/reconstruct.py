@@ -8,6 +8,7 @@ same output. Several input files (same geometry) train together, one field per f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,8 +35,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "in HU); several inputs: a folder of .npz files")
     p.add_argument("--method", default="naf", help="naf | fdk | sart | cgls")
     p.add_argument("--iters", type=int, default=None, help="iterations (NAF steps; default 1500 NAF, 20 SART/CGLS)")
-    p.add_argument("--backprojector", default="matched", choices=("matched", "voxel"),
-                   help="SART: exact adjoint of the projector (matched) or the faster voxel-driven one (unmatched)")
+    p.add_argument("--backprojector", default="auto", choices=("auto", "matched", "voxel"),
+                   help="SART: exact adjoint of the projector (matched), the voxel-driven one (voxel: unmatched, "
+                        "interpolating, robust where the detector samples the volume more coarsely than its voxels), "
+                        "or auto: voxel where the detector pixel at the isocentre is larger than a voxel, else matched")
     p.add_argument("--implementation", default="auto", choices=("auto", "xla", "pallas"),
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
                         "(falls back to XLA with a warning on CPU); auto = pallas on a GPU, xla elsewhere")
@@ -194,7 +197,6 @@ def run(a) -> int:
             initialize_from_env(timeout_s=a.distributed_timeout)
         except RuntimeError as e:
             raise ValueError(str(e)) from e
-    from jaxmedrf.fields import FieldConfig, HashGridConfig
     from jaxmedrf.recon.naf import NAFConfig, train_naf
 
     scans = [load_scan(p) for p in a.inputs]
@@ -221,9 +223,10 @@ def run(a) -> int:
         if not 10 <= a.log2_table_size <= 24:
             raise ValueError(f"--log2-table-size must be between 10 and 24, got {a.log2_table_size}")
         cfg = NAFConfig(
-            field=FieldConfig(encoding=HashGridConfig(log2_table_size=a.log2_table_size, implementation=a.hash_implementation),
-                              out_activation="softplus",
-                              compute_dtype="bfloat16" if a.precision == "mixed" else "float32"),
+            field=dataclasses.replace(
+                NAFConfig.field, compute_dtype="bfloat16" if a.precision == "mixed" else "float32",
+                encoding=dataclasses.replace(NAFConfig.field.encoding, log2_table_size=a.log2_table_size,
+                                             implementation=a.hash_implementation)),
             n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
             tv_weight=a.tv, seed=a.seed, occupancy_resolution=a.occupancy_resolution,
             occupancy_update_every=a.occupancy_update_every, occupancy_threshold=a.occupancy_threshold,

@@ -43,7 +43,7 @@ from jaxmedrf.projectors import backproject, project
 from jaxmedrf.sharded_projection import backproject_sharded, project_sharded
 from jaxmedrf.recon._result import Result
 
-__all__ = ["cgls", "sart", "tv_gradient"]
+__all__ = ["cgls", "rays_undersample", "sart", "tv_gradient"]
 
 _PER_VIEW = ("angles", "rotation", "translation")
 
@@ -54,6 +54,17 @@ def _subset_geometry(geometry: Geometry, idx) -> Geometry:
     names = ("DSD", "DSO", "d_detector", "off_detector", "d_voxel", "off_origin", "angles", "rotation", "translation")
     new = [jnp.asarray(l)[idx] if (n in _PER_VIEW and l is not None) else l for n, l in zip(names, leaves)]
     return Geometry.tree_unflatten(aux, new)
+
+
+def rays_undersample(geometry: Geometry) -> bool:
+    """Whether neighbouring detector rays pass further apart than a voxel at the isocentre.
+
+    The pixel pitch is scaled to the rotation axis (× DSO/DSD for a cone beam) and compared,
+    per detector axis, with the smallest voxel side (mm).
+    """
+    d_det = np.asarray(geometry.d_detector, np.float64).reshape(-1)
+    scale = 1.0 if geometry.beam == "parallel" else float(np.asarray(geometry.DSO) / np.asarray(geometry.DSD))
+    return bool(np.max(d_det) * scale > np.min(np.asarray(geometry.d_voxel, np.float64)) * (1 + 1e-6))
 
 
 def _safe_inv(x, floor):
@@ -223,7 +234,7 @@ def sart(
     tv_iters: int = 10,
     method: str = "siddon",
     step: float = 0.5,
-    backprojector: str = "matched",
+    backprojector: str = "auto",
     implementation: str = "auto",
     x0: Float[Array, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
@@ -247,7 +258,11 @@ def sart(
       tv_weight: ASD-POCS-style TV step size relative to the data step (0 = off).
       tv_iters: TV gradient steps per iteration when ``tv_weight > 0``.
       method, step, chunk_size: passed to the projector.
-      backprojector: ``"matched"`` uses the projector's exact adjoint (the default);
+      backprojector: ``"auto"`` (default): ``"voxel"`` where the rays undersample the volume
+        (:func:`rays_undersample`: a detector pixel, scaled to the isocentre, wider than a
+        voxel, where ray-driven Siddon leaves voxels unvisited between neighbouring rays and
+        SART's matched update streaks), else ``"matched"``.
+        ``"matched"`` uses the projector's exact adjoint;
         ``"voxel"`` the voxel-driven interpolating backprojector of :func:`~jaxmedrf.fdk`
         (bilinear detector read at each voxel's projection, cone weight ``(DSO/U)²``), an
         unmatched pair like TIGRE's ``"FDK"`` backprojection type: several times faster per
@@ -272,8 +287,10 @@ def sart(
     _check_common(projections, geometry, n_iters, method)
     if residual not in ("exact", "running"):
         raise ValueError(f"residual must be 'exact' or 'running', got {residual!r}")
-    if backprojector not in ("matched", "voxel"):
-        raise ValueError(f"backprojector must be 'matched' or 'voxel', got {backprojector!r}")
+    if backprojector not in ("auto", "matched", "voxel"):
+        raise ValueError(f"backprojector must be 'auto', 'matched' or 'voxel', got {backprojector!r}")
+    if backprojector == "auto":
+        backprojector = "voxel" if rays_undersample(geometry) else "matched"
     if not (0 < relaxation < 2):
         raise ValueError(f"relaxation must be in (0, 2), got {relaxation!r}")
     if int(n_subsets) != n_subsets or n_subsets <= 0:
