@@ -25,6 +25,14 @@ short keeps its results) and a PNG (a removed slice at k = 4: truth, methods, er
     python benchmarks/interpolate.py                     # H100: 256x256x160, k = 4 2 6
     python benchmarks/interpolate.py --budget-s 220      # start no new case after 220 s
     python benchmarks/interpolate.py --small --out-dir /tmp/x   # CPU smoke test
+    python benchmarks/interpolate.py --real --full-volume --k 4 --budget-s 210   # real MRI (issue 18), GPU
+    python benchmarks/interpolate.py --real --small --k 4 --stacks 1 3 --no-smore --out-dir /tmp/x   # CPU
+
+``--real``: the MNI ICBM152 T1 template's brain box (160 x 192 x 160 at 1 mm) in four quadrants
+(``left_superior`` for tuning, three held out; ``--small``: their central 40 x 48 x 40 voxels),
+the clean and the realistic phantom; 1, 2, 3 orthogonal stacks; baselines nearest/linear/cubic,
+each stack's cubic, their best and their mean; ``fusion``, ``inr``, ``smore``; held-out mean ±
+std and the issue's targets in ``interpolate_real_<device>_<date>.json`` (+ PNG bar chart).
 """
 
 from __future__ import annotations
@@ -314,7 +322,7 @@ def main_real(args) -> int:
     dev = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
     out = Path(args.out_dir) / f"interpolate_real_{dev}_{env['date'][:10]}{'_small' if args.small else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    vols = real_volumes(args.small)
+    vols = dict(sorted(real_volumes(args.small).items(), key=lambda kv: kv[0] == TUNE_REGION))  # held out first
     roles = {name: ("tune" if name == TUNE_REGION else "held_out") for name in vols}
     shape_ph = (40, 48, 40) if args.small else (80, 192, 80)
     vols.update(phantom_volumes(shape_ph))
@@ -325,9 +333,9 @@ def main_real(args) -> int:
     if args.full_volume:  # the 160 x 192 x 160 brain box at k = 4: fit times at the issue's size
         plan += [("brain_box", 4, n, [m for m in (one if n == 1 else many) if m in ("cubic", "fusion", "inr", "smore")])
                  for n in (1, 3)]
-    for k in args.k:
-        for n in sorted(args.stacks, key=lambda n: (n == 2, n)):  # 1 and 3 stacks before 2
-            plan += [(name, k, n, one if n == 1 else many) for name in vols]
+    for k in args.k:  # per volume 1 and 3 stacks first (held-out regions before the phantoms), 2 stacks after
+        plan += [(name, k, n, one if n == 1 else many) for name in vols for n in sorted(args.stacks) if n != 2]
+        plan += [(name, k, 2, many) for name in vols if 2 in args.stacks]
     settings = {"small": args.small, "k": args.k, "stacks": args.stacks, "seed": args.seed, "budget_s": args.budget_s,
                 "regions": {n: list(vols[n][0].shape) for n in vols}, "roles": roles, "tune_region": TUNE_REGION,
                 "data": "MNI ICBM152 2009a T1 template (nilearn 0.14.1 wheel), brain box 160x192x160 at 1 mm, split into "

@@ -30,8 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--spacing", type=float, metavar="MM", help="target slice spacing, mm")
     g.add_argument("--factor", type=float, metavar="K", help="refine the slice spacing K times")
-    p.add_argument("--method", default="inr", choices=("inr", "smore", "cubic", "linear", "nearest"),
-                   help="inr: hash-grid INR fitted to all inputs; smore: self-supervised through-plane CNN "
+    p.add_argument("--method", default="inr", choices=("inr", "fusion", "smore", "cubic", "linear", "nearest"),
+                   help="inr: hash-grid INR fitted to all inputs; fusion: per-stack filters learned from the inputs' "
+                        "own in-plane slices, fused with local error weights (seconds, no fit loop); smore: self-supervised through-plane CNN "
                         "trained on the first input's in-plane slices (SMORE); cubic/linear/nearest along the slice axis")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
                    help="slice axis of the first input (default: its largest spacing)")
@@ -42,8 +43,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="keep every K-th slice of each IN, restore, print the table; several IN (or --phantom and "
                         "IN): also mean ± std over the volumes")
     p.add_argument("--report", metavar="DIR",
-                   help="with --evaluate: write interpolation.json and .png here (several volumes: one folder each, "
-                        "and summary.json)")
+                   help="with --evaluate: write interpolation.json and .png, and the per-slice report "
+                        "interpolation_slices.csv (PSNR/SSIM of each removed slice) and _slices.png (truth, cubic and "
+                        "--method on the worst and the median removed slice, error maps) here (several volumes: one "
+                        "folder each, and summary.json)")
     p.add_argument("--iters", type=int, default=1000, help="INR optimisation steps")
     p.add_argument("--batch", type=int, default=16384, help="INR voxels per step")
     p.add_argument("--smoothness", type=float, default=None, metavar="W",
@@ -89,7 +92,9 @@ def _evaluate(vols, args, cfg, smore_kw) -> int:
     from pathlib import Path
 
     from jaxmedrf._files import atomic_path
-    from jaxmedrf.mri.evaluate import evaluate_interpolation, format_summary, format_table, save_report, summarize_volumes
+    from jaxmedrf.mri.evaluate import (
+        evaluate_interpolation, format_summary, format_table, save_report, save_slice_report, summarize_volumes,
+    )
 
     names = ["phantom"] * args.phantom + [Path(p).name for p in args.inputs]
     for v, name in zip(vols, names):
@@ -108,7 +113,7 @@ def _evaluate(vols, args, cfg, smore_kw) -> int:
         print(format_table(res))
         if args.report:  # one volume: report/interpolation.*; several: report/<i>_<name>/interpolation.*
             out = Path(args.report) if len(vols) == 1 else Path(args.report) / f"{i}_{name.split('.')[0]}"
-            for p in save_report(res, v.array, out):
+            for p in save_report(res, v.array, out) + save_slice_report(res, v.array, out, method=args.method):
                 print(f"wrote {p}")
     if len(vols) > 1:
         summary = summarize_volumes(results)

@@ -28,14 +28,16 @@ from jaxmedrf.mri.evaluate import (
     evaluate_interpolation as evaluate_interpolation,
     format_summary as format_summary,
     format_table as format_table,
+    per_slice_scores as per_slice_scores,
     save_report as save_report,
+    save_slice_report as save_slice_report,
     slice_metrics as slice_metrics,
     summarize_volumes as summarize_volumes,
 )
 
 __all__ = (
     "INRConfig", "INRResult", "METHODS", "evaluate_interpolation", "fit_inr", "format_summary", "format_table",
-    "interpolate", "query_inr", "save_report", "slice_metrics", "summarize_volumes", "target_grid",
+    "interpolate", "per_slice_scores", "query_inr", "save_report", "save_slice_report", "slice_metrics", "summarize_volumes", "target_grid",
     "SliceStack", "acquire", "brain_field", "brain_phantom", "make_stack", "phantom_affine", "psf_offsets",
     "stack_box", "stack_points", "SMOREConfig", "fuse_stacks", "learn_filter", "realistic_phantom", "restore_stack", "SMOREResult", "apply_smore", "fit_smore",
 )

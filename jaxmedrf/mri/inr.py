@@ -19,9 +19,7 @@ base and only corrects what the acquisition model says it misses. The base alrea
 values (it interpolates the acquired voxels), so a voxel is predicted as ``b(p) + Σ_m w_m g(A(p +
 u_m))``: the PSF acts on the residual only. Measured on a 48³ MNI T1 crop at k = 4 (200 steps), the
 residual *lost* to its own base (one stack 22.4 vs 23.2 dB, three stacks 29.4 vs 30.2 dB), so it
-is off by default; ``method="fusion"`` returns the base itself. On real MRI (the MNI T1 template, issue 18) the INR alone lost
-to cubic interpolation with one stack and gained 0.3 dB over the mean of three cubics with
-three; the learned prior and the weighting come from the base.
+is off by default; ``method="fusion"`` returns the base itself.
 
 Two choices make a single thick stack work (without them the INR lost to linear
 interpolation): the encoding's box is padded by two sampling steps (PSF samples of edge voxels
