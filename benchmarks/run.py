@@ -29,6 +29,8 @@ BENCHMARKS = {
     "render": (["-m", "benchmarks.render"], ["--small"]),
     "naf_profile": ([str(HERE / "naf_profile.py")], ["--small"]),
     "occupancy": (["-m", "benchmarks.occupancy"], ["--small"]),
+    "ct_protocol": (["-m", "benchmarks.ct_protocol"],
+                    ["--small", "--cases", "chest1", "--views", "25", "--noise", "none", "--methods", "fdk,sart,naf"]),
 }
 
 
