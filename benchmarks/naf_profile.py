@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
@@ -38,33 +37,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from benchmarks.common import environment, timeit, write_json
 
 
-def profile(*, hash_implementation: str, compute_dtype: str, small: bool, repeats: int) -> dict:
+def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int) -> dict:
+    """Every timed callable of one setup, compiled and run once: ``{part: run}``.
+
+    Each ``run()`` blocks until its result is ready; ``"step"`` runs ``steps_per_call``
+    training steps (one call of :func:`jaxmedrf.recon.naf.make_train_fn`), the others are the
+    parts listed in the module docstring, on the points of a real step. ``setup`` holds the
+    volume side ``n`` (voxels of 256/n mm), ``views``, detector side ``det``, ``batch`` rays and
+    ``samples`` per ray. The hash encoding is looked up in :mod:`jaxmedrf.fields.encodings`
+    when called, so a patched module (``naf_cpu_profile.py --baseline``) is timed throughout.
+    """
     import jax
     import jax.numpy as jnp
     import optax
 
     import jaxmedrf as jm
-    from jaxmedrf.fields import FieldConfig, HashGridConfig
+    from jaxmedrf.fields import FieldConfig
     from jaxmedrf.fields.encodings import hash_grid_encode
     from jaxmedrf.fields.field import _ACTIVATIONS, _COMPUTE_DTYPES, field_apply, field_init
     from jaxmedrf.fields.mlp import mlp_apply
-    from jaxmedrf.kernels import pallas_supported
     from jaxmedrf.recon.naf import NAFConfig, _optimizer, init_state, make_train_fn
     from jaxmedrf.rays import box_intersect, pixel_rays
     from jaxmedrf.render import render_rays, sample_uniform
 
-    n, views, det, batch, samples = (16, 4, 16, 256, 16) if small else (128, 50, 256, 8192, 128)
+    n, views, det, batch, samples = (setup[k] for k in ("n", "views", "det", "batch", "samples"))
     g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det, DSD=1500.0,
                      DSO=1000.0, n_views=views)
-    enc = (HashGridConfig(n_levels=4, log2_table_size=12, finest_resolution=64) if small else HashGridConfig())
-    enc = dataclasses.replace(enc, implementation=hash_implementation)
-    out = {"hash_implementation": hash_implementation, "compute_dtype": compute_dtype, "batch_rays": batch,
-           "n_samples": samples, "points": batch * samples}
-    if hash_implementation == "pallas" and (reason := pallas_supported(enc)) is not None:
-        out["skipped"] = reason
-        return out
     field_cfg = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype)
-    cfg = NAFConfig(field=field_cfg, n_iters=10, batch_rays=batch, n_samples=samples, steps_per_call=5)
+    cfg = NAFConfig(field=field_cfg, n_iters=600, batch_rays=batch, n_samples=samples, steps_per_call=steps_per_call)
     lo, hi = jm.volume_box(g)
     key = jax.random.key(0)
     params = field_init(key, field_cfg)
@@ -110,24 +110,40 @@ def profile(*, hash_implementation: str, compute_dtype: str, small: bool, repeat
         "render+grad": (jax.jit(jax.grad(render)), (jnp.float32(1.0),)),
         "adam": (jax.jit(adam), (params, opt_state)),
     }
-    out["parts_ms"] = {}
-    for name, (fn, args) in parts.items():
-        jax.block_until_ready(fn(*args))
-        out["parts_ms"][name] = 1e3 * timeit(lambda fn=fn, args=args: jax.block_until_ready(fn(*args)),
-                                             repeats=repeats)["median_s"]
+    runs = {name: (lambda fn=fn, args=args: jax.block_until_ready(fn(*args))) for name, (fn, args) in parts.items()}
 
     train = make_train_fn(cfg, g)
     proj = jnp.zeros((1, *g.projection_shape), jnp.float32) + 0.1
-    state = init_state(cfg, jax.random.split(key, 1), g)
-    state, _ = train(state, proj)  # compile
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, _ = train(state, proj)
-        jax.block_until_ready(state)
-        times.append((time.perf_counter() - t0) / cfg.steps_per_call)
-    out["step_ms"] = 1e3 * sorted(times)[len(times) // 2]
+    state = [init_state(cfg, jax.random.split(key, 1), g)]
+
+    def step():
+        state[0], _ = train(state[0], proj)
+        jax.block_until_ready(state[0])
+
+    runs["step"] = step
+    for run in runs.values():  # compile
+        run()
+    return runs
+
+
+def profile(*, hash_implementation: str, compute_dtype: str, small: bool, repeats: int) -> dict:
+    from jaxmedrf.fields import HashGridConfig
+    from jaxmedrf.kernels import pallas_supported
+
+    setup = (dict(n=16, views=4, det=16, batch=256, samples=16) if small
+             else dict(n=128, views=50, det=256, batch=8192, samples=128))
+    enc = (HashGridConfig(n_levels=4, log2_table_size=12, finest_resolution=64) if small else HashGridConfig())
+    enc = dataclasses.replace(enc, implementation=hash_implementation)
+    out = {"hash_implementation": hash_implementation, "compute_dtype": compute_dtype, "batch_rays": setup["batch"],
+           "n_samples": setup["samples"], "points": setup["batch"] * setup["samples"]}
+    if hash_implementation == "pallas" and (reason := pallas_supported(enc)) is not None:
+        out["skipped"] = reason
+        return out
+    steps_per_call = 5
+    runs = build(enc, compute_dtype=compute_dtype, setup=setup, steps_per_call=steps_per_call)
+    ms = {name: 1e3 * timeit(run, repeats=repeats, warmup=0)["median_s"] for name, run in runs.items()}
+    out["step_ms"] = ms.pop("step") / steps_per_call
+    out["parts_ms"] = ms
     out["parts_share_of_step"] = {k: v / out["step_ms"] for k, v in out["parts_ms"].items()}
     return out
 

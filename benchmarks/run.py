@@ -28,6 +28,8 @@ BENCHMARKS = {
     "register": ([str(HERE / "register.py")], ["--small"]),
     "render": (["-m", "benchmarks.render"], ["--small"]),
     "naf_profile": ([str(HERE / "naf_profile.py")], ["--small"]),
+    "naf_cpu_profile": ([str(HERE / "naf_cpu_profile.py")],
+                        ["--small", "--implementations", "level_major", "--backwards", "segment_sum"]),
     "occupancy": (["-m", "benchmarks.occupancy"], ["--small"]),
     "ct_protocol": (["-m", "benchmarks.ct_protocol"],
                     ["--small", "--cases", "chest1", "--views", "25", "--noise", "none", "--methods", "fdk,sart,naf"]),

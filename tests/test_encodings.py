@@ -6,6 +6,8 @@ to float32 round-off: rtol 1e-5, atol 1e-6 × the table scale (1). Gradients w.r
 checked by finite differences in float64 (x64) away from cell boundaries.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,7 @@ from jaxmedrf.fields.encodings import (
     hash_grid_encode,
     hash_grid_init,
 )
+from jaxmedrf.fields.encodings import _corner_index, _level_groups
 
 # 6 levels, T = 2^12: resolutions 4, 6, 10, 16, 26, 42; dense while (N+1)^3 <= 4096 (N <= 15).
 SMALL = dict(n_levels=6, features_per_level=2, log2_table_size=12, base_resolution=4, finest_resolution=42)
@@ -104,6 +107,30 @@ def test_hash_uses_uint32_wraparound():
     np.testing.assert_allclose(hash_grid_encode(table, jnp.asarray(x), c), _encode_np(table, x, c), rtol=1e-5, atol=1e-6)
 
 
+def test_corner_index_is_the_three_term_formula():
+    """The row index is one reduction over the vertex's coordinates (which XLA:CPU keeps in
+    memory instead of recomputing its producers in every consumer); its integers are those of
+    ``i + j s + k s²`` and ``i ⊕ j p1 ⊕ k p2`` in wrapping uint32, overflowing products included."""
+    c = np.random.default_rng(0).integers(0, 2**31, (500, 3))
+    c[:100] %= 40
+    u = c.astype(np.uint64)
+    mask = 2**15 - 1
+    s = 2**16 + 1  # s² wraps
+    dense = u[:, 0] + u[:, 1] * s + u[:, 2] * s * s
+    hashed = u[:, 0] ^ (u[:, 1] * HASH_PRIMES[1]) % 2**32 ^ (u[:, 2] * HASH_PRIMES[2]) % 2**32
+    for is_dense, want in ((True, dense), (False, hashed)):
+        got = _corner_index(jnp.asarray(c, jnp.int32), jnp.int32(s - 1), dense=is_dense, mask=mask)
+        np.testing.assert_array_equal(np.asarray(got), (want % 2**32) & mask)
+
+
+def test_levels_are_looked_up_in_runs_of_one_indexing():
+    c = HashGridConfig(**SMALL)
+    assert c.dense_levels == (True,) * 3 + (False,) * 3
+    for impl in ("level_major", "fused"):
+        assert _level_groups(dataclasses.replace(c, implementation=impl)) == [(0, 3, True), (3, 6, False)]
+    assert _level_groups(dataclasses.replace(c, implementation="per_level")) == [(i, i + 1, i < 3) for i in range(6)]
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("table_dtype", DTYPES)
 def test_values_match_numpy(rng, impl, table_dtype):
@@ -133,6 +160,17 @@ def test_table_gradient_matches_scatter_add(rng, impl, backward, table_dtype):
         np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-5)
     else:  # float32 accumulation, one final rounding to bf16 (8 bits of mantissa)
         np.testing.assert_allclose(np.asarray(grad, np.float64), want, rtol=2**-8, atol=1e-6)
+
+
+def test_auto_is_per_level_on_the_cpu(rng):
+    auto, per_level = (HashGridConfig(**SMALL, implementation=i, init_scale=1.0) for i in ("auto", "per_level"))
+    table = hash_grid_init(jax.random.key(4), auto)
+    x = jnp.asarray(_points(rng, 100))
+    cot = jnp.asarray(rng.normal(size=(x.shape[0], auto.out_dim)).astype(np.float32))
+    value_and_grad = jax.jit(jax.value_and_grad(lambda t, c: jnp.sum(hash_grid_encode(t, x, c) * cot)), static_argnums=1)
+    (v_auto, g_auto), (v_ref, g_ref) = value_and_grad(table, auto), value_and_grad(table, per_level)
+    assert v_auto == v_ref
+    np.testing.assert_array_equal(g_auto, g_ref)
 
 
 def test_gradient_wrt_x(rng, x64):

@@ -56,7 +56,7 @@ __all__ = [
 HASH_PRIMES = (1, 2654435761, 805459861)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-_IMPLEMENTATIONS = ("fused", "level_major", "per_level", "pallas")
+_IMPLEMENTATIONS = ("fused", "level_major", "per_level", "pallas", "auto")
 _BACKWARDS = ("scatter", "segment_sum", "sorted", "autodiff")
 
 
@@ -75,18 +75,23 @@ class HashGridConfig:
       table_dtype: storage dtype of the table: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       init_scale: table entries start uniform in ``[-init_scale, init_scale]`` (1e-4 as in
         the paper).
-      implementation: XLA formulation of the lookup (all give the same values):
-        ``"fused"``: one gather of all ``(N, L, 8)`` corner rows from the flattened table;
-        ``"level_major"``: the same gather ordered ``(L, N, 8)`` (consecutive lookups hit one
-        level's table: better cache locality on GPUs);
-        ``"per_level"``: one gather per level, each level's dense/hashed indexing chosen
-        statically (no ``where``);
+      implementation: XLA formulation of the lookup (all give the same values; a level's
+        dense or hashed indexing is always chosen statically):
+        ``"fused"``: one gather of the ``(N, L', 8)`` corner rows of each run of ``L'``
+        consecutive dense (or hashed) levels, from those levels' flattened tables (two
+        gathers: the dense levels come first);
+        ``"level_major"``: the same gathers ordered ``(L', N, 8)`` (consecutive lookups hit
+        one level's table: better cache locality on GPUs);
+        ``"per_level"``: one gather per level;
         ``"pallas"``: the fused GPU kernel of :mod:`jaxmedrf.kernels.hashgrid` (all levels
         in one pass, atomic-add backward; same values and gradients). Where it cannot run
         (no GPU, ``features_per_level`` not 1, 2, 4 or 8, non-float32 positions) it warns
         once and uses ``"level_major"``; ``backward`` is then the XLA path's, and ignored
         by the kernel.
-        Default ``"level_major"``: one fused gather (few kernels) whose working set at any
+        ``"auto"``: ``"per_level"`` on the CPU (one level's table at a time stays in the
+        cache: 38 against 50 ms a step of the README's NAF demo on 2 cores,
+        ``benchmarks/naf_cpu_profile.py``), ``"level_major"`` on other backends.
+        Default ``"level_major"``: one fused gather per run (few kernels) whose working set at any
         moment is one level's table (4 MB at 2^19 × 2 float32), which fits a GPU's L2 cache,
         for the forward gather and the backward atomics alike; ``benchmarks/hashgrid.py``
         times all three.
@@ -199,23 +204,47 @@ def _cell(x: Float[Array, "... 3"], res: Array):
     return lower.astype(jnp.int32), pos - lower
 
 
-def _corner_index(corner: Integer[Array, "... 3"], res: Array, dense: Array, mask: int):
-    """Table row of integer vertices: dense ``i + j s + k s²`` (``s = N+1``) or the hash."""
+def _corner_index(corner: Integer[Array, "... 3"], res: Array, *, dense: bool, mask: int):
+    """Table row of integer vertices: dense ``i + j s + k s²`` (``s = N+1``) or the hash (Eq. 4).
+
+    ``dense`` is static (a level's indexing is known when tracing). Either index is one
+    reduction over the vertex's 3 coordinates (a sum of ``c · (1, s, s²)`` or an xor of
+    ``c · primes``, in wrapping uint32 arithmetic: the same integers as the three-term
+    expression, whose operations are associative). XLA:CPU keeps a reduction's result in
+    memory, whereas three slices combined elementwise are fused into every consumer of the
+    index (the gather, once per feature, and the table gradient's scatter), which then
+    recomputes the whole chain ray → sample → cell → index for each: most of a NAF step on
+    CPU (``benchmarks/naf_cpu_profile.py``).
+    """
     c = corner.astype(jnp.uint32)
-    s = (res + 1).astype(jnp.uint32)
-    dense_idx = c[..., 0] + c[..., 1] * s + c[..., 2] * s * s
-    hashed = c[..., 0] ^ (c[..., 1] * jnp.uint32(HASH_PRIMES[1])) ^ (c[..., 2] * jnp.uint32(HASH_PRIMES[2]))
-    idx = jnp.where(dense, dense_idx, hashed) & jnp.uint32(mask)
-    return idx.astype(jnp.int32)
+    if dense:
+        s = jnp.asarray(res + 1).astype(jnp.uint32)
+        coef, op = jnp.stack([jnp.ones_like(s), s, s * s], axis=-1), jax.lax.add
+    else:
+        coef, op = jnp.asarray(HASH_PRIMES, jnp.uint32), jax.lax.bitwise_xor
+    idx = jax.lax.reduce(c * coef, jnp.uint32(0), op, (c.ndim - 1,))
+    return (idx & jnp.uint32(mask)).astype(jnp.int32)
 
 
-def _corners_and_weights(x: Float[Array, "... 3"], res: Array, dense: Array, mask: int):
+def _corners_and_weights(x: Float[Array, "... 3"], res: Array, *, dense: bool, mask: int):
     """Row indices ``(..., 8)`` and trilinear weights ``(..., 8)`` of the 8 cell corners."""
     lower, frac = _cell(x, res)
     corners = lower[..., None, :] + _CORNERS  # (..., 8, 3)
-    idx = _corner_index(corners, res[..., None], dense[..., None], mask)
+    idx = _corner_index(corners, res[..., None], dense=dense, mask=mask)
     w = jnp.where(_CORNERS == 1, frac[..., None, :], 1.0 - frac[..., None, :])  # (..., 8, 3)
     return idx, jnp.prod(w, axis=-1)
+
+
+def _level_groups(config: HashGridConfig) -> list[tuple[int, int, bool]]:
+    """Levels ``[start, stop)`` looked up together, with their (shared) ``dense`` flag: each
+    maximal run of dense or of hashed levels, or (``"per_level"``) each level alone."""
+    groups = []
+    for level, dense in enumerate(config.dense_levels):
+        if config.implementation != "per_level" and groups and groups[-1][2] == dense:
+            groups[-1] = (groups[-1][0], level + 1, dense)
+        else:
+            groups.append((level, level + 1, dense))
+    return groups
 
 
 # ----------------------------------------------------------------------------------------
@@ -286,6 +315,9 @@ def hash_grid_encode(
         raise ValueError(f"hash_grid_encode: x must have shape (N, 3), got {x.shape}")
     # float32 arithmetic (float64 when x is float64 under jax_enable_x64, for gradient checks).
     dtype = jnp.promote_types(x.dtype, jnp.float32)
+    if config.implementation == "auto":
+        impl = "per_level" if jax.default_backend() == "cpu" else "level_major"
+        config = dataclasses.replace(config, implementation=impl)
     if config.implementation == "pallas":
         from jaxmedrf.kernels import hashgrid as _kernel  # lazy: the kernel module imports this one
 
@@ -296,32 +328,21 @@ def hash_grid_encode(
         config = dataclasses.replace(config, implementation="level_major")
     x = x.astype(dtype)
     n = x.shape[0]
-    mask = T - 1
     res_np = np.asarray(config.resolutions, np.int32)
-    dense_np = np.asarray(config.dense_levels)
-
-    if config.implementation == "per_level":
-        feats = []
-        for level in range(L):
-            res = jnp.int32(res_np[level])
-            idx, w = _corners_and_weights(x, res, jnp.bool_(dense_np[level]), mask)  # (N, 8)
-            rows = _gather(params[level], idx, config.backward, dtype)  # (N, 8, F)
-            feats.append(jnp.einsum("nc,ncf->nf", w, rows))
-        return jnp.concatenate(feats, axis=-1)
-
-    flat = params.reshape(L * T, F)
-    offsets = jnp.asarray(np.arange(L, dtype=np.int32) * T)
-    if config.implementation == "level_major":
-        xs = jnp.broadcast_to(x[None], (L, n, 3))
-        idx, w = _corners_and_weights(xs, jnp.asarray(res_np)[:, None], jnp.asarray(dense_np)[:, None], mask)
-        rows = _gather(flat, idx + offsets[:, None, None], config.backward, dtype)  # (L, N, 8, F)
-        feats = jnp.einsum("lnc,lncf->nlf", w, rows)
-    else:  # fused, point-major
-        xs = jnp.broadcast_to(x[:, None], (n, L, 3))
-        idx, w = _corners_and_weights(xs, jnp.asarray(res_np)[None], jnp.asarray(dense_np)[None], mask)
-        rows = _gather(flat, idx + offsets[None, :, None], config.backward, dtype)  # (N, L, 8, F)
-        feats = jnp.einsum("nlc,nlcf->nlf", w, rows)
-    return feats.reshape(n, L * F)
+    point_major = config.implementation == "fused"
+    feats = []
+    for start, stop, dense in _level_groups(config):
+        k = stop - start
+        res = jnp.asarray(res_np[start:stop])
+        offsets = jnp.asarray(np.arange(k, dtype=np.int32) * T)  # rows of level start + l begin at l·T
+        if point_major:  # (N, k, 8)
+            xs, res, offsets = jnp.broadcast_to(x[:, None], (n, k, 3)), res[None], offsets[None, :, None]
+        else:  # (k, N, 8)
+            xs, res, offsets = jnp.broadcast_to(x[None], (k, n, 3)), res[:, None], offsets[:, None, None]
+        idx, w = _corners_and_weights(xs, res, dense=dense, mask=T - 1)
+        rows = _gather(params[start:stop].reshape(k * T, F), idx + offsets, config.backward, dtype)
+        feats.append(jnp.einsum("nlc,nlcf->nlf" if point_major else "lnc,lncf->nlf", w, rows))
+    return jnp.concatenate(feats, axis=1).reshape(n, L * F)
 
 
 @dataclasses.dataclass(frozen=True)
