@@ -57,7 +57,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-2, help="NAF: peak learning rate")
     p.add_argument("--tv", type=float, default=0.0, help="NAF: total-variation weight")
     p.add_argument("--log2-table-size", type=int, default=19, help="NAF: hash table size T = 2^this per level")
-    p.add_argument("--hash-implementation", default="level_major", choices=("level_major", "per_level", "fused", "pallas"),
+    p.add_argument("--hash-implementation", default="auto", choices=("auto", "level_major", "per_level", "fused", "pallas"),
                    help="NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed"),
                    help="NAF: mixed = the MLP's matmuls in bfloat16 on the tensor cores (float32 accumulation, "

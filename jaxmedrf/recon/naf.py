@@ -86,7 +86,8 @@ class NAFConfig:
       occupancy_decay: factor of the per-cell moving maximum at each refresh.
     """
 
-    field: FieldConfig = FieldConfig(encoding=HashGridConfig(finest_resolution=512), out_activation="softplus")
+    field: FieldConfig = FieldConfig(encoding=HashGridConfig(finest_resolution=512, implementation="auto"),
+                                     out_activation="softplus")
     auto_mu_scale: bool = True
     n_iters: int = 1500
     batch_rays: int = 8192
