@@ -171,7 +171,7 @@ def report(results: Path = HERE / "results") -> str:
             rows.append(f"| render {c['size']}² DRRs of a trained field (128³, {c['train_steps']} steps) | frames/s (target ≥ 30) | "
                         f"{figs} | volume: trilinear {vol['trilinear']['frames_per_s']:.0f}, siddon {vol['siddon']['frames_per_s']:.0f} "
                         f"| render ({rd['environment']['device']}) |")
-    ip = _latest("interpolate_*.json", results)
+    ip = _latest("interpolate_*.json", results, exclude="interpolate_real")  # the phantom protocol (--real has its own layout)
     if ip:
         cases = {(c["k"], c["stacks"], c["axis"], c["method"]): c for c in ip["cases"]}
         for k in sorted({c["k"] for c in ip["cases"]}):
