@@ -60,6 +60,10 @@ NAF_VARIANTS = {
     "batch16k": {"batch_rays": 16384, "n_iters": 1000},
     "imp64_tv1e-2": {"n_samples": 64, "n_importance": 64, "tv_weight": 1e-2},
     "fine512_tv1e-2": {"hash_finest_resolution": 512, "tv_weight": 1e-2},
+    "it5000": {"n_iters": 5000},
+    "s256_it3000": {"n_samples": 256, "n_iters": 3000},
+    "fine1024_it3000": {"hash_finest_resolution": 1024, "n_iters": 3000},
+    "batch16k_it3000": {"batch_rays": 16384, "n_iters": 3000},
 }
 
 
