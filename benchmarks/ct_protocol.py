@@ -215,7 +215,7 @@ def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = Fals
     res = train_naf(proj, g, cfg, progress=False)
     vol = np.asarray(res.volume)
     out = {"seconds": time.perf_counter() - t0, "train_seconds": res.history["train_seconds"],
-           "steps": cfg.n_iters, "overrides": overrides or {}, **_scores(vol, truth)}
+           "steps": cfg.for_geometry(g).n_iters, "n_samples": cfg.for_geometry(g).n_samples, "overrides": overrides or {}, **_scores(vol, truth)}
     return out, vol
 
 

@@ -36,7 +36,8 @@ def run(*, n: int, views: int, det: int, size: int, frames: int, iters: int, chu
         cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, encoding=enc, width=16), n_samples=16, batch_rays=256,
                                   steps_per_call=25)
     res = jm.train_naf(proj, g, cfg, progress=False)
-    cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, mu_scale=res.history["mu_scale"]), auto_mu_scale=False)
+    cfg = dataclasses.replace(cfg.for_geometry(g), field=dataclasses.replace(cfg.field, mu_scale=res.history["mu_scale"]),
+                              auto_mu_scale=False)
     orbit = orbit_geometry(g.n_voxel, g.d_voxel, n_frames=frames, size=size)
     out = {"n_voxel": n, "train_views": views, "train_steps": iters, "frames": frames, "size": size}
     rows = []

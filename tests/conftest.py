@@ -1,12 +1,21 @@
-"""Test set-up: JAX on the CPU with 8 forced devices (set before JAX is imported)."""
+"""Test set-up: JAX on the CPU with 8 forced devices (set before JAX is imported), and one
+persistent compilation cache per pytest run, shared by the xdist workers and the CLI
+subprocesses (many tests compile the same programs: the same NAF step, the same projector)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("MPLBACKEND", "Agg")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the pytest process; its workers inherit the folder
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxmedrf-test-jit-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,6 +1,7 @@
 """`jaxmedrf reconstruct`: NAF and the baselines through one command and one output format."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,9 @@ import numpy as np
 import pytest
 
 from jaxmedrf.cli import main
+
+#: The session's persistent compilation cache (tests/conftest.py), for the CLI subprocesses.
+JIT_CACHE = {k: v for k, v in os.environ.items() if k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,7 @@ def test_naf_with_occupancy_grid(sim, tmp_path):
 
 def _run(args):
     return subprocess.run([sys.executable, "-m", "jaxmedrf.cli", "reconstruct", *args], capture_output=True, text=True,
-                          env={"JAX_PLATFORMS": "cpu", "PATH": ""})
+                          env={"JAX_PLATFORMS": "cpu", "PATH": "", **JIT_CACHE})
 
 
 def test_bad_inputs_exit_2_without_traceback_or_output(sim, tmp_path):
@@ -108,7 +112,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(sim, tmp_path):
 
     common = [str(sim), "--method", "naf", "--iters", "300", "--batch-rays", "128", "--n-samples", "8",
               "--log2-table-size", "10", "--grid-supersample", "1", "--no-progress", "--no-png"]
-    env = {"JAX_PLATFORMS": "cpu", "PATH": ""}
+    env = {"JAX_PLATFORMS": "cpu", "PATH": "", **JIT_CACHE}
     full = tmp_path / "full.npz"
     assert _run([*common, "--out", str(full)]).returncode == 0
     ck = tmp_path / "ck"

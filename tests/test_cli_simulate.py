@@ -1,6 +1,7 @@
 """`jaxmedrf simulate`: the promised file format, the PNG, and refusals."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,9 @@ import jaxmedrf as jm
 from jaxmedrf.cli import main
 
 SMALL = ["--n-voxel", "16", "--n-views", "6", "--n-detector", "12", "14"]
+
+#: The session's persistent compilation cache (tests/conftest.py), for the CLI subprocesses.
+JIT_CACHE = {k: v for k, v in os.environ.items() if k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
 
 
 def test_simulate_writes_the_promised_npz_and_png(tmp_path, capsys):
@@ -63,7 +67,7 @@ def test_parallel_trilinear_and_analytic(tmp_path):
 def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, args, word):
     out = tmp_path / "bad.npz"
     cmd = [sys.executable, "-m", "jaxmedrf.cli", "simulate", *SMALL, "--out", str(out), *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu", "PATH": ""})
+    res = subprocess.run(cmd, capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu", "PATH": "", **JIT_CACHE})
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and word in res.stderr
     assert res.stderr.strip().count("\n") == 0

@@ -108,6 +108,20 @@ def test_bad_inputs():
         cfg(batch_rays=0)
 
 
+def test_steps_and_samples_follow_the_grid_unless_set():
+    def grid(n):
+        return jm.cone_beam(n_voxel=(n, n, n // 2), d_voxel=1.0, n_detector=(8, 8), d_detector=2.0, n_views=2)
+
+    assert (NAFConfig().for_geometry(grid(128)).n_iters, NAFConfig().for_geometry(grid(128)).n_samples) == (1500, 128)
+    assert (NAFConfig().for_geometry(grid(256)).n_iters, NAFConfig().for_geometry(grid(256)).n_samples) == (3000, 256)
+    assert NAFConfig().for_geometry(grid(64)).n_iters == 1500
+    assert NAFConfig(n_iters=7, n_samples=9).for_geometry(grid(256)) == NAFConfig(n_iters=7, n_samples=9)
+    with pytest.raises(ValueError, match="n_samples"):
+        NAFConfig(n_samples=0)
+    with pytest.raises(ValueError, match="for_geometry"):
+        jm.recon.naf.init_state(NAFConfig(), jax.random.split(jax.random.key(0), 1))
+
+
 def test_nan_loss_stops_with_the_step():
     g, _, proj = scan()
     with pytest.raises(FloatingPointError, match="NaN at step"):

@@ -34,7 +34,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="output for one input: .npz, .nii/.nii.gz (μ in mm⁻¹) or a folder name (DICOM CT series "
                         "in HU); several inputs: a folder of .npz files")
     p.add_argument("--method", default="naf", help="naf | fdk | sart | cgls")
-    p.add_argument("--iters", type=int, default=None, help="iterations (NAF steps; default 1500 NAF, 20 SART/CGLS)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="iterations (default: SART/CGLS 20; NAF steps 1500 up to 128³ voxels, 1500 × N / 128 above, "
+                        "N the grid's largest side)")
     p.add_argument("--backprojector", default="auto", choices=("auto", "matched", "voxel"),
                    help="SART: exact adjoint of the projector (matched), the voxel-driven one (voxel: unmatched, "
                         "interpolating, robust where the detector samples the volume more coarsely than its voxels), "
@@ -43,7 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
                         "(falls back to XLA with a warning on CPU); auto = pallas on a GPU, xla elsewhere")
     p.add_argument("--batch-rays", type=int, default=8192, help="NAF: rays per step (split over devices)")
-    p.add_argument("--n-samples", type=int, default=128, help="NAF: samples per ray")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="NAF: samples per ray (default: N, one per voxel along the grid's largest side)")
     p.add_argument("--n-importance", type=int, default=0,
                    help="NAF: extra samples per ray drawn where attenuation is (hierarchical sampling; 0 = off)")
     p.add_argument("--occupancy-resolution", type=int, default=0,
@@ -57,6 +60,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-2, help="NAF: peak learning rate")
     p.add_argument("--tv", type=float, default=0.0, help="NAF: total-variation weight")
     p.add_argument("--log2-table-size", type=int, default=19, help="NAF: hash table size T = 2^this per level")
+    p.add_argument("--hash-levels", type=int, default=16, help="NAF: hash-grid resolution levels")
+    p.add_argument("--hash-base-resolution", type=int, default=16, help="NAF: cells across the box at the coarsest level")
+    p.add_argument("--hash-finest-resolution", type=int, default=512,
+                   help="NAF: cells across the box at the finest level (512: 4 per voxel at 128³)")
     p.add_argument("--hash-implementation", default="auto", choices=("auto", "level_major", "per_level", "fused", "pallas"),
                    help="NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed"),
@@ -226,8 +233,10 @@ def run(a) -> int:
             field=dataclasses.replace(
                 NAFConfig.field, compute_dtype="bfloat16" if a.precision == "mixed" else "float32",
                 encoding=dataclasses.replace(NAFConfig.field.encoding, log2_table_size=a.log2_table_size,
-                                             implementation=a.hash_implementation)),
-            n_iters=a.iters or 1500, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
+                                             implementation=a.hash_implementation, n_levels=a.hash_levels,
+                                             base_resolution=a.hash_base_resolution,
+                                             finest_resolution=a.hash_finest_resolution)),
+            n_iters=a.iters, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
             tv_weight=a.tv, seed=a.seed, occupancy_resolution=a.occupancy_resolution,
             occupancy_update_every=a.occupancy_update_every, occupancy_threshold=a.occupancy_threshold,
         )
@@ -238,7 +247,7 @@ def run(a) -> int:
         except FloatingPointError as e:
             raise ValueError(str(e)) from e
         volumes = np.asarray(res.volume)
-        extra = {"steps": cfg.n_iters, "train_seconds": res.history["train_seconds"], "mlp_compute_dtype": cfg.field.compute_dtype,
+        extra = {"steps": cfg.for_geometry(geometry).n_iters, "n_samples": cfg.for_geometry(geometry).n_samples, "train_seconds": res.history["train_seconds"], "mlp_compute_dtype": cfg.field.compute_dtype,
                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     else:

@@ -95,6 +95,7 @@ def render_projections(
       chunk_rays: rays rendered together (memory ∝ ``chunk_rays × samples``; each chunk's rays
         are made from their pixel ids, so no array of every ray is built).
     """
+    config = config.for_geometry(field_geometry)
     lo, hi = volume_box(field_geometry)
     n_views, nv, nu = geometry.projection_shape
     n = n_views * nv * nu
