@@ -110,7 +110,8 @@ def chest_volumes(case: str, *, n: int = 128) -> tuple[np.ndarray, float]:
         bx, by = BLOCKS[case]
         m = 2 * n  # fine voxels per block side
         scale = 256 // m if m <= 256 else 1
-        sub = hu[bx * 256: bx * 256 + 256, by * 256: by * 256 + 256]
+        off = (256 - m * scale) // 2  # the block's centre where m · scale < 256 (n = 48: 192 of 256)
+        sub = hu[bx * 256 + off: bx * 256 + off + m * scale, by * 256 + off: by * 256 + off + m * scale]
         if scale > 1:
             sub = sub.reshape(m, scale, m, scale, -1).mean((1, 3))
         d_fine *= scale

@@ -67,7 +67,7 @@ def time_naf(cfg, g, proj, *, n_dev: int, cases: int, shard_cases: bool, repeats
     projs = jnp.broadcast_to(jnp.asarray(proj), (cases, *proj.shape))
     place = (lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim))) if shard_cases else \
         (lambda x: jax.device_put(x, replicated(mesh)))
-    state = jax.tree_util.tree_map(place, init_state(cfg, keys))
+    state = jax.tree_util.tree_map(place, init_state(cfg, keys, g))
     projs = place(projs)
     fn = make_train_fn(cfg, g, mesh=None if shard_cases else mesh)
     box = {"state": state}
