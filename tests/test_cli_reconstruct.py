@@ -29,7 +29,7 @@ def test_reconstruct_writes_volume_metrics_and_png(sim, tmp_path, method):
     args = ["reconstruct", str(sim), "--method", method, "--out", str(out), "--no-progress"]
     if method == "naf":
         args += ["--iters", "50", "--batch-rays", "256", "--n-samples", "16", "--n-importance", "8", "--log2-table-size", "12",
-                 "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "25"]
+                 "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "25", "--devices", "1"]
     elif method == "sart":
         args += ["--iters", "3", "--backprojector", "voxel"]
     assert main(args) == 0
@@ -57,7 +57,7 @@ def test_naf_with_occupancy_grid(sim, tmp_path):
     out = tmp_path / "occ.npz"
     assert main(["reconstruct", str(sim), "--iters", "25", "--batch-rays", "128", "--n-samples", "8",
                  "--log2-table-size", "10", "--occupancy-resolution", "8", "--occupancy-update-every", "5",
-                 "--precision", "mixed", "--no-progress", "--no-png", "--out", str(out)]) == 0
+                 "--precision", "mixed", "--devices", "1", "--no-progress", "--no-png", "--out", str(out)]) == 0
     m = json.loads(out.with_suffix(".json").read_text())
     assert 0 < m["occupied_fraction"] <= 1 and np.isfinite(m["psnr3d"])
     assert m["mlp_compute_dtype"] == "bfloat16"  # --precision mixed
@@ -110,8 +110,9 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(sim, tmp_path):
     import signal
     import time
 
+    # One device: the kill and the resume are what is tested (the sharded step has its own tests).
     common = [str(sim), "--method", "naf", "--iters", "300", "--batch-rays", "128", "--n-samples", "8",
-              "--log2-table-size", "10", "--grid-supersample", "1", "--no-progress", "--no-png"]
+              "--log2-table-size", "10", "--grid-supersample", "1", "--devices", "1", "--no-progress", "--no-png"]
     env = {"JAX_PLATFORMS": "cpu", "PATH": "", **JIT_CACHE}
     full = tmp_path / "full.npz"
     assert _run([*common, "--out", str(full)]).returncode == 0
