@@ -247,7 +247,9 @@ def run(a) -> int:
         except FloatingPointError as e:
             raise ValueError(str(e)) from e
         volumes = np.asarray(res.volume)
-        extra = {"steps": cfg.for_geometry(geometry).n_iters, "n_samples": cfg.for_geometry(geometry).n_samples, "train_seconds": res.history["train_seconds"], "mlp_compute_dtype": cfg.field.compute_dtype,
+        resolved = cfg.for_geometry(geometry)
+        extra = {"steps": resolved.n_iters, "n_samples": resolved.n_samples, "train_seconds": res.history["train_seconds"],
+                 "mlp_compute_dtype": cfg.field.compute_dtype,
                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     else:
