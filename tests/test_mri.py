@@ -54,6 +54,19 @@ def test_make_stack_affine_and_thick_profile():
         make_stack(v, a, 2, 9)
 
 
+def test_residual_base_grid_is_isotropic_at_the_finest_step():
+    """One thick axial stack (1 × 1 mm pixels, 4 mm slices): the base of ``INRConfig(base="fusion")``
+    lives on a 1 mm grid along every axis, so its restored detail between the slices survives."""
+    from jaxmedrf.mri.inr import base_grid
+
+    v = np.zeros((8, 8, 16), np.float32)
+    stack = make_stack(v, phantom_affine(v.shape, 1.0), 2, 4)
+    shape, aff = base_grid([stack], np.zeros(3), np.array([8.0, 8.0, 16.0]))
+    assert shape == (8, 8, 16)
+    np.testing.assert_allclose(np.diag(aff)[:3], 1.0)
+    np.testing.assert_allclose(aff[:3, 3], 0.5)
+
+
 def test_protocol_scores_only_removed_slices():
     v, a = brain_phantom(None, (20, 20, 13), 3.0)
     res = evaluate_interpolation(v, a, 4, ("nearest",))

@@ -17,9 +17,12 @@ axis-aligned grid of the finest sampling steps (trilinear between its voxels), a
 grid + MLP (``softplus − log 2``: signed, the last layer starts at zero), so the fit starts at the
 base and only corrects what the acquisition model says it misses. The base already holds voxel
 values (it interpolates the acquired voxels), so a voxel is predicted as ``b(p) + Σ_m w_m g(A(p +
-u_m))``: the PSF acts on the residual only. Measured on a 48³ MNI T1 crop at k = 4 (200 steps), the
-residual *lost* to its own base (one stack 22.4 vs 23.2 dB, three stacks 29.4 vs 30.2 dB), so it
-is off by default; ``method="fusion"`` returns the base itself.
+u_m))``: the PSF acts on the residual only. The base lives on an isotropic grid of the finest step
+(:func:`base_grid`). Measured on a 32 × 32 × 33 MNI T1 crop at k = 4 (300 steps, removed axial
+slices, 2 CPU cores): one stack 29.20 dB (fusion 29.16, cubic 29.02), three stacks 34.45 dB
+(fusion 34.04, mean of three cubics 30.62; 35.15 dB with Adam's ε at 1e-6 instead of 1e-15).
+Not yet measured on the held-out quadrants of ``benchmarks/interpolate.py --real``, so it stays
+off by default; ``method="fusion"`` returns the base itself.
 
 Two choices make a single thick stack work (without them the INR lost to linear
 interpolation): the encoding's box is padded by two sampling steps (PSF samples of edge voxels
@@ -142,10 +145,12 @@ class INRResult(NamedTuple):
 
 
 def base_grid(stacks: Sequence[SliceStack], lo, hi) -> tuple[tuple[int, int, int], np.ndarray]:
-    """``(shape, affine)`` of the axis-aligned grid of the finest sampling steps (:func:`axis_steps`)
-    whose voxels tile the box ``[lo, hi]`` (mm): for stacks cut from one fine grid, its voxels are
-    the stacks' voxels."""
-    steps = axis_steps(stacks)
+    """``(shape, affine)`` of the isotropic axis-aligned grid of the finest sampling step of any
+    axis (:func:`axis_steps`) whose voxels tile the box ``[lo, hi]`` (mm): for stacks cut from one
+    fine grid, its voxels are the stacks' voxels. Isotropic, so that a single thick stack's base
+    keeps the through-plane detail its restoration adds (on the stack's own 1 × 1 × 4 mm grid,
+    trilinear reading made it linear interpolation between the slices)."""
+    steps = np.full(3, float(np.min(axis_steps(stacks))))
     shape = tuple(int(max(1, round(float(e)))) for e in (np.asarray(hi) - np.asarray(lo)) / steps)
     a = np.diag([*steps, 1.0])
     a[:3, 3] = np.asarray(lo, np.float64) + steps / 2
