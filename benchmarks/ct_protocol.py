@@ -46,6 +46,8 @@ MU_WATER = 0.02
 BLOCKS = {"chest0": (0, 0), "chest1": (1, 0), "chest2": (0, 1), "chest3": (1, 1)}
 TUNING = ("phantom", "chest0")
 
+ASD_POCS_TV = 0.2  # TV step relative to the data step (Sidky & Pan 2008's α scaled by ‖Δx‖)
+
 # NAF settings compared by --naf-variants (overrides of NAFConfig / HashGridConfig fields).
 NAF_VARIANTS = {
     "default": {},
@@ -193,9 +195,6 @@ def run_classical(method: str, proj, g, truth, *, iters: int) -> dict:
     return out, vol
 
 
-ASD_POCS_TV = 0.2  # TV step relative to the data step (Sidky & Pan 2008's α scaled by ‖Δx‖)
-
-
 def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = False) -> dict:
     import dataclasses
 
@@ -215,8 +214,9 @@ def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = Fals
     t0 = time.perf_counter()
     res = train_naf(proj, g, cfg, progress=False)
     vol = np.asarray(res.volume)
+    resolved = cfg.for_geometry(g)
     out = {"seconds": time.perf_counter() - t0, "train_seconds": res.history["train_seconds"],
-           "steps": cfg.for_geometry(g).n_iters, "n_samples": cfg.for_geometry(g).n_samples, "overrides": overrides or {}, **_scores(vol, truth)}
+           "steps": resolved.n_iters, "n_samples": resolved.n_samples, "overrides": overrides or {}, **_scores(vol, truth)}
     return out, vol
 
 
