@@ -38,6 +38,7 @@ std and the issue's targets in ``interpolate_real_<device>_<date>.json`` (+ PNG 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -70,8 +71,8 @@ def configs(args):
         smore = SMOREConfig(features=8, depth=3, n_iters=args.smore_iters or 150, batch=16, patch=32,
                             n_patches=1024, lr=5e-3)
     else:
-        inr = INRConfig(n_iters=args.inr_iters or INRConfig.n_iters, batch=args.inr_batch or 32768, seed=args.seed)
-        smore = SMOREConfig(n_iters=args.smore_iters or 1000)
+        inr = INRConfig(n_iters=args.inr_iters, batch=args.inr_batch or INRConfig.batch, seed=args.seed)
+        smore = SMOREConfig(n_iters=args.smore_iters)
     return inr, smore
 
 
@@ -106,7 +107,6 @@ SWEEP = {
 
 
 def sweep_config(base: INRConfig, inr: dict, enc: dict, field: dict) -> INRConfig:
-    import dataclasses
 
     f = dataclasses.replace(base.field, encoding=dataclasses.replace(base.field.encoding, **enc), **field)
     return dataclasses.replace(base, field=f, **inr)
@@ -238,6 +238,13 @@ def real_cases(vol, aff, k: int, n_stacks: int, methods, inr_cfg, smore_cfg, see
             rec = cubics[0][1]
         elif name in ("mean_cubic", "best_single_cubic"):
             continue
+        elif name == "smore_cpu_preset":  # SMORE with the CPU preset (8 patches of 32² per step) on any backend
+            from jaxmedrf.mri.smore import CPU_PRESET
+
+            rec, _ = interpolate(stacks, "smore", shape=vol.shape, affine=aff, key=jax.random.key(seed),
+                                 smore_config=dataclasses.replace(smore_cfg, **{**CPU_PRESET, "n_iters": smore_cfg.n_iters or CPU_PRESET["n_iters"]}))
+        elif name == "inr_field":  # the field alone, without its base (the INR before issue 18)
+            rec, _ = interpolate(stacks, "inr", shape=vol.shape, affine=aff, inr_config=dataclasses.replace(inr_cfg, base="none"))
         else:
             rec, _ = interpolate(stacks, name, shape=vol.shape, affine=aff, inr_config=inr_cfg, smore_config=smore_cfg,
                                  key=jax.random.key(seed))
@@ -314,7 +321,6 @@ def plot_real(path, summary: dict, k: int = 4) -> None:
 
 def main_real(args) -> int:
     """``--real``: the protocol on real MRI regions and the two phantoms (see :func:`real_cases`)."""
-    import dataclasses
 
     t_start = time.perf_counter()
     inr_cfg, smore_cfg = configs(args)
@@ -327,14 +333,15 @@ def main_real(args) -> int:
     shape_ph = (40, 48, 40) if args.small else (80, 192, 80)
     vols.update(phantom_volumes(shape_ph))
     roles.update({"phantom_clean": "phantom", "phantom_realistic": "phantom"})
-    one = ["nearest", "linear", "cubic", "fusion", "inr"] + ([] if args.no_smore else ["smore"])
-    many = ["fusion", "inr"]
+    one = ["nearest", "linear", "cubic", "fusion", "inr", "inr_field"] + ([] if args.no_smore else ["smore"])
+    many = ["fusion", "inr", "inr_field"]
     plan = []
     if args.full_volume:  # the 160 x 192 x 160 brain box at k = 4: fit times at the issue's size
         plan += [("brain_box", 4, n, [m for m in (one if n == 1 else many) if m in ("cubic", "fusion", "inr", "smore")])
                  for n in (1, 3)]
     for k in args.k:  # per volume 1 and 3 stacks first (held-out regions before the phantoms), 2 stacks after
-        plan += [(name, k, n, one if n == 1 else many) for name in vols for n in sorted(args.stacks) if n != 2]
+        one_k = one + (["smore_cpu_preset"] if k == 4 and not (args.no_smore or args.small) else [])
+        plan += [(name, k, n, one_k if n == 1 else many) for name in vols for n in sorted(args.stacks) if n != 2]
         plan += [(name, k, 2, many) for name in vols if 2 in args.stacks]
     settings = {"small": args.small, "k": args.k, "stacks": args.stacks, "seed": args.seed, "budget_s": args.budget_s,
                 "regions": {n: list(vols[n][0].shape) for n in vols}, "roles": roles, "tune_region": TUNE_REGION,
@@ -402,8 +409,8 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, nargs="+", default=[4, 2, 6], help="keep every k-th slice")
     p.add_argument("--stacks", type=int, nargs="+", default=[1, 2, 3], choices=(1, 2, 3), help="numbers of orthogonal stacks")
     p.add_argument("--no-smore", action="store_true", help="skip SMORE")
-    p.add_argument("--inr-iters", type=int, default=None, help="INR steps (default INRConfig.n_iters = 1000; 300 with --small)")
-    p.add_argument("--inr-batch", type=int, default=None, help="INR voxels per step (default 32768; 4096 with --small)")
+    p.add_argument("--inr-iters", type=int, default=None, help="INR steps (default INRConfig's: 300 over a base, 1000 without; 300 with --small)")
+    p.add_argument("--inr-batch", type=int, default=None, help="INR voxels per step (default INRConfig.batch = 16384; 4096 with --small)")
     p.add_argument("--smore-iters", type=int, default=None, help="SMORE steps (default 1000; 150 with --small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-s", type=float, default=None, help="start no new case after this many seconds")
@@ -432,7 +439,6 @@ def main(argv=None) -> int:
     vol, aff = brain_phantom(None, shape, args.spacing)
     phantom_s = time.perf_counter() - t
     print(f"phantom {shape} at {args.spacing:g} mm: {phantom_s:.1f} s", flush=True)
-    import dataclasses
 
     settings = {"shape": list(shape), "spacing_mm": args.spacing, "k": args.k, "stacks": args.stacks,
                 "small": args.small, "seed": args.seed, "budget_s": args.budget_s,

@@ -54,17 +54,26 @@ def test_make_stack_affine_and_thick_profile():
         make_stack(v, a, 2, 9)
 
 
-def test_residual_base_grid_is_isotropic_at_the_finest_step():
-    """One thick axial stack (1 × 1 mm pixels, 4 mm slices): the base of ``INRConfig(base="fusion")``
-    lives on a 1 mm grid along every axis, so its restored detail between the slices survives."""
-    from jaxmedrf.mri.inr import base_grid
+def test_residual_base_grid_is_isotropic_and_on_the_acquired_voxels():
+    """One thick axial stack (1 × 1 mm pixels, 4 mm slices) and an orthogonal one: the base of
+    ``INRConfig(base="fusion")`` lives on a 1 mm grid along every axis (its restored detail between
+    the slices survives), and every acquired voxel centre is one of its voxel centres (the stacks'
+    box reaches half a slice step, 2 mm, past the first slice: a grid anchored at the box sat half a
+    voxel off)."""
+    from jaxmedrf.mri.inr import base_grid, check_overlap
 
     v = np.zeros((8, 8, 16), np.float32)
-    stack = make_stack(v, phantom_affine(v.shape, 1.0), 2, 4)
-    shape, aff = base_grid([stack], np.zeros(3), np.array([8.0, 8.0, 16.0]))
-    assert shape == (8, 8, 16)
+    a = phantom_affine(v.shape, 1.0)
+    stacks = [make_stack(v, a, 2, 4), make_stack(v, a, 0, 4)]
+    lo, hi = check_overlap(stacks)
+    shape, aff = base_grid(stacks, lo, hi)
     np.testing.assert_allclose(np.diag(aff)[:3], 1.0)
-    np.testing.assert_allclose(aff[:3, 3], 0.5)
+    assert np.all(aff[:3, 3] - 0.5 <= lo) and np.all(aff[:3, 3] + np.asarray(shape) - 0.5 >= hi)  # covers the box
+    for s in stacks:
+        idx = np.stack(np.meshgrid(*[np.arange(n) for n in s.shape], indexing="ij"), -1).reshape(-1, 3)
+        world = idx @ s.affine[:3, :3].T + s.affine[:3, 3]
+        c = (world - aff[:3, 3]) / np.diag(aff)[:3]
+        np.testing.assert_allclose(c, np.round(c), atol=1e-6)
 
 
 def test_protocol_scores_only_removed_slices():

@@ -47,11 +47,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "interpolation_slices.csv (PSNR/SSIM of each removed slice) and _slices.png (truth, cubic and "
                         "--method on the worst and the median removed slice, error maps) here (several volumes: one "
                         "folder each, and summary.json)")
-    p.add_argument("--iters", type=int, default=1000, help="INR optimisation steps")
-    p.add_argument("--batch", type=int, default=16384, help="INR voxels per step")
+    p.add_argument("--iters", type=int, default=None,
+                   help="INR optimisation steps (default 300 over its base, 1000 with --inr-base none)")
+    p.add_argument("--batch", type=int, default=None, help="INR voxels per step (default 16384)")
+    p.add_argument("--inr-base", default=None, choices=("auto", "smore", "fusion", "none"),
+                   help="what the INR corrects (default auto: smore for one thick stack, fusion otherwise; none: "
+                        "the field alone)")
     p.add_argument("--smoothness", type=float, default=None, metavar="W",
                    help="INR through-plane curvature prior weight (default 3e-4 for one stack, 0 for several; 0 = off)")
-    p.add_argument("--smore-iters", type=int, default=1000, help="SMORE training steps")
+    p.add_argument("--smore-iters", type=int, default=None, help="SMORE training steps (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the INR fit and of the SMORE key")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -133,8 +137,8 @@ def run(args) -> int:
     from jaxmedrf.mri.smore import SMOREConfig
 
     vols = _load(args)
-    cfg = INRConfig(n_iters=args.iters, batch=args.batch, seed=args.seed,
-                    **({} if args.smoothness is None else {"smoothness": args.smoothness}))
+    given = {"n_iters": args.iters, "batch": args.batch, "smoothness": args.smoothness, "base": args.inr_base}
+    cfg = INRConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     smore_kw = {"smore_config": SMOREConfig(n_iters=args.smore_iters), "key": jax.random.key(args.seed)}
     if args.evaluate is not None:
         return _evaluate(vols, args, cfg, smore_kw)

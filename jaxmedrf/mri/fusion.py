@@ -56,15 +56,28 @@ def stack_ratio(stack: SliceStack) -> tuple[float, float]:
     return stack.slice_spacing / step, step
 
 
-def _features(imgs: np.ndarray, r: int, taps: int, rows: int) -> np.ndarray:
-    """``(n, h, m, F)`` features of images ``(n, h, w)`` whose kept samples are columns ``0, r, 2r, …``
-    (``m`` of them): the kept samples in the window of ``2·rows + 1`` lines × ``2·taps`` columns
-    (``taps`` kept columns at or before the block, ``taps`` after; edges replicated)."""
+def _windows(imgs: np.ndarray, r: int, taps: int, rows: int, lines=None):
+    """The ``(2·rows + 1) · 2·taps`` views ``(n, h', m)`` whose stack (last axis) is the feature vector of
+    every block of images ``(n, h, w)`` whose kept samples are columns ``0, r, 2r, …`` (``m`` of them):
+    the kept samples in the window of ``2·rows + 1`` lines × ``2·taps`` columns (``taps`` kept columns at
+    or before the block, ``taps`` after; edges replicated); ``lines``: only these lines (default all)."""
     kept = imgs[:, :, ::r]
     n, h, m = kept.shape
     pad = np.pad(kept, ((0, 0), (rows, rows), (taps - 1, taps)), mode="edge")
-    cols = [pad[:, a:a + h, (taps - 1) + j:(taps - 1) + j + m] for a in range(2 * rows + 1) for j in range(-taps + 1, taps + 1)]
-    return np.stack(cols, -1)
+    def rows_at(a):  # views, not copies, when every line is wanted
+        return pad[:, a:a + h] if lines is None else pad[:, a + np.asarray(lines)]
+
+    return [rows_at(a)[:, :, (taps - 1) + j:(taps - 1) + j + m] for a in range(2 * rows + 1) for j in range(-taps + 1, taps + 1)]
+
+
+def _features(imgs: np.ndarray, r: int, taps: int, rows: int, lines=None) -> np.ndarray:
+    """:func:`_windows` stacked: ``(n, h', m, F)``."""
+    return np.stack(_windows(imgs, r, taps, rows, lines), -1)
+
+
+#: At most this many image lines per family of planes train a filter (evenly spaced): 19 weights
+#: per phase need far fewer samples than a whole stack holds.
+MAX_TRAIN_LINES = 48
 
 
 def learn_filter(stack: SliceStack, *, taps: int = 3, rows: int = 1, ridge: float = 1e-3) -> LinearFilter | None:
@@ -100,14 +113,15 @@ def learn_filter(stack: SliceStack, *, taps: int = 3, rows: int = 1, ridge: floa
     for imgs in (v, np.swapaxes(v, 1, 2)):  # degrade the last axis of each image, then the other
         deg = imgs if copy0 else ndimage.convolve1d(imgs, ker[::-1], axis=2, mode="nearest")
         w = imgs.shape[2]
+        lines = np.unique(np.linspace(0, imgs.shape[1] - 1, min(imgs.shape[1], MAX_TRAIN_LINES)).round().astype(int))
         for ph in range(r):  # the kept samples start at phase ph: every training pixel offset d
-            f = _features(deg[:, :, ph:], r, taps, rows)  # (n, h, m, F−1)
+            f = _features(deg[:, :, ph:], r, taps, rows, lines)  # (n, lines, m, F−1)
             for d in range(r):
                 pos = ph + np.arange(f.shape[2]) * r + d
                 ok = pos < w
                 x = f[:, :, ok].reshape(-1, n_feat - 1)
                 x = np.concatenate([x, np.ones((len(x), 1), np.float32)], 1).astype(np.float64)
-                y = imgs[:, :, pos[ok]].reshape(-1).astype(np.float64)
+                y = imgs[:, lines][:, :, pos[ok]].reshape(-1).astype(np.float64)
                 ata[d] += x.T @ x
                 aty[d] += x.T @ y
     wts = np.stack([np.linalg.solve(ata[d] + ridge * np.trace(ata[d]) / n_feat * np.eye(n_feat), aty[d])
@@ -143,12 +157,15 @@ def restore_stack(stack: SliceStack, filt: LinearFilter | None = None) -> tuple[
         planes = v if fam == 0 else np.swapaxes(v, 0, 1)  # rows = the other in-plane axis
         up = np.zeros((planes.shape[0], planes.shape[1], n * r), np.float64)
         up[:, :, ::r] = planes  # the kept samples in the strided layout; every phase is predicted below
-        f = _features(up, r, filt.taps, filt.rows)  # (p, h, n, F−1)
+        views = _windows(up, r, filt.taps, filt.rows)  # F−1 views (p, h, n), not stacked (memory)
         for d in range(r):
             if d == 0 and filt.copy0:
                 up[:, :, 0:n * r:r] = planes
                 continue
-            up[:, :, d:n * r:r] = f @ filt.weights[d, :-1] + filt.weights[d, -1]
+            acc = np.full(views[0].shape, filt.weights[d, -1], np.float64)
+            for v_f, w_f in zip(views, filt.weights[d, :-1]):
+                acc += w_f * v_f
+            up[:, :, d:n * r:r] = acc
         res = up[:, :, :m]
         out += res if fam == 0 else np.swapaxes(res, 0, 1)
     aff[:3, ax] /= r
@@ -156,18 +173,40 @@ def restore_stack(stack: SliceStack, filt: LinearFilter | None = None) -> tuple[
 
 
 def _on_grid(vol, vol_aff, shape, affine, order: int = 1, margin=0.5):
-    """``vol`` (voxel → mm ``vol_aff``) sampled on the target grid (trilinear, edges replicated;
-    NaN farther than ``margin`` voxels (scalar or per axis) outside), and the target voxels' index
-    coordinates in ``vol``."""
+    """``vol`` (voxel → mm ``vol_aff``) sampled on the target grid (trilinear, or nearest for ``order``
+    0; edges replicated; NaN farther than ``margin`` voxels (scalar or per axis) outside), and the
+    mask of target voxels whose centres are voxel centres of ``vol``. Axis-aligned grids (the usual
+    case) are resampled one axis at a time."""
+    m = np.linalg.solve(vol_aff, np.asarray(affine, np.float64))
+    mg = np.broadcast_to(np.asarray(margin, np.float64), (3,)) + 1e-6
+    lin = m[:3, :3]
+    if np.allclose(lin, np.diag(np.diag(lin)), rtol=0.0, atol=1e-9):
+        out = np.asarray(vol, np.float32)
+        inside = np.ones(shape, bool)
+        on_voxel = np.ones(shape, bool)
+        for d in range(3):
+            n = vol.shape[d]
+            c = lin[d, d] * np.arange(shape[d]) + m[d, 3]
+            bshape = [1, 1, 1]
+            bshape[d] = shape[d]
+            inside &= ((c >= -mg[d]) & (c <= n - 1 + mg[d])).reshape(bshape)
+            on_voxel &= (np.abs(c - np.round(c)) < 1e-3).reshape(bshape)
+            cc = np.clip(c, 0.0, n - 1.0)
+            if order == 0:
+                out = np.take(out, np.round(cc).astype(np.int64), axis=d)
+            else:
+                i0 = np.minimum(np.floor(cc).astype(np.int64), max(n - 2, 0))
+                t = (cc - i0).astype(np.float32).reshape(bshape)
+                out = np.take(out, i0, axis=d) * (1 - t) + np.take(out, np.minimum(i0 + 1, n - 1), axis=d) * t
+        return np.where(inside, out, np.nan), on_voxel
     from scipy import ndimage
 
-    m = np.linalg.solve(vol_aff, np.asarray(affine, np.float64))
     idx = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), 0).reshape(3, -1)
-    c = m[:3, :3] @ idx + m[:3, 3:4]
+    c = lin @ idx + m[:3, 3:4]
     out = ndimage.map_coordinates(vol, c, order=order, mode="nearest")
-    mg = np.broadcast_to(np.asarray(margin, np.float64), (3,))[:, None] + 1e-6
-    inside = np.all((c >= -mg) & (c <= np.asarray(vol.shape)[:, None] - 1 + mg), 0)
-    return np.where(inside, out, np.nan).reshape(shape), c.reshape(3, *shape)
+    inside = np.all((c >= -mg[:, None]) & (c <= np.asarray(vol.shape)[:, None] - 1 + mg[:, None]), 0)
+    on_voxel = np.all(np.abs(c - np.round(c)) < 1e-3, 0)
+    return np.where(inside, out, np.nan).reshape(shape), on_voxel.reshape(shape)
 
 
 def fuse_stacks(
@@ -210,11 +249,11 @@ def fuse_stacks(
         margin = np.full(3, 0.5)
         margin[s.axis] = 0.5 * vol.shape[s.axis] / s.shape[s.axis]  # half a slice step before the first slice
         on, _ = _on_grid(vol, aff, shape, affine, margin=margin)
-        _, c = _on_grid(np.zeros(s.shape, np.float32), s.affine, shape, affine, order=0)
+        raw, on_voxel = _on_grid(s.values, s.affine, shape, affine, order=0)
         point_like = s.thickness <= stack_ratio(s)[1] * (1 + 1e-6)
-        acq = np.all(np.abs(c - np.round(c)) < 1e-3, 0) & np.isfinite(on) if point_like else np.zeros(shape, bool)
+        acq = on_voxel & np.isfinite(on) & np.isfinite(raw) if point_like else np.zeros(shape, bool)
         vals.append(on)
-        acquired.append((acq, np.where(acq, _on_grid(s.values, s.affine, shape, affine, order=0)[0], 0.0)))
+        acquired.append((acq, np.where(acq, raw, 0.0)))
     for i in range(1, len(vals)):  # the first stack sets the units
         both = np.isfinite(vals[0]) & np.isfinite(vals[i])
         den = float(np.sum(vals[i][both] ** 2))

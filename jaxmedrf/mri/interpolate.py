@@ -13,6 +13,7 @@ restores that stack along its slice axis (same target-grid rule as the baselines
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -94,7 +95,8 @@ def interpolate(
       target_spacing, factor: the new slice spacing of the first stack (mm), or its
         refinement factor; or give the target grid itself (``shape`` and ``affine``).
       inr_config: settings of the INR fit.
-      smore_config: a :class:`jaxmedrf.mri.smore.SMOREConfig` (default settings if ``None``).
+      smore_config: a :class:`jaxmedrf.mri.smore.SMOREConfig` for ``"smore"`` and for the INR's
+        SMORE base when ``inr_config.smore`` is ``None`` (default settings if ``None``).
       key: PRNG key of the SMORE training (default ``jax.random.key(0)``); the INR takes
         its seed from ``inr_config.seed``.
       progress: progress bar while fitting.
@@ -109,6 +111,8 @@ def interpolate(
     elif affine is None:
         raise ValueError("give affine with shape")
     if method == "inr":
+        if inr_config.smore is None and smore_config is not None:  # the settings of a SMORE base
+            inr_config = dataclasses.replace(inr_config, smore=smore_config)
         res = fit_inr(stacks, inr_config, progress=progress)
         return query_inr(res, shape, affine), np.asarray(affine)
     if method == "fusion":
