@@ -333,16 +333,18 @@ def main_real(args) -> int:
     shape_ph = (40, 48, 40) if args.small else (80, 192, 80)
     vols.update(phantom_volumes(shape_ph))
     roles.update({"phantom_clean": "phantom", "phantom_realistic": "phantom"})
-    one = ["nearest", "linear", "cubic", "fusion", "inr", "inr_field"] + ([] if args.no_smore else ["smore"])
-    many = ["fusion", "inr", "inr_field"]
+    one = ["nearest", "linear", "cubic", "fusion", "inr"] + ([] if args.no_smore else ["smore"])
+    many = ["fusion", "inr"]
     plan = []
     if args.full_volume:  # the 160 x 192 x 160 brain box at k = 4: fit times at the size
         plan += [("brain_box", 4, n, [m for m in (one if n == 1 else many) if m in ("cubic", "fusion", "inr", "smore")])
                  for n in (1, 3)]
     for k in args.k:  # per volume 1 and 3 stacks first (held-out regions before the phantoms), 2 stacks after
-        one_k = one + (["smore_cpu_preset"] if k == 4 and not (args.no_smore or args.small) else [])
-        plan += [(name, k, n, one_k if n == 1 else many) for name in vols for n in sorted(args.stacks) if n != 2]
-        plan += [(name, k, 2, many) for name in vols if 2 in args.stacks]
+        # at k = 4 only: the field without its base and SMORE's CPU preset, beside the defaults
+        one_k = one + (["inr_field"] + ([] if args.no_smore or args.small else ["smore_cpu_preset"]) if k == 4 else [])
+        many_k = many + (["inr_field"] if k == 4 else [])
+        plan += [(name, k, n, one_k if n == 1 else many_k) for name in vols for n in sorted(args.stacks) if n != 2]
+        plan += [(name, k, 2, many_k) for name in vols if 2 in args.stacks]
     settings = {"small": args.small, "k": args.k, "stacks": args.stacks, "seed": args.seed, "budget_s": args.budget_s,
                 "regions": {n: list(vols[n][0].shape) for n in vols}, "roles": roles, "tune_region": TUNE_REGION,
                 "data": "MNI ICBM152 2009a T1 template (nilearn 0.14.1 wheel), brain box 160x192x160 at 1 mm, split into "
