@@ -336,10 +336,10 @@ def main_real(args) -> int:
     one = ["nearest", "linear", "cubic", "fusion", "inr"] + ([] if args.no_smore else ["smore"])
     many = ["fusion", "inr"]
     plan = []
-    if args.full_volume:  # the 160 x 192 x 160 brain box at k = 4: fit times at the size
+    if args.full_volume:  # the 160 x 192 x 160 brain box at k = 4: fit times at the size (twice: cold, warm)
         plan += [("brain_box", 4, n, [m for m in (one if n == 1 else many) if m in ("cubic", "fusion", "inr", "smore")])
-                 for n in (1, 3)]
-    for k in args.k:  # per volume 1 and 3 stacks first (held-out regions before the phantoms), 2 stacks after
+                 for _ in range(args.full_volume_repeats) for n in (1, 3)]
+    for k in ([] if args.full_volume_only else args.k):  # per volume 1 and 3 stacks first (held-out regions before the phantoms), 2 stacks after
         # at k = 4 only: the field without its base and SMORE's CPU preset, beside the defaults
         one_k = one + (["inr_field"] + ([] if args.no_smore or args.small else ["smore_cpu_preset"]) if k == 4 else [])
         many_k = many + (["inr_field"] if k == 4 else [])
@@ -391,7 +391,10 @@ def main_real(args) -> int:
             write(False)
             continue
         for c in res:
-            cases.append({"volume": name, "role": roles.get(name, "timing"), "shape": list(vol.shape), "k": k, "stacks": n, **c})
+            rep = sum(1 for x in cases if x.get("volume") == name and x.get("k") == k and x.get("stacks") == n
+                      and x.get("method") == c["method"])
+            cases.append({"volume": name, "role": roles.get(name, "timing"), "shape": list(vol.shape), "k": k, "stacks": n,
+                          **({"repeat": rep} if name == "brain_box" else {}), **c})
         print(f"{name} k={k} stacks={n}: " + ", ".join(f"{c['method']} {c['psnr_db']:.2f} dB/{c['ssim']:.3f} "
                                                        f"({c['time_s']:.1f} s)" for c in res), flush=True)
         write(False)
@@ -425,6 +428,9 @@ def main(argv=None) -> int:
                         "phantoms, 1/2/3 stacks, baselines incl. the mean and the best of the per-stack cubics")
     p.add_argument("--full-volume", action="store_true",
                    help="with --real: first time the methods on the whole 160x192x160 brain box at k = 4")
+    p.add_argument("--full-volume-repeats", type=int, default=1,
+                   help="with --full-volume: time the whole box this many times (the first includes compilation)")
+    p.add_argument("--full-volume-only", action="store_true", help="with --full-volume: only the whole box")
     args = p.parse_args(argv)
     if args.real:
         return main_real(args)
