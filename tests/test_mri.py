@@ -76,6 +76,43 @@ def test_residual_base_grid_is_isotropic_and_on_the_acquired_voxels():
         np.testing.assert_allclose(c, np.round(c), atol=1e-6)
 
 
+def test_auto_base_follows_the_slice_profile():
+    """``INRConfig.base="auto"``: point-like slices get a learned base (SMORE for one thick-spaced stack,
+    the fusion for several or for an isotropic one); any thick slice gets the field alone."""
+    from jaxmedrf.mri.inr import auto_base
+
+    v = np.zeros((8, 8, 16), np.float32)
+    a = phantom_affine(v.shape, 1.0)
+    thin = [make_stack(v, a, ax, 4) for ax in (2, 1, 0)]
+    assert auto_base(thin[:1]) == "smore"
+    assert auto_base(thin) == "fusion"
+    assert auto_base([make_stack(v, a, 2, 1)]) == "fusion"  # nothing to restore through plane
+    assert auto_base([make_stack(v, a, 2, 4, profile="box")]) == "none"
+    assert auto_base(thin[:2] + [make_stack(v, a, 0, 4, profile="box")]) == "none"
+
+
+def test_cli_inr_base_option_selects_the_base(tmp_path, capsys):
+    """``--inr-base fusion`` on point-like slices returns the fusion itself (nothing left to fit);
+    ``--inr-base none`` fits the field alone, which scores differently."""
+    from jaxmedrf.io import save_volume
+
+    v, a = brain_phantom(None, (16, 16, 9), 3.0)
+    src = str(save_volume(v, tmp_path / "in.npz", affine=a))
+
+    def removed_psnr(*extra):
+        out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        assert main(["interpolate", src, "--evaluate", "2", "--quiet", "--report", str(out), *extra]) == 0
+        res = json.loads((out / "interpolation.json").read_text())
+        return res["methods"][extra[1]]["removed"]["psnr_pooled"]
+
+    fusion = removed_psnr("--method", "fusion")
+    inr_fusion = removed_psnr("--method", "inr", "--inr-base", "fusion")
+    inr_none = removed_psnr("--method", "inr", "--inr-base", "none", "--iters", "20", "--batch", "256")
+    np.testing.assert_allclose(inr_fusion, fusion, atol=1e-3)
+    assert abs(inr_none - fusion) > 0.1
+    capsys.readouterr()
+
+
 def test_protocol_scores_only_removed_slices():
     v, a = brain_phantom(None, (20, 20, 13), 3.0)
     res = evaluate_interpolation(v, a, 4, ("nearest",))

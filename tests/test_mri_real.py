@@ -40,12 +40,32 @@ def test_fusion_beats_cubic_on_a_real_mri_crop(mni_crop):
     v, a = mni_crop
     cub = _removed_psnr(v, a, 4, (2,), "cubic")
     one = _removed_psnr(v, a, 4, (2,), "fusion")
-    three = _removed_psnr(v, a, 4, (2, 1, 0), "fusion")
-    mean3 = _removed_psnr(v, a, 4, (2, 1, 0), "mean_cubic")
-    best = max(_removed_psnr(v, a, 4, (ax,), "cubic") for ax in (1, 0))
-    # measured: cubic 29.02, fusion 1 stack 29.3, 3 stacks 34.0; mean of 3 cubics 31.4 dB
+    # measured: cubic 29.02, fusion 1 stack 29.3 dB (three stacks: the INR test below, whose base it is)
     assert one >= cub, (one, cub)
-    assert three >= mean3 + 2.0 and three >= best + 1.0, (three, mean3, best)
+
+
+def test_inr_defaults_do_not_lose_to_cubic_on_a_real_mri_crop(mni_crop):
+    """Issue 18: on real anatomy with default settings (SMORE shortened to 200 steps for CI), the INR
+    does not lose to cubic with one stack (its SMORE base) and beats the baselines with three (its
+    fusion base). Measured (2 CPU cores): cubic 29.02 dB; one stack +0.06 dB for seed 0, +0.06 to
+    +0.69 over seeds 0–7 (at 400 steps +0.00 to +1.15 over 16 seeds: on this small crop a SMORE fit
+    can stall at cubic, and ``fit_smore`` warns); three stacks 34.0 dB against the mean of three
+    cubics 31.4 dB."""
+    from jaxmedrf.mri import INRConfig, SMOREConfig
+
+    v, a = mni_crop
+    cfg = INRConfig(smore=SMOREConfig(n_iters=200))
+    removed = [i for i in range(v.shape[2]) if i % 4]
+
+    def inr(axes):
+        rec, _ = interpolate([make_stack(v, a, ax, 4) for ax in axes], "inr", shape=v.shape, affine=a, inr_config=cfg)
+        return slice_metrics(rec, v, removed, axis=2, data_range=float(np.ptp(v)))["psnr_pooled"]
+
+    cub = _removed_psnr(v, a, 4, (2,), "cubic")
+    assert inr((2,)) >= cub - 0.01, cub
+    three = inr((2, 1, 0))
+    assert three >= _removed_psnr(v, a, 4, (2, 1, 0), "mean_cubic") + 2.0
+    assert three >= max(_removed_psnr(v, a, 4, (ax,), "cubic") for ax in (1, 0)) + 1.0
 
 
 def test_fusion_on_clean_and_realistic_phantoms():

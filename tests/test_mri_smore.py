@@ -105,3 +105,11 @@ def test_protocol_with_orthogonal_stacks_and_cli_smore(tmp_path, capsys):
                  "--report", str(tmp_path / "r")]) == 0
     assert "smore" in capsys.readouterr().out
     assert set(json.loads((tmp_path / "r" / "interpolation.json").read_text())["methods"]) == {"smore", "cubic", "linear"}
+
+
+def test_fit_smore_warns_when_it_does_not_learn():
+    """A fit whose loss stays at cubic interpolation's says so (its result is cubic interpolation)."""
+    v, a = brain_phantom(None, (24, 24, 13), 2.0)
+    with pytest.warns(RuntimeWarning, match="did not learn"):
+        fit_smore(jax.random.key(0), make_stack(v, a, 2, 4), SMOREConfig(n_iters=20, lr=1e-12, lr_final=1e-12,
+                                                                         steps_per_call=10))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -313,6 +314,13 @@ def fit_smore(
     carry = train_loop(train, carry, data, config.n_iters, config.steps_per_call, history, desc="SMORE",
                        progress=progress)
     history["fit_s"] = time.perf_counter() - t0
+    tail = history["loss"][-max(1, len(history["loss"]) // 5):]
+    if tail and float(np.mean(tail)) > 0.95 * history["baseline_mse"]:
+        warnings.warn(
+            f"SMORE did not learn: its loss ({np.mean(tail):.3g}) stayed at cubic interpolation's "
+            f"({history['baseline_mse']:.3g}), so the result is cubic interpolation. On small volumes a fit "
+            "can stall like this (about 1 in 4 seeds on a 32 x 32 x 33 crop); try another seed or more steps.",
+            RuntimeWarning, stacklevel=2)
     return SMOREResult(carry[0], config, norm, float(ratio), history)
 
 
