@@ -91,6 +91,29 @@ def test_auto_base_follows_the_slice_profile():
     assert auto_base(thin[:2] + [make_stack(v, a, 0, 4, profile="box")]) == "none"
 
 
+def test_inr_residual_over_a_base_fits_thick_slices_and_its_query_paths_agree():
+    """Thick (box-profile) slices: the base does not reproduce the acquired voxels, so the residual is
+    fitted; with the residual's last layer zeroed the query takes the base-only path, which must equal
+    the full path's base + zero residual."""
+    import dataclasses
+
+    from jaxmedrf.mri import INRConfig, fit_inr, query_inr
+
+    v, a = brain_phantom(None, (16, 16, 12), 2.0)
+    stacks = [make_stack(v, a, ax, 3, profile="box") for ax in (2, 1)]
+    res = fit_inr(stacks, INRConfig(base="fusion", n_iters=20, batch=256, steps_per_call=10), progress=False)
+    assert res.history["initial_loss"] > res.config.tol and res.history["step"] == [10, 20]
+    fitted = query_inr(res, v.shape, a)
+    assert np.all(np.isfinite(fitted))
+    w, b = res.params["mlp"][-1]
+    zero = dict(res.params, mlp=res.params["mlp"][:-1] + [(np.zeros_like(w), np.zeros_like(b))])
+    base_only = query_inr(res._replace(params=zero), v.shape, a)
+    tiny = dict(res.params, mlp=res.params["mlp"][:-1] + [(np.zeros_like(w), np.full_like(b, 1e-30))])
+    full_path = query_inr(res._replace(params=tiny), v.shape, a)  # not all zero: the field's path
+    np.testing.assert_allclose(base_only, full_path, atol=1e-5 * float(np.abs(base_only).max()))
+    assert float(np.abs(fitted - base_only).max()) > 0
+
+
 def test_cli_inr_base_option_selects_the_base(tmp_path, capsys):
     """``--inr-base fusion`` on point-like slices returns the fusion itself (nothing left to fit);
     ``--inr-base none`` fits the field alone, which scores differently."""

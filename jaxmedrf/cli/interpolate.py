@@ -5,7 +5,8 @@ one stack; its slice axis is the axis of largest spacing (``--axis`` to choose).
 is the first input's, refined along its slice axis; it is written with its affine (orientation
 kept) by :func:`jaxmedrf.io.save_volume` (DICOM output de-identified). ``--evaluate K`` runs the
 slice-removal protocol on each input and prints its table (the chosen method beside cubic and
-linear), and with several inputs the mean ± std over them. ``--method smore`` trains the self-supervised through-plane network of
+linear), and with several inputs the mean ± std over them. ``--method inr`` fits a residual over
+the base that ``--inr-base`` names (default ``auto``: :func:`jaxmedrf.mri.inr.auto_base`). ``--method smore`` trains the self-supervised through-plane network of
 :mod:`jaxmedrf.mri.smore` on the first input's own in-plane slices. ``--phantom`` uses the
 built-in brain phantom as the input.
 """

@@ -93,7 +93,7 @@ class INRConfig:
       lr, lr_final: Adam learning rate after warm-up and at the end (cosine decay).
       warmup: linear warm-up steps.
       steps_per_call: steps per jitted call.
-      tol: the fit does not start when the loss of the base alone, on one batch, is at most
+      tol: the fit does not start when the loss of the base alone, over every acquired voxel, is at most
         ``tol`` (squared error in units of the 99.9th intensity percentile; 10⁻⁶ is an RMS misfit of
         0.1 %), and stops after the first call whose mean loss is at most ``tol``: a base that
         already reproduces every acquired voxel (thin slices) leaves nothing to fit (Adam would turn
@@ -386,7 +386,10 @@ def fit_inr(
     params = {"field": field, "log_scale": jnp.asarray(log_scale)}
     carry = (params, tx.init(params), jnp.zeros((), jnp.int32), key)
     data = (jnp.asarray(pts), jnp.asarray(vals), jnp.asarray(sid)) + (() if base is None else (jnp.asarray(base),))
-    history["initial_loss"] = float(loss_fn(params, key, *data))
+    if base is None:
+        history["initial_loss"] = float(loss_fn(params, key, *data))
+    else:  # the residual is 0 at the start: the loss over every acquired voxel, without compiling the fit
+        history["initial_loss"] = float(np.mean((np.exp(log_scale)[sid] * b - vals) ** 2))
     if history["initial_loss"] > cfg.tol:  # else the base already reproduces the acquired voxels: nothing to fit
         carry = train_loop(train, carry, data, cfg.n_iters, cfg.steps_per_call, history, desc="INR",
                            progress=progress, tol=cfg.tol)
@@ -480,6 +483,12 @@ def query_inr(
     offs = np.stack(np.meshgrid(o, o, o, indexing="ij"), -1).reshape(-1, 3) @ a[:3, :3].T
     base = None if result.base is None else (jnp.asarray(result.base),
                                              jnp.asarray(np.linalg.inv(result.base_affine), jnp.float32))
+    if base is not None and not any(np.any(np.asarray(p)) for p in result.params["mlp"][-1]):
+        # not fitted: the residual softplus(0) − log 2 is 0 everywhere, the field is its base
+        out = _query_base(base, jnp.asarray(a[:3, :3], jnp.float32), jnp.asarray(a[:3, 3], jnp.float32),
+                          jnp.asarray(offs, jnp.float32), jnp.asarray(np.stack([result.lo, result.hi]), jnp.float32),
+                          shape=shape, chunk=int(chunk))
+        return np.asarray(out) * result.norm
     out = _query(result.params, jnp.asarray(a[:3, :3], jnp.float32), jnp.asarray(a[:3, 3], jnp.float32),
                  jnp.asarray(offs, jnp.float32), jnp.asarray(grid, jnp.float32),
                  jnp.asarray(np.stack([result.lo, result.hi]), jnp.float32), base, config=result.config.field,
@@ -487,8 +496,13 @@ def query_inr(
     return np.asarray(out) * result.norm
 
 
+def _query_base(base, lin, trans, offs, box, *, shape, chunk):
+    return _query(None, lin, trans, offs, None, box, base, config=None, shape=shape, chunk=chunk)
+
+
 @partial(jax.jit, static_argnames=("config", "shape", "chunk"))
 def _query(params, lin, trans, offs, grid, box, base, *, config, shape, chunk):
+    """``config=None``: the base alone (``params`` and ``grid`` unused)."""
     n0, n1, n2 = shape
     total = n0 * n1 * n2
     chunk = min(chunk, total)
@@ -500,7 +514,7 @@ def _query(params, lin, trans, offs, grid, box, base, *, config, shape, chunk):
         x = idx @ lin.T + trans
         pts = (x[:, None, :] + offs[None]).reshape(-1, 3)
         pts = jnp.clip(pts, box[0], box[1])  # past the stacks' box: the value at its face (not 0)
-        f = _field(params, pts, config, grid[0], grid[1], base)
+        f = trilinear(base[0], base[1], pts) if config is None else _field(params, pts, config, grid[0], grid[1], base)
         return f.reshape(flat.shape[0], -1).mean(1)
 
     idx = jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
