@@ -939,7 +939,11 @@ assert len(removed) > 0'''),
     ("md", '''## 2. Restore the removed slices four ways
 
 Linear and cubic (B-spline) interpolate along the slice axis. The INR fits a continuous field
-to the acquired voxels through the slice profile, then is queried on the fine grid. SMORE learns
+to the acquired voxels through the slice profile, as a residual over a base learned from the
+stacks' own in-plane slices (`INRConfig.base="auto"`: SMORE's network for one stack, the
+learned-filter fusion for several, the field alone for thick slices), then is queried on the fine
+grid. These slices are thin and the base keeps them, so the field finds nothing left to fit and
+the INR returns its base; `INRConfig(base="none")` shows the field alone. SMORE learns
 a through-plane CNN from the stack's own in-plane slices (degraded to the slice thickness) and
 applies it along the slice axis. `evaluate_interpolation` scores the removed slices only (and the
 whole volume): PSNR per slice (mean ± std) and pooled over all removed voxels. The per-slice mean
