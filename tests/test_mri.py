@@ -163,7 +163,7 @@ def test_inr_beats_linear_on_smooth_volume():
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (20, 20, 25)], indexing="ij")
     v = (0.5 + 0.3 * np.sin(2.2 * x + 1.0) * np.cos(1.7 * y) * np.sin(3.0 * z + 0.5)).astype(np.float32)
     a = phantom_affine(v.shape, 1.0)
-    cfg = INRConfig(n_iters=200, batch=1024, lr=1e-2)
+    cfg = INRConfig(n_iters=200, batch=1024, lr=1e-2, base="none")  # the field itself, not a learned base
     res = evaluate_interpolation(v, a, 4, ("inr", "linear"), inr_config=cfg)
     m = res["methods"]
     # measured on CPU: INR 46.3 dB, linear 35.6 dB (cubic 41.4 dB) on the removed slices
