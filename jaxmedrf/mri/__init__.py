@@ -16,7 +16,13 @@ from jaxmedrf.mri.slices import (
     stack_box as stack_box,
     stack_points as stack_points,
 )
-from jaxmedrf.mri.inr import INRConfig as INRConfig, INRResult as INRResult, fit_inr as fit_inr, query_inr as query_inr
+from jaxmedrf.mri.inr import (
+    INRConfig as INRConfig,
+    INRResult as INRResult,
+    auto_base as auto_base,
+    fit_inr as fit_inr,
+    query_inr as query_inr,
+)
 from jaxmedrf.mri.smore import (
     SMOREConfig as SMOREConfig,
     SMOREResult as SMOREResult,
@@ -40,4 +46,5 @@ __all__ = (
     "interpolate", "per_slice_scores", "query_inr", "save_report", "save_slice_report", "slice_metrics", "summarize_volumes", "target_grid",
     "SliceStack", "acquire", "brain_field", "brain_phantom", "make_stack", "phantom_affine", "psf_offsets",
     "stack_box", "stack_points", "SMOREConfig", "fuse_stacks", "learn_filter", "realistic_phantom", "restore_stack", "SMOREResult", "apply_smore", "fit_smore",
+    "auto_base",
 )
