@@ -239,10 +239,8 @@ def real_cases(vol, aff, k: int, n_stacks: int, methods, inr_cfg, smore_cfg, see
         elif name in ("mean_cubic", "best_single_cubic"):
             continue
         elif name == "smore_cpu_preset":  # SMORE with the CPU preset (8 patches of 32² per step) on any backend
-            from jaxmedrf.mri.smore import CPU_PRESET
-
-            rec, _ = interpolate(stacks, "smore", shape=vol.shape, affine=aff, key=jax.random.key(seed),
-                                 smore_config=dataclasses.replace(smore_cfg, **{**CPU_PRESET, "n_iters": smore_cfg.n_iters or CPU_PRESET["n_iters"]}))
+            cpu = dataclasses.replace(smore_cfg, features=None, depth=None, batch=None, patch=None).for_backend("cpu")
+            rec, _ = interpolate(stacks, "smore", shape=vol.shape, affine=aff, key=jax.random.key(seed), smore_config=cpu)
         elif name == "inr_field":  # the field alone, without its base (the INR before issue 18)
             rec, _ = interpolate(stacks, "inr", shape=vol.shape, affine=aff, inr_config=dataclasses.replace(inr_cfg, base="none"))
         else:

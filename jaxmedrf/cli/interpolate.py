@@ -52,8 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="INR optimisation steps (default 300 over its base, 1000 with --inr-base none)")
     p.add_argument("--batch", type=int, default=None, help="INR voxels per step (default 16384)")
     p.add_argument("--inr-base", default=None, choices=("auto", "smore", "fusion", "none"),
-                   help="what the INR corrects (default auto: smore for one thick stack, fusion otherwise; none: "
-                        "the field alone)")
+                   help="what the INR corrects (default auto: for thin slices smore with one stack, fusion with "
+                        "several; for thick slices none, the field alone)")
     p.add_argument("--smoothness", type=float, default=None, metavar="W",
                    help="INR through-plane curvature prior weight (default 3e-4 for one stack, 0 for several; 0 = off)")
     p.add_argument("--smore-iters", type=int, default=None, help="SMORE training steps (default 1000)")

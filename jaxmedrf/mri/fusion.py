@@ -51,8 +51,7 @@ class LinearFilter(NamedTuple):
 
 def stack_ratio(stack: SliceStack) -> tuple[float, float]:
     """``(r, Δ)``: slice spacing / in-plane step and the in-plane step Δ (mean of the two in-plane steps, mm)."""
-    i, j = stack.in_plane_axes
-    step = float(np.mean(stack.spacing[[i, j]]))
+    step = stack.in_plane_step
     return stack.slice_spacing / step, step
 
 
@@ -102,9 +101,8 @@ def learn_filter(stack: SliceStack, *, taps: int = 3, rows: int = 1, ridge: floa
     v = np.moveaxis(stack.values, stack.axis, 0).astype(np.float32)  # (slices, n1, n2)
     if min(v.shape[1:]) < 2 * r + 1:
         return None
-    width = stack.thickness / step
-    copy0 = width <= 1.0 + 1e-6
-    ker = _profile_kernel(width, stack.profile) if not copy0 else None
+    copy0 = stack.point_like
+    ker = _profile_kernel(stack.thickness / step, stack.profile) if not copy0 else None
     from scipy import ndimage
 
     n_feat = (2 * rows + 1) * 2 * taps + 1
@@ -250,8 +248,7 @@ def fuse_stacks(
         margin[s.axis] = 0.5 * vol.shape[s.axis] / s.shape[s.axis]  # half a slice step before the first slice
         on, _ = _on_grid(vol, aff, shape, affine, margin=margin)
         raw, on_voxel = _on_grid(s.values, s.affine, shape, affine, order=0)
-        point_like = s.thickness <= stack_ratio(s)[1] * (1 + 1e-6)
-        acq = on_voxel & np.isfinite(on) & np.isfinite(raw) if point_like else np.zeros(shape, bool)
+        acq = on_voxel & np.isfinite(on) & np.isfinite(raw) if s.point_like else np.zeros(shape, bool)
         vals.append(on)
         acquired.append((acq, np.where(acq, raw, 0.0)))
     for i in range(1, len(vals)):  # the first stack sets the units

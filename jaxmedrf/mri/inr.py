@@ -93,7 +93,7 @@ class INRConfig:
       lr, lr_final: Adam learning rate after warm-up and at the end (cosine decay).
       warmup: linear warm-up steps.
       steps_per_call: steps per jitted call.
-      tol: the fit does not start when the loss of the base alone, over every acquired voxel, is at most
+      tol: over a base, the fit does not start when the loss of the base alone, over every acquired voxel, is at most
         ``tol`` (squared error in units of the 99.9th intensity percentile; 10⁻⁶ is an RMS misfit of
         0.1 %), and stops after the first call whose mean loss is at most ``tol``: a base that
         already reproduces every acquired voxel (thin slices) leaves nothing to fit (Adam would turn
@@ -273,7 +273,7 @@ def _make_train(cfg: INRConfig, grid_box, frames, widths, is_box, base_inv=None)
     widths = jnp.asarray(widths, jnp.float32)  # (S, 3)
     is_box = jnp.asarray(is_box)
 
-    def loss_fn(params, key, pts, vals, sid, base_vol=None):
+    def loss_fn(params, key, pts, vals, sid, base_vol):
         base = None if base_vol is None else (base_vol, base_inv)
         k_idx, k_psf = jax.random.split(key)
         idx = jax.random.randint(k_idx, (cfg.batch,), 0, vals.shape[0])
@@ -314,7 +314,7 @@ def _make_train(cfg: INRConfig, grid_box, frames, widths, is_box, base_inv=None)
     def train(carry, pts, vals, sid, base_vol=None):
         return jax.lax.scan(partial(one_step, data=(pts, vals, sid, base_vol)), carry, None, length=cfg.steps_per_call)
 
-    return tx, train, jax.jit(loss_fn)
+    return tx, train
 
 
 def fit_inr(
@@ -361,14 +361,14 @@ def fit_inr(
     widths = np.stack([s.psf_widths() for s in stacks])
     is_box = np.array([s.profile == "box" for s in stacks])
     t0 = time.perf_counter()
-    base = base_aff = None
+    base = base_aff = base_inv = None
     if cfg.base != "none":
         b_shape, base_aff = base_grid(stacks, lo, hi)
         base, cfg = _base_volume(cfg, stacks, b_shape, base_aff)
         base = (base / norm).astype(np.float32)
+        base_inv = jnp.asarray(np.linalg.inv(base_aff), jnp.float32)
     history = {"step": [], "loss": [], "time_s": [], "base_s": time.perf_counter() - t0}
-    tx, train, loss_fn = _make_train(cfg, grid_box, frames, widths, is_box,
-                            None if base is None else jnp.asarray(np.linalg.inv(base_aff), jnp.float32))
+    tx, train = _make_train(cfg, grid_box, frames, widths, is_box, base_inv)
     key = jax.random.key(cfg.seed)
     field = field_init(jax.random.fold_in(key, 1 << 30), cfg.field)
     if base is not None:  # the residual starts at zero: softplus(0) − log 2
@@ -376,8 +376,7 @@ def fit_inr(
         field["mlp"][-1] = (jnp.zeros_like(w), jnp.zeros_like(b))
     log_scale = np.zeros(len(stacks), np.float32)
     if base is not None:  # each stack's scale starts at its least-squares fit to the base (the base's units: stack 0's)
-        b = np.asarray(jax.jit(trilinear)(jnp.asarray(base), jnp.asarray(np.linalg.inv(base_aff), jnp.float32),
-                                          jnp.asarray(pts)), np.float64)
+        b = np.asarray(jax.jit(trilinear)(jnp.asarray(base), base_inv, jnp.asarray(pts)), np.float64)
         for i in range(1, len(stacks)):
             m = sid == i
             den = float(np.sum(b[m] ** 2))
@@ -386,11 +385,9 @@ def fit_inr(
     params = {"field": field, "log_scale": jnp.asarray(log_scale)}
     carry = (params, tx.init(params), jnp.zeros((), jnp.int32), key)
     data = (jnp.asarray(pts), jnp.asarray(vals), jnp.asarray(sid)) + (() if base is None else (jnp.asarray(base),))
-    if base is None:
-        history["initial_loss"] = float(loss_fn(params, key, *data))
-    else:  # the residual is 0 at the start: the loss over every acquired voxel, without compiling the fit
+    if base is not None:  # the residual is 0 at the start: the loss over every acquired voxel, without compiling the fit
         history["initial_loss"] = float(np.mean((np.exp(log_scale)[sid] * b - vals) ** 2))
-    if history["initial_loss"] > cfg.tol:  # else the base already reproduces the acquired voxels: nothing to fit
+    if base is None or history["initial_loss"] > cfg.tol:  # else the base reproduces the acquired voxels: nothing to fit
         carry = train_loop(train, carry, data, cfg.n_iters, cfg.steps_per_call, history, desc="INR",
                            progress=progress, tol=cfg.tol)
     params = carry[0]
@@ -406,7 +403,7 @@ def auto_base(stacks: Sequence[SliceStack]) -> str:
     ``"smore"`` for one stack whose slice spacing exceeds its pixels and ``"fusion"`` otherwise."""
     from jaxmedrf.mri.fusion import stack_ratio
 
-    if any(s.thickness > stack_ratio(s)[1] * (1 + 1e-6) for s in stacks):
+    if not all(s.point_like for s in stacks):
         return "none"
     return "smore" if len(stacks) == 1 and stack_ratio(stacks[0])[0] > 1.0 + 1e-6 else "fusion"
 

@@ -85,6 +85,17 @@ class SliceStack:
     def in_plane_axes(self) -> tuple[int, int]:
         return tuple(a for a in range(3) if a != self.axis)
 
+    @property
+    def in_plane_step(self) -> float:
+        """The in-plane pixel step, mm (the mean of the two in-plane steps)."""
+        return float(np.mean(self.spacing[list(self.in_plane_axes)]))
+
+    @property
+    def point_like(self) -> bool:
+        """Slices no thicker than the in-plane step: each acquired voxel samples the object at its
+        centre (gaps between slices rather than blur through them)."""
+        return self.thickness <= self.in_plane_step * (1 + 1e-6)
+
     def psf_widths(self) -> np.ndarray:
         """PSF parameters in voxel-index units along (in-plane 1, in-plane 2, through-plane):
         in-plane Gaussian σ, and the through-plane box width or Gaussian σ."""

@@ -161,11 +161,6 @@ def degrade_matrix(n: int, ratio: float, width: float, profile: str, phase: floa
     return up @ sample @ blur, valid
 
 
-def _in_plane_step(stack: SliceStack) -> float:
-    i, j = stack.in_plane_axes
-    return float(np.mean(stack.spacing[[i, j]]))
-
-
 def _through_plane_width(stack: SliceStack, step: float) -> float:
     return stack.thickness / step
 
@@ -220,7 +215,7 @@ def cnn_apply(params: list, x: Float[Array, "b h w"]) -> Float[Array, "b h w"]:
 
 def _patch_pool(rng: np.random.Generator, stack: SliceStack, cfg: SMOREConfig, norm: float):
     """``(inputs, targets)`` of shape ``(P, p, p)``: cubic(LR) and HR patches of in-plane slices."""
-    step = _in_plane_step(stack)
+    step = stack.in_plane_step
     ratio = stack.slice_spacing / step
     width = _through_plane_width(stack, step)
     v = np.moveaxis(stack.values, stack.axis, 0) / norm  # (slices, n1, n2)
@@ -295,10 +290,10 @@ def fit_smore(
         raise ValueError(f"fit_smore: stack must be a SliceStack, got {type(stack).__name__}")
     if not np.all(np.isfinite(stack.values)):
         raise ValueError("fit_smore: the stack contains NaN or infinite voxels")
-    ratio = stack.slice_spacing / _in_plane_step(stack)
+    ratio = stack.slice_spacing / stack.in_plane_step
     if ratio <= 1.0 + 1e-6:
         raise ValueError(f"fit_smore: the slice spacing ({stack.slice_spacing:g} mm) must exceed the in-plane "
-                         f"step ({_in_plane_step(stack):g} mm); nothing to restore")
+                         f"step ({stack.in_plane_step:g} mm); nothing to restore")
     norm = intensity_norm(stack)
     config = config.for_backend()
     config = dataclasses.replace(config, steps_per_call=min(config.steps_per_call, config.n_iters))
@@ -357,7 +352,7 @@ def apply_smore(result: SMOREResult, stack: SliceStack, shape=None, affine=None)
     r2 = np.asarray(_restore_planes(result.params, jnp.asarray(np.swapaxes(cub, 0, 1)), chunk=c))  # (n1, m) per n2
     sr = 0.5 * (r1 + np.swapaxes(r2, 0, 1)) * result.norm
     r = int(round(ratio))
-    if abs(ratio - r) < 1e-3 and stack.thickness <= _in_plane_step(stack) * (1 + 1e-6):
+    if abs(ratio - r) < 1e-3 and stack.point_like:
         sr[..., ::r] = np.moveaxis(stack.values, ax, -1)  # point-like slices: the acquired voxels are kept
     sr = np.moveaxis(sr, -1, ax).astype(np.float32)
     aff = stack.affine.copy()
