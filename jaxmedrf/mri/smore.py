@@ -56,9 +56,8 @@ class SMOREConfig:
 
     ``features``, ``depth``, ``n_iters``, ``batch`` and ``patch`` left at ``None`` take the
     preset of the backend that trains (:meth:`for_backend`): :data:`ACCELERATOR_PRESET` on a GPU or
-    TPU, :data:`CPU_PRESET` on CPU, whose batches are 9× smaller so that the 160 × 192 × 160 MNI
-    brain trains in about 40 s on 2 cores (about 5 min with the accelerator preset: XLA's CPU
-    convolutions are slow).
+    TPU, :data:`CPU_PRESET` on CPU, whose steps are 12× cheaper there (0.035 s against 0.43 s on 2
+    cores, ``benchmarks/results/smore_cpu_cpu_2026-12-03.json``).
 
     Attributes:
       features: channels of the hidden convolutions.
@@ -102,8 +101,9 @@ class SMOREConfig:
 #: on the tuning one and 1.6–2.9 dB on the two phantoms, in 2.4–3.1 s against 1.8–2.5 s.
 ACCELERATOR_PRESET = {"features": 32, "depth": 6, "n_iters": 1000, "batch": 32, "patch": 48}
 #: SMORE on CPU: the same network, 8 patches of 32² per step. Chosen on the tuning quadrant on 2 CPU
-#: cores: 30.29 dB in 33 s of training (cubic 26.56; the accelerator preset 30.28 dB on the H200);
-#: 2000 steps 30.33 dB in 89 s; 16 channels in 4 layers 29.2–29.6 dB.
+#: cores: 30.29 dB in 36 s of training (cubic 26.56; ``benchmarks/smore_cpu.py``); the accelerator
+#: preset scored 30.28 dB there on the H200. Tried on CPU and not kept: 2000 steps 30.33 dB, 16
+#: channels in 4 layers 29.2–29.6 dB.
 CPU_PRESET = {"features": 32, "depth": 6, "n_iters": 1000, "batch": 8, "patch": 32}
 
 
@@ -186,8 +186,9 @@ def _conv3x3_lax(h: Float[Array, "b h w c"], w: Float[Array, "3 3 c d"]) -> Floa
 
 def _conv3x3_matmul(h: Float[Array, "b h w c"], w: Float[Array, "3 3 c d"]) -> Float[Array, "b h w d"]:
     """The same convolution as one matrix product of the nine shifted copies (im2col). On CPU, XLA's
-    convolution inside a loop (the training scan, ``lax.map``) ran 27× slower than outside it (10 s
-    against 0.34 s per step of the default network); the product runs at 0.38 s in the loop."""
+    convolution inside a loop (the training scan, ``lax.map``) took 9.3 s per step of the accelerator
+    preset's network against 0.37 s outside one; the product takes 0.43 s in the loop
+    (``benchmarks/smore_cpu.py``)."""
     n_h, n_w = h.shape[1:3]
     p = jnp.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
     cols = jnp.concatenate([p[:, i:i + n_h, j:j + n_w, :] for i in range(3) for j in range(3)], -1)
