@@ -128,7 +128,28 @@ def projector_cases(small: bool = False):
     yield "siddon_float32", {"counts": "static SASS instructions; the walk loop body is one segment of one ray"}, siddon, (jax.ShapeDtypeStruct((n,) * 3, jnp.float32),)
 
 
-CASES = {"hashgrid": hashgrid_cases, "projector": projector_cases}
+def field_cases(small: bool = False):
+    """The fused field (NAF's default: hash grid L=16 F=2 T=2^19 up to 512 cells, four layers of
+    32, skip at 2, softplus): forward and backward kernels, float32 and bfloat16 MLP dots."""
+    from jaxmedrf.fields import FieldConfig, HashGridConfig
+    from jaxmedrf.fields.field import _fused_mu, field_init
+
+    enc = (HashGridConfig(n_levels=2, log2_table_size=10, base_resolution=4, finest_resolution=16) if small
+           else HashGridConfig(finest_resolution=512))
+    n = 1 << (10 if small else 20)
+    for dtype in ("float32", "bfloat16"):
+        cfg = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=dtype)
+        params = jax.eval_shape(lambda: field_init(jax.random.key(0), cfg))
+
+        def fn(p, u, cfg=cfg):
+            return jax.grad(lambda p: jnp.sum(_fused_mu(p["encoding"], p["mlp"], u, cfg, False, None) ** 2))(p)
+
+        meta = {"config": f"L={enc.n_levels} F=2 T=2^{enc.log2_table_size}, MLP {cfg.sizes} skips {cfg.skips}, "
+                          f"{dtype} dots", "counts": "static SASS instructions per program"}
+        yield f"field_{dtype}", meta, fn, (params, jax.ShapeDtypeStruct((n, 3), jnp.float32))
+
+
+CASES = {"hashgrid": hashgrid_cases, "projector": projector_cases, "field": field_cases}
 
 
 # ---------------------------------------------------------------------------------------- compiling

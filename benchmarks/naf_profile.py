@@ -16,11 +16,13 @@ real step (stratified samples along random pixel rays):
   closed-form μ (so the marcher alone);
 * ``adam``: the optimiser update of all parameters (the table dominates: 16.8 M floats).
 
-for each hash implementation given (``level_major``, ``pallas`` on a GPU) and MLP dtype. The
+for each variant given: the field as separate XLA ops (hash implementation ``level_major`` or
+``pallas``) or the fused field kernel (:mod:`jaxmedrf.kernels.field`; only the step, the field
+and the parts outside it are timed then), and the MLP dtype. The
 parts do not add up exactly to the step (XLA fuses across them inside the step) but show which
 one dominates. Medians of ``--repeats`` after a warm-up, ``block_until_ready``.
 
-    python benchmarks/naf_profile.py                     # GPU: level_major and pallas, float32 and bfloat16 MLP
+    python benchmarks/naf_profile.py                     # GPU: XLA and fused field, float32 and bfloat16 MLP
     python benchmarks/naf_profile.py --small             # CPU smoke run (tiny field and batch)
 """
 
@@ -37,7 +39,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from benchmarks.common import environment, timeit, write_json
 
 
-def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int) -> dict:
+def step_points(setup: dict):
+    """The geometry, rays and sample points of one NAF step of ``setup`` (random pixel rays,
+    stratified samples as :func:`jaxmedrf.render.render_rays` draws them, ray by ray):
+    ``(geometry, rays, points (N, 3) mm, lo, hi)``."""
+    import jax
+
+    import jaxmedrf as jm
+    from jaxmedrf.rays import box_intersect, pixel_rays
+    from jaxmedrf.render import sample_uniform
+
+    n, views, det, batch, samples = (setup[k] for k in ("n", "views", "det", "batch", "samples"))
+    g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det, DSD=1500.0,
+                     DSO=1000.0, n_views=views)
+    lo, hi = jm.volume_box(g)
+    idx = jax.random.randint(jax.random.key(0), (batch,), 0, views * det * det)
+    rays = pixel_rays(g, idx // (det * det), (idx % (det * det)) // det, idx % det)
+    t, _ = sample_uniform(jax.random.key(1), *box_intersect(rays, lo, hi), n_samples=samples)
+    pts = (rays.origins[:, None] + t[..., None] * rays.directions[:, None]).reshape(-1, 3)
+    return g, rays, pts, lo, hi
+
+
+def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int, field_implementation: str = "xla") -> dict:
     """Every timed callable of one setup, compiled and run once: ``{part: run}``.
 
     Each ``run()`` blocks until its result is ready; ``"step"`` runs ``steps_per_call``
@@ -51,30 +74,20 @@ def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int) -> dict:
     import jax.numpy as jnp
     import optax
 
-    import jaxmedrf as jm
     from jaxmedrf.fields import FieldConfig
     from jaxmedrf.fields.encodings import hash_grid_encode
     from jaxmedrf.fields.field import _ACTIVATIONS, _COMPUTE_DTYPES, field_apply, field_init
     from jaxmedrf.fields.mlp import mlp_apply
     from jaxmedrf.recon.naf import NAFConfig, _optimizer, init_state, make_train_fn
-    from jaxmedrf.rays import box_intersect, pixel_rays
-    from jaxmedrf.render import render_rays, sample_uniform
+    from jaxmedrf.render import render_rays
 
-    n, views, det, batch, samples = (setup[k] for k in ("n", "views", "det", "batch", "samples"))
-    g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det, DSD=1500.0,
-                     DSO=1000.0, n_views=views)
-    field_cfg = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype)
+    batch, samples = setup["batch"], setup["samples"]
+    field_cfg = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype,
+                            implementation=field_implementation)
+    g, rays, pts, lo, hi = step_points(setup)
     cfg = NAFConfig(field=field_cfg, n_iters=600, batch_rays=batch, n_samples=samples, steps_per_call=steps_per_call)
-    lo, hi = jm.volume_box(g)
     key = jax.random.key(0)
     params = field_init(key, field_cfg)
-
-    # The points of one step: random pixel rays, stratified samples (as render_rays draws them).
-    n_pix = views * det * det
-    idx = jax.random.randint(key, (batch,), 0, n_pix)
-    rays = pixel_rays(g, idx // (det * det), (idx % (det * det)) // det, idx % det)
-    t, _ = sample_uniform(jax.random.key(1), *box_intersect(rays, lo, hi), n_samples=samples)
-    pts = (rays.origins[:, None] + t[..., None] * rays.directions[:, None]).reshape(-1, 3)
     u = ((pts - lo) / (hi - lo)).astype(jnp.float32)
     feats = hash_grid_encode(params["encoding"], u, enc)
     cot = jax.random.normal(key, (u.shape[0],), jnp.float32)
@@ -126,23 +139,39 @@ def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int) -> dict:
     return runs
 
 
-def profile(*, hash_implementation: str, compute_dtype: str, small: bool, repeats: int) -> dict:
-    from jaxmedrf.fields import HashGridConfig
+def profile(*, field_implementation: str, hash_implementation: str, compute_dtype: str, small: bool,
+            repeats: int) -> dict:
+    """One row: the step and its parts for a field implementation (``xla`` or ``fused``), hash
+    implementation (XLA path only) and MLP dtype."""
+    from jaxmedrf.fields import FieldConfig, HashGridConfig
+    from jaxmedrf.fields.field import fused_unsupported
     from jaxmedrf.kernels import pallas_supported
 
     setup = (dict(n=16, views=4, det=16, batch=256, samples=16) if small
              else dict(n=128, views=50, det=256, batch=8192, samples=128))
-    enc = (HashGridConfig(n_levels=4, log2_table_size=12, finest_resolution=64) if small else HashGridConfig())
-    enc = dataclasses.replace(enc, implementation=hash_implementation)
-    out = {"hash_implementation": hash_implementation, "compute_dtype": compute_dtype, "batch_rays": setup["batch"],
-           "n_samples": setup["samples"], "points": setup["batch"] * setup["samples"]}
-    if hash_implementation == "pallas" and (reason := pallas_supported(enc)) is not None:
+    # NAF's default encoding (finest level 512 cells, NAFConfig.field)
+    enc = (HashGridConfig(n_levels=4, log2_table_size=12, finest_resolution=64) if small
+           else HashGridConfig(finest_resolution=512))
+    enc = dataclasses.replace(enc, implementation="level_major" if hash_implementation == "-" else hash_implementation)
+    out = {"field_implementation": field_implementation, "hash_implementation": hash_implementation,
+           "compute_dtype": compute_dtype, "batch_rays": setup["batch"], "n_samples": setup["samples"],
+           "points": setup["batch"] * setup["samples"], "finest_resolution": enc.finest_resolution}
+    if field_implementation == "fused":
+        out["hash_implementation"] = "fused"
+        reason = fused_unsupported(FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype))
+    else:
+        reason = pallas_supported(enc) if hash_implementation == "pallas" else None
+    if reason is not None:
         out["skipped"] = reason
         return out
     steps_per_call = 5
-    runs = build(enc, compute_dtype=compute_dtype, setup=setup, steps_per_call=steps_per_call)
+    runs = build(enc, compute_dtype=compute_dtype, setup=setup, steps_per_call=steps_per_call,
+                 field_implementation=field_implementation)
+    if field_implementation == "fused":  # the encode / mlp parts are the XLA path's
+        runs = {k: v for k, v in runs.items() if k in ("step", "field+grad", "render+grad", "adam")}
     ms = {name: 1e3 * timeit(run, repeats=repeats, warmup=0)["median_s"] for name, run in runs.items()}
     out["step_ms"] = ms.pop("step") / steps_per_call
+    out["samples_per_s"] = out["points"] / (out["step_ms"] * 1e-3)
     out["parts_ms"] = ms
     out["parts_share_of_step"] = {k: v / out["step_ms"] for k, v in out["parts_ms"].items()}
     return out
@@ -151,25 +180,29 @@ def profile(*, hash_implementation: str, compute_dtype: str, small: bool, repeat
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny field and batch for a CPU smoke run")
-    ap.add_argument("--hash-implementations", nargs="+", default=["level_major", "pallas"])
-    ap.add_argument("--compute-dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--variants", nargs="+",
+                    default=["xla:level_major:float32", "xla:level_major:bfloat16", "fused:-:float32",
+                             "fused:-:bfloat16"],
+                    help="FIELD:HASH:DTYPE, FIELD in xla|fused, HASH an XLA hash implementation or pallas")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 10; 2 with --small)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     repeats = a.repeats or (2 if a.small else 10)
     rows = []
-    for impl in a.hash_implementations:
-        for dtype in a.compute_dtypes:
-            try:
-                row = profile(hash_implementation=impl, compute_dtype=dtype, small=a.small, repeats=repeats)
-            except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
-                row = {"hash_implementation": impl, "compute_dtype": dtype, "error": f"{type(e).__name__}: {e}"}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    payload = {"benchmark": "naf_profile", "environment": environment(), "small": a.small,
-               "setup": "naf128_50: 128^3 box, 50 views of 256^2, 8192 rays x 128 samples a step, default field",
-               "rows": rows}
-    path = write_json("naf_profile" + ("_small" if a.small else ""), payload, a.out_dir)
+    for variant in a.variants:
+        field_impl, hash_impl, dtype = variant.split(":")
+        try:
+            row = profile(field_implementation=field_impl, hash_implementation=hash_impl, compute_dtype=dtype,
+                          small=a.small, repeats=repeats)
+        except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
+            row = {"variant": variant, "error": f"{type(e).__name__}: {e}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        payload = {"benchmark": "naf_profile", "environment": environment(), "small": a.small,
+                   "setup": "naf128_50: 128^3 box, 50 views of 256^2, 8192 rays x 128 samples a step, NAF's default "
+                            "field (hash grid up to 512 cells)",
+                   "rows": rows}
+        path = write_json("naf_profile" + ("_small" if a.small else ""), payload, a.out_dir)  # after every row
     print("wrote", path)
     return payload
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from functools import partial
 from typing import Callable
 
@@ -43,6 +44,7 @@ _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "sigmoid": jax.nn.sigmoid,
 }
 _COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_IMPLEMENTATIONS = ("auto", "fused", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,12 @@ class FieldConfig:
       mu_scale: μ = ``mu_scale`` · out_activation(z), mm⁻¹ (the bound of μ for a sigmoid).
       compute_dtype: MLP matmul dtype (``"float32"`` or ``"bfloat16"``/``"float16"`` with
         float32 accumulation).
+      implementation: ``"xla"`` (the encoding, then :func:`jaxmedrf.fields.mlp_apply`, as
+        separate XLA ops), ``"fused"`` (one Pallas kernel for encoding + MLP + output, forward
+        and backward: :mod:`jaxmedrf.kernels.field`; where it cannot run it warns once and uses
+        ``"xla"``), or ``"auto"``: ``"fused"`` where the kernel runs (a GPU, a hash-grid
+        encoding, a hidden width that is a power of two in [16, 128]), else ``"xla"``, silently.
+        Both compute the same field (same values and gradients up to float32 rounding).
     """
 
     encoding: HashGridConfig | FrequencyConfig = HashGridConfig()
@@ -69,6 +77,7 @@ class FieldConfig:
     out_activation: str = "sigmoid"
     mu_scale: float = 1.0
     compute_dtype: str = "float32"
+    implementation: str = "auto"
 
     def __post_init__(self):
         if not isinstance(self.encoding, (HashGridConfig, FrequencyConfig)):
@@ -91,6 +100,8 @@ class FieldConfig:
             raise ValueError(f"FieldConfig.mu_scale must be a positive number (mm^-1), got {self.mu_scale}")
         if self.compute_dtype not in _COMPUTE_DTYPES:
             raise ValueError(f"FieldConfig.compute_dtype must be one of {sorted(_COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        if self.implementation not in _IMPLEMENTATIONS:
+            raise ValueError(f"FieldConfig.implementation must be one of {_IMPLEMENTATIONS}, got {self.implementation!r}")
 
     @property
     def encoding_dim(self) -> int:
@@ -139,6 +150,13 @@ def field_apply(
     lo = jnp.asarray(lo, jnp.float32)
     hi = jnp.asarray(hi, jnp.float32)
     u = (x - lo) / (hi - lo)
+    if _use_fused(config):
+        return _fused_mu(params["encoding"], params["mlp"], u, config, False, None)
+    return _xla_mu(params, u, config)
+
+
+def _xla_mu(params: dict, u: Float[Array, "n 3"], config: FieldConfig) -> Float[Array, " n"]:
+    """μ at normalised points ``u`` (0 outside the unit cube), as separate XLA ops."""
     inside = jnp.all((u >= 0.0) & (u <= 1.0), axis=-1)
     if isinstance(config.encoding, HashGridConfig):
         h = hash_grid_encode(params["encoding"], u, config.encoding)
@@ -153,6 +171,70 @@ def field_apply(
     )[:, 0]
     mu = config.mu_scale * _ACTIVATIONS[config.out_activation](z)
     return jnp.where(inside, mu, 0.0)
+
+
+# ----------------------------------------------------------------------------------------
+# The fused kernel (jaxmedrf.kernels.field) under a custom_vjp
+
+
+def _mlp_spec(config: FieldConfig):
+    from jaxmedrf.kernels.field import FusedMLP
+
+    return FusedMLP(sizes=config.sizes, skips=config.skips, activation=config.activation,
+                    out_activation=config.out_activation, mu_scale=float(config.mu_scale),
+                    dot_dtype=config.compute_dtype)
+
+
+def fused_unsupported(config: FieldConfig) -> str | None:
+    """``None`` if the fused kernel computes this field here, else why not."""
+    if not isinstance(config.encoding, HashGridConfig):
+        return "a frequency encoding (the kernel encodes hash grids)"
+    from jaxmedrf.kernels.field import fused_supported
+
+    return fused_supported(config.encoding, _mlp_spec(config))
+
+
+_WARNED: set[str] = set()
+
+
+def _use_fused(config: FieldConfig) -> bool:
+    if config.implementation == "xla":
+        return False
+    reason = fused_unsupported(config)
+    if reason is not None and config.implementation == "fused" and reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"field_apply: fused kernel unavailable ({reason}); using the XLA path", stacklevel=3)
+    return reason is None
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _fused_mu(table, mlp, u, config: FieldConfig, interpret: bool, tuning):
+    """μ at normalised points ``u`` by the fused kernel (``tuning``: a
+    :class:`jaxmedrf.kernels.field.FusedTuning`, ``None`` for the default)."""
+    from jaxmedrf.kernels import field as K
+
+    return K.fused_field_forward(table, K.pack(mlp), u, config.encoding, _mlp_spec(config), interpret=interpret,
+                                 tuning=tuning or K.DEFAULT_FUSED_TUNING)
+
+
+def _fused_mu_fwd(table, mlp, u, config, interpret, tuning):
+    return _fused_mu(table, mlp, u, config, interpret, tuning), (table, mlp, u)
+
+
+def _fused_mu_bwd(config, interpret, tuning, res, g):
+    from jaxmedrf.kernels import field as K
+
+    table, mlp, u = res
+    spec = _mlp_spec(config)
+    d_table, d_w = K.fused_field_backward(table, K.pack(mlp), u, g, config.encoding, spec, interpret=interpret,
+                                          tuning=tuning or K.DEFAULT_FUSED_TUNING)
+    d_mlp = [(dw.astype(w.dtype), db.astype(b.dtype)) for (dw, db), (w, b) in zip(K.unpack(d_w, spec), mlp)]
+    # The position gradient (not needed to train a field; XLA drops it then) from the XLA path.
+    _, vjp_u = jax.vjp(lambda u: _xla_mu({"encoding": table, "mlp": mlp}, u, config), u)
+    return d_table, d_mlp, vjp_u(g)[0]
+
+
+_fused_mu.defvjp(_fused_mu_fwd, _fused_mu_bwd)
 
 
 def make_field_fn(

@@ -1,0 +1,463 @@
+"""Fused attenuation field: hash encoding + MLP + output activation in one Pallas kernel per pass.
+
+A NAF step spends its time in the field (``benchmarks/naf_profile.py`` on one H200, 1M points:
+encoding + gradient 2.0 ms, MLP + gradients 1.9 ms, the whole step 4.0 ms). Most of the MLP's
+time is memory traffic, not arithmetic: each ``(N, 32)`` float32 activation is 128 MB, written
+and read again by every unfused XLA op of the forward and the backward pass. Here, after
+tiny-cuda-nn's fully fused MLP (Müller et al., "Real-time Neural Radiance Caching for Path
+Tracing", SIGGRAPH 2021) and Instant-NGP's encoding (Müller et al., SIGGRAPH 2022, Sec. 3), the
+features and hidden states of a block of points stay on chip:
+
+* **forward** (one program per ``block`` points): the ``L`` levels' trilinear features are
+  gathered from the table (the loop of :mod:`jaxmedrf.kernels.hashgrid`) into a
+  ``(block, L·F)`` register tile ``E``; every layer is a ``jnp.dot`` on the tile (tensor
+  cores); only μ, one float per point, is written.
+* **backward** (one program per ``bwd_block`` points): the forward is recomputed (gathers
+  again, as tiny-cuda-nn does for its encoding), then back-propagated through the layers on
+  chip. The weight and bias gradients of a program are written once as a row of a
+  ``(programs, P)`` partial-sum array that XLA sums (``P`` = number of MLP parameters); the
+  feature gradient is scattered into the table gradient with the atomic adds and dense-level
+  replicas of the hash-grid kernel.
+
+The field computed is exactly :func:`jaxmedrf.fields.field_apply` on normalised points
+``u ∈ [0, 1]³``: ``μ = mu_scale · out_act(MLP(hash(u)))``, 0 where ``u`` leaves the cube, the
+encoding concatenated to the hidden state before each ``skips`` layer (NAF's skip at layer 2).
+Only the position gradient is not here: callers get it from the XLA path (it is not needed
+to train a field, and XLA removes it then).
+
+Supported (:func:`fused_supported`): a hash-grid encoding with ``F`` in 1, 2, 4, 8; hidden
+width a power of two ≥ 16 (``jnp.dot`` tiles); at least one hidden layer; skips before hidden
+layers only; float32 positions.
+
+On CPU the kernels run in Pallas' interpret mode (``interpret=True``), which the tests use.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+from jaxtyping import Array, Float
+
+from jaxmedrf.fields.encodings import HashGridConfig
+from jaxmedrf.kernels._atomics import scatter_add
+from jaxmedrf.kernels.hashgrid import (
+    SUPPORTED_FEATURES,
+    Tuning,
+    _axis_weights,
+    _cell,
+    _corner_rows,
+    _grad_offsets,
+    _levels,
+    _load_points,
+    _params,
+    _replicas,
+    _table_offsets,
+)
+
+__all__ = ["FusedMLP", "FusedTuning", "DEFAULT_FUSED_TUNING", "fused_field_backward", "fused_field_forward",
+           "fused_supported"]
+
+LEAKY_SLOPE = 0.01  # NAF's hidden LeakyReLU (PyTorch's default), as jaxmedrf.fields.mlp.leaky_relu
+
+
+class FusedMLP(NamedTuple):
+    """The static description of the field's MLP (:class:`jaxmedrf.fields.FieldConfig`)."""
+
+    sizes: tuple[int, ...]  # layer widths, encoding first, 1 last
+    skips: tuple[int, ...]
+    activation: str  # relu | leaky_relu | softplus
+    out_activation: str  # sigmoid | softplus | relu
+    mu_scale: float
+    dot_dtype: str = "float32"  # float32 (TF32 tensor cores, as XLA's default dot) | bfloat16 | float16
+
+
+class FusedTuning(NamedTuple):
+    """Launch parameters (static); every setting gives the same result."""
+
+    block: int = 128  # points per program, forward
+    num_warps: int = 4
+    bwd_block: int = 64  # points per program, backward
+    bwd_num_warps: int = 4
+    replica_rows: int = 1 << 18  # dense-level replicas of the table gradient (as hashgrid.Tuning)
+    max_replicas: int = 64
+    relaxed_atomics: bool = True
+
+    def hash_tuning(self, block: int) -> Tuning:
+        return Tuning(block=block, bwd_block=block, replica_rows=self.replica_rows, max_replicas=self.max_replicas,
+                      relaxed_atomics=self.relaxed_atomics)
+
+
+DEFAULT_FUSED_TUNING = FusedTuning()
+
+
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _padded(n: int) -> int:
+    """The encoding width rounded up to a power of two >= 16 (a ``jnp.dot`` tile side)."""
+    p = 16
+    while p < n:
+        p *= 2
+    return p
+
+
+def fused_supported(enc: HashGridConfig, mlp: FusedMLP, x_dtype=jnp.float32) -> str | None:
+    """``None`` if the fused kernel computes this field on this backend, else the reason why not."""
+    depth = len(mlp.sizes) - 1
+    width = mlp.sizes[1] if depth > 1 else 0
+    if enc.features_per_level not in SUPPORTED_FEATURES:
+        return f"features_per_level={enc.features_per_level} is not one of {SUPPORTED_FEATURES}"
+    if depth < 2:
+        return "an MLP without a hidden layer"
+    if not (_pow2(width) and 16 <= width <= 128):
+        return f"hidden width {width} (the kernel needs a power of two in [16, 128])"
+    if mlp.sizes[-1] != 1:
+        return f"output width {mlp.sizes[-1]} (the kernel computes one attenuation per point)"
+    if depth - 1 in mlp.skips:
+        return "a skip into the output layer"
+    if jnp.dtype(x_dtype) != jnp.float32:
+        return f"positions of dtype {jnp.dtype(x_dtype).name}"
+    if jax.default_backend() != "gpu":
+        return f"backend {jax.default_backend()!r} (the Triton kernel needs a GPU)"
+    return None
+
+
+# ----------------------------------------------------------------------------------------
+# Parameter layout: every W (row-major) and b, one flat float32 vector.
+
+
+def _layout(mlp: FusedMLP) -> list[tuple[int, int, int, int]]:
+    """Per layer ``(fan_in, fan_out, offset of W, offset of b)`` in the flat vector."""
+    enc = mlp.sizes[0]
+    out, off = [], 0
+    for i, (fi, fo) in enumerate(zip(mlp.sizes[:-1], mlp.sizes[1:])):
+        fan_in = fi + (enc if i in mlp.skips else 0)
+        out.append((fan_in, fo, off, off + fan_in * fo))
+        off += fan_in * fo + fo
+    return out
+
+
+def n_params(mlp: FusedMLP) -> int:
+    fan_in, fo, _, b = _layout(mlp)[-1]
+    return b + fo
+
+
+def _part_layout(mlp: FusedMLP) -> tuple[list[tuple[int | None, int | None, int]], int]:
+    """Where the backward kernel writes a program's parameter gradients: per layer the offsets
+    of the encoding rows padded to :func:`_padded` rows (or ``None``), of the hidden rows (or
+    ``None``) and of the bias; and the row length. Padding the encoding rows to the tile keeps
+    every store unmasked."""
+    enc, width_e = mlp.sizes[0], _padded(mlp.sizes[0])
+    out, off = [], 0
+    for i, (fi, fo) in enumerate(zip(mlp.sizes[:-1], mlp.sizes[1:])):
+        e = h = None
+        if i == 0 or i in mlp.skips:
+            e, off = off, off + width_e * fo
+        if i > 0:
+            h, off = off, off + fi * fo
+        out.append((e, h, off))
+        off += fo
+    del enc
+    return out, off
+
+
+def _unpad(parts, mlp: FusedMLP):
+    """A gradient row of :func:`_part_layout` → the :func:`pack` layout."""
+    enc = mlp.sizes[0]
+    pieces = []
+    for (e, h, b), fi, fo in zip(_part_layout(mlp)[0], mlp.sizes[:-1], mlp.sizes[1:]):
+        if e is not None:
+            pieces.append(parts[e : e + enc * fo])
+        if h is not None:
+            pieces.append(parts[h : h + fi * fo])
+        pieces.append(parts[b : b + fo])
+    return jnp.concatenate(pieces)
+
+
+def pack(params) -> Float[Array, " p"]:
+    """``[(W, b), …]`` → the flat float32 vector of :func:`_layout` (differentiable)."""
+    return jnp.concatenate([a.astype(jnp.float32).reshape(-1) for wb in params for a in wb])
+
+
+def unpack(flat, mlp: FusedMLP):
+    """The inverse of :func:`pack`."""
+    return [(flat[w : w + fi * fo].reshape(fi, fo), flat[b : b + fo]) for fi, fo, w, b in _layout(mlp)]
+
+
+# ----------------------------------------------------------------------------------------
+# In-kernel pieces
+
+
+def _act(name, x):
+    if name == "relu":
+        return jnp.maximum(x, 0.0)
+    if name == "leaky_relu":
+        return jnp.where(x >= 0.0, x, LEAKY_SLOPE * x)
+    if name == "softplus":
+        return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    if name == "sigmoid":
+        return 1.0 / (1.0 + jnp.exp(-x))
+    raise ValueError(name)
+
+
+def _act_grad(name, x):
+    """d act / dx at x, with JAX's conventions at the kinks (relu'(0) = 0, leaky'(0) = 1)."""
+    if name == "relu":
+        return jnp.where(x > 0.0, 1.0, 0.0)
+    if name == "leaky_relu":
+        return jnp.where(x >= 0.0, 1.0, LEAKY_SLOPE)
+    if name in ("softplus", "sigmoid"):
+        s = 1.0 / (1.0 + jnp.exp(-x))
+        return s if name == "softplus" else s * (1.0 - s)
+    raise ValueError(name)
+
+
+def _dot(a, b, mlp: FusedMLP):
+    if mlp.dot_dtype == "float32":
+        return jnp.dot(a, b, preferred_element_type=jnp.float32)
+    dt = jnp.dtype(mlp.dot_dtype)
+    return jnp.dot(a.astype(dt), b.astype(dt), preferred_element_type=jnp.float32)
+
+
+def _dot_tn(a, b, mlp: FusedMLP):
+    """``a.T @ b`` (contracting the rows, i.e. the block's points)."""
+    dims = (((0,), (0,)), ((), ()))
+    if mlp.dot_dtype != "float32":
+        dt = jnp.dtype(mlp.dot_dtype)
+        a, b = a.astype(dt), b.astype(dt)
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def _tile(w_ref, off: int, rows: int, cols: int, *, valid_rows: int | None = None, transpose: bool = False):
+    """The ``(rows, cols)`` tile of a row-major matrix at ``off`` (``valid_rows`` real rows, zeros
+    below), or its transpose ``(cols, rows)``."""
+    shape = (cols, rows) if transpose else (rows, cols)
+    r = jnp.arange(rows, dtype=jnp.int32)[None, :] if transpose else jnp.arange(rows, dtype=jnp.int32)[:, None]
+    c = jnp.arange(cols, dtype=jnp.int32)[:, None] if transpose else jnp.arange(cols, dtype=jnp.int32)[None, :]
+    idx = off + r * cols + c
+    if valid_rows is None or valid_rows >= rows:
+        return w_ref[jnp.broadcast_to(idx, shape)]
+    keep = jnp.broadcast_to(r < valid_rows, shape)
+    return plgpu.load(w_ref.at[jnp.where(keep, idx, off)], mask=keep, other=0.0)
+
+
+def _vector(w_ref, off: int, n: int):
+    return w_ref[off + jnp.arange(n, dtype=jnp.int32)]
+
+
+def _encode_tile(xs, table_ref, enc: HashGridConfig, block: int):
+    """The ``(block, E)`` feature tile (``E`` = :func:`_padded` ``(L·F)``, zero columns past ``L·F``)
+    and, per level, the cell data the backward pass reuses."""
+    t, f = enc.table_size, enc.features_per_level
+    width = _padded(enc.out_dim)
+    col = jnp.arange(width, dtype=jnp.int32)[None, :]
+    fcol = jnp.arange(f, dtype=jnp.int32)[None, :]
+    tile = jnp.zeros((block, width), jnp.float32)
+    for level in _levels(enc, Tuning(), 1):
+        lows, fracs, _ = _cell(xs, level.res)
+        acc = jnp.zeros((block, f), jnp.float32)
+        for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
+            wx, wy, wz = _axis_weights(fracs, c)
+            vals = table_ref[_table_offsets(rows, level.index, t, f)].astype(jnp.float32)
+            acc = acc + ((wx * wy) * wz)[:, None] * vals
+        for j in range(f):
+            v = jnp.sum(jnp.where(fcol == j, acc, 0.0), axis=1)
+            tile = jnp.where(col == level.index * f + j, v[:, None], tile)
+    return tile
+
+
+def _forward_mlp(tile, w_ref, mlp: FusedMLP, enc_dim: int, block: int):
+    """Pre-activations of the hidden layers and the output ``z`` ``(block,)``."""
+    layout = _layout(mlp)
+    width_e = tile.shape[1]
+    pres, h = [], None
+    for i, (fan_in, fo, w_off, b_off) in enumerate(layout[:-1]):
+        pre = jnp.broadcast_to(_vector(w_ref, b_off, fo)[None, :], (block, fo))
+        hidden_off = w_off
+        if i == 0 or i in mlp.skips:  # encoding rows come first
+            pre = pre + _dot(tile, _tile(w_ref, w_off, width_e, fo, valid_rows=enc_dim), mlp)
+            hidden_off = w_off + enc_dim * fo
+        if i > 0:
+            pre = pre + _dot(h, _tile(w_ref, hidden_off, fo, fo), mlp)
+        pres.append(pre)
+        h = _act(mlp.activation, pre)
+    fan_in, _, w_off, b_off = layout[-1]
+    w_last = _vector(w_ref, w_off, fan_in)
+    b_last = w_ref[jnp.full((block,), b_off, jnp.int32)]
+    z = jnp.sum(h * w_last[None, :], axis=1) + b_last
+    return pres, z
+
+
+def _inside(xs):
+    ok = None
+    for xd in xs:
+        o = (xd >= 0.0) & (xd <= 1.0)
+        ok = o if ok is None else ok & o
+    return ok
+
+
+# ----------------------------------------------------------------------------------------
+# Kernels
+
+
+def _forward_kernel(x_ref, table_ref, w_ref, out_ref, *, enc, mlp, block, n):
+    p, valid, xs = _load_points(x_ref, n, block)
+    tile = _encode_tile(xs, table_ref, enc, block)
+    _, z = _forward_mlp(tile, w_ref, mlp, enc.out_dim, block)
+    mu = mlp.mu_scale * _act(mlp.out_activation, z)
+    plgpu.store(out_ref.at[p], jnp.where(_inside(xs), mu, 0.0), mask=valid)
+
+
+def _backward_kernel(x_ref, table_ref, w_ref, g_ref, _zeros, grad_ref, part_ref, *, enc, mlp, tuning, n, interpret):
+    block = tuning.bwd_block
+    p, valid, xs = _load_points(x_ref, n, block)
+    tile = _encode_tile(xs, table_ref, enc, block)
+    pres, z = _forward_mlp(tile, w_ref, mlp, enc.out_dim, block)
+    layout = _layout(mlp)
+    enc_dim, width_e = enc.out_dim, tile.shape[1]
+    g = plgpu.load(g_ref.at[p], mask=valid, other=0.0)
+    dz = jnp.where(_inside(xs) & valid, g * (mlp.mu_scale * _act_grad(mlp.out_activation, z)), 0.0)
+
+    part_layout, part_size = _part_layout(mlp)
+    row = pl.program_id(0) * part_size
+
+    def put(off, m):
+        idx = row + off + jnp.arange(m.shape[-1], dtype=jnp.int32)
+        if m.ndim == 2:
+            idx = idx[None, :] + m.shape[1] * jnp.arange(m.shape[0], dtype=jnp.int32)[:, None]
+        plgpu.store(part_ref.at[idx], m)
+
+    # output layer (a bias of width 1: every lane stores the same sum)
+    (_, h_off, b_off), (fan_in, _, w_off, _) = part_layout[-1], layout[-1]
+    h = _act(mlp.activation, pres[-1])
+    put(h_off, jnp.sum(h * dz[:, None], axis=0))
+    plgpu.store(part_ref.at[jnp.full((block,), row + b_off, jnp.int32)], jnp.broadcast_to(jnp.sum(dz), (block,)))
+    dh = dz[:, None] * _vector(w_ref, w_off, fan_in)[None, :]
+    d_tile = jnp.zeros((block, width_e), jnp.float32)
+    for i in range(len(layout) - 2, -1, -1):
+        (_, fo, w_off, _), (e_off, h_off, b_off) = layout[i], part_layout[i]
+        dpre = dh * _act_grad(mlp.activation, pres[i])
+        put(b_off, jnp.sum(dpre, axis=0))
+        hidden_off = w_off
+        if e_off is not None:
+            put(e_off, _dot_tn(tile, dpre, mlp))
+            d_tile = d_tile + _dot(dpre, _tile(w_ref, w_off, width_e, fo, valid_rows=enc_dim, transpose=True), mlp)
+            hidden_off = w_off + enc_dim * fo
+        if h_off is not None:
+            put(h_off, _dot_tn(_act(mlp.activation, pres[i - 1]), dpre, mlp))
+            dh = _dot(dpre, _tile(w_ref, hidden_off, fo, fo, transpose=True), mlp)
+
+    # table gradient: each level's feature gradient spread over its 8 corners
+    t, f = enc.table_size, enc.features_per_level
+    col = jnp.arange(width_e, dtype=jnp.int32)[None, :]
+    fcol = jnp.arange(f, dtype=jnp.int32)[None, :]
+    htuning = tuning.hash_tuning(block)
+    replicas, _ = _replicas(enc, htuning)
+    mask2 = jnp.broadcast_to(valid[:, None], (block, f))
+    for level in _levels(enc, htuning, 1):
+        gl = jnp.zeros((block, f), jnp.float32)
+        for j in range(f):
+            v = jnp.sum(jnp.where(col == level.index * f + j, d_tile, 0.0), axis=1)
+            gl = jnp.where(fcol == j, v[:, None], gl)
+        lows, fracs, _ = _cell(xs, level.res)
+        for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
+            wx, wy, wz = _axis_weights(fracs, c)
+            scatter_add(grad_ref, _grad_offsets(rows, level, replicas, enc), ((wx * wy) * wz)[:, None] * gl, mask2,
+                        interpret, tuning.relaxed_atomics)
+
+
+# ----------------------------------------------------------------------------------------
+# pallas_call wrappers
+
+
+def _check(table, u, enc: HashGridConfig, mlp: FusedMLP):
+    L, T, F = enc.n_levels, enc.table_size, enc.features_per_level
+    if table.shape != (L, T, F):
+        raise ValueError(f"hash grid params: expected shape {(L, T, F)}, got {table.shape}")
+    if u.ndim != 2 or u.shape[-1] != 3:
+        raise ValueError(f"fused field: points must have shape (N, 3), got {u.shape}")
+    if mlp.sizes[0] != enc.out_dim:
+        raise ValueError(f"fused field: MLP input width {mlp.sizes[0]} != encoding width {enc.out_dim}")
+
+
+def fused_field_forward(
+    table: Float[Array, "levels table features"],
+    w: Float[Array, " p"],
+    u: Float[Array, "n 3"],
+    enc: HashGridConfig,
+    mlp: FusedMLP,
+    *,
+    tuning: FusedTuning = DEFAULT_FUSED_TUNING,
+    interpret: bool = False,
+) -> Float[Array, " n"]:
+    """μ (mm⁻¹) at normalised points ``u`` (``(N, 3)`` in ``[0, 1]³``; 0 outside): one kernel.
+
+    Args:
+      table: ``(L, T, F)`` hash table (float32, bfloat16 or float16).
+      w: the MLP's parameters packed by :func:`pack`.
+      u: float32 points in the field's unit cube.
+      enc, mlp: the field's static description.
+      tuning: launch parameters.
+      interpret: run in Pallas' interpreter (any backend; slow, for tests).
+    """
+    _check(table, u, enc, mlp)
+    n = u.shape[0]
+    if n == 0:
+        return jnp.zeros((0,), jnp.float32)
+    kernel = partial(_forward_kernel, enc=enc, mlp=mlp, block=tuning.block, n=n)
+    return pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((n,), jnp.float32),
+        grid=(pl.cdiv(n, tuning.block),),
+        interpret=interpret,
+        name="fused_field_forward",
+        **_params(tuning.num_warps, interpret),
+    )(u.astype(jnp.float32).reshape(-1), table.reshape(-1), w.astype(jnp.float32))
+
+
+def fused_field_backward(
+    table: Float[Array, "levels table features"],
+    w: Float[Array, " p"],
+    u: Float[Array, "n 3"],
+    g: Float[Array, " n"],
+    enc: HashGridConfig,
+    mlp: FusedMLP,
+    *,
+    tuning: FusedTuning = DEFAULT_FUSED_TUNING,
+    interpret: bool = False,
+) -> tuple[Float[Array, "levels table features"], Float[Array, " p"]]:
+    """Gradients of ``Σ g · μ(u)`` w.r.t. the table (in its dtype) and the packed MLP parameters."""
+    _check(table, u, enc, mlp)
+    n = u.shape[0]
+    L, t, f = enc.n_levels, enc.table_size, enc.features_per_level
+    if n == 0:
+        return jnp.zeros_like(table), jnp.zeros_like(w)
+    block = tuning.bwd_block
+    programs = pl.cdiv(n, block)
+    _, rep_size = _replicas(enc, tuning.hash_tuning(block))
+    size = L * t * f + rep_size
+    kernel = partial(_backward_kernel, enc=enc, mlp=mlp, tuning=tuning, n=n, interpret=interpret)
+    buf, parts = pl.pallas_call(
+        kernel,
+        out_shape=(jax.ShapeDtypeStruct((size,), jnp.float32),
+                   jax.ShapeDtypeStruct((programs * _part_layout(mlp)[1],), jnp.float32)),
+        grid=(programs,),
+        input_output_aliases={4: 0},
+        interpret=interpret,
+        name="fused_field_backward",
+        **_params(tuning.bwd_num_warps, interpret),
+    )(u.astype(jnp.float32).reshape(-1), table.reshape(-1), w.astype(jnp.float32), g.astype(jnp.float32),
+      jnp.zeros((size,), jnp.float32))
+    grad = buf[: L * t * f].reshape(L, t, f)
+    for level, info in enumerate(_replicas(enc, tuning.hash_tuning(block))[0]):
+        if info is not None:
+            r, n_rows, off = info
+            start = L * t * f + off
+            grad = grad.at[level, :n_rows].add(buf[start : start + r * n_rows * f].reshape(r, n_rows, f).sum(axis=0))
+    return grad.astype(table.dtype), _unpad(parts.reshape(programs, -1).sum(axis=0), mlp)
