@@ -35,19 +35,24 @@ CASES = {
     "naf128_50_mixed": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, compute_dtype="bfloat16",
                             baselines=False),
     "naf128_50_pallas": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, hash_implementation="pallas",
-                             baselines=False),
+                             baselines=False, field_implementation="xla"),
+    # The field as separate XLA ops (the other cases take FieldConfig's default, "auto": the
+    # fused field kernel on a GPU).
+    "naf128_50_xla": dict(n=128, views=50, noise=None, mu_scale=1.0, iters=2000, baselines=False,
+                          field_implementation="xla"),
 }
 
 
 def run_case(name, n, views, noise, mu_scale, iters, *, samples=None, det=256, batch=8192, sart_iters=20, small=False,
              grid_supersample=1, n_importance=0, occupancy=0, compute_dtype="float32", hash_implementation="level_major",
-             baselines=True):
+             baselines=True, field_implementation="auto"):
     import jax
     import numpy as np
 
     import jaxmedrf as jm
     from jaxmedrf import metrics, noise as noise_mod, phantoms
     from jaxmedrf.fields import FieldConfig, HashGridConfig
+    from jaxmedrf.fields.field import fused_unsupported
     from jaxmedrf.recon import fdk, sart
     from jaxmedrf.recon.naf import NAFConfig, train_naf
 
@@ -70,7 +75,10 @@ def run_case(name, n, views, noise, mu_scale, iters, *, samples=None, det=256, b
     # NAF
     enc = HashGridConfig(log2_table_size=19 if not small else 12, n_levels=16 if not small else 6,
                          finest_resolution=2048 if not small else 64, implementation=hash_implementation)
-    cfg = NAFConfig(field=FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype), n_iters=iters,
+    field = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype,
+                        implementation=field_implementation)
+    out["field"] = "xla" if field_implementation == "xla" or fused_unsupported(field) else "fused"
+    cfg = NAFConfig(field=field, n_iters=iters,
                     batch_rays=batch, n_samples=samples or (192 if n >= 256 else 128), grid_supersample=grid_supersample,
                     n_importance=n_importance, occupancy_resolution=occupancy if not small else min(occupancy, 8))
     t0 = time.perf_counter()

@@ -218,15 +218,19 @@ def _fused_mu(table, mlp, u, config: FieldConfig, interpret: bool, tuning):
 
 
 def _fused_mu_fwd(table, mlp, u, config, interpret, tuning):
-    return _fused_mu(table, mlp, u, config, interpret, tuning), (table, mlp, u)
+    from jaxmedrf.kernels import field as K
+
+    mu, feats = K.fused_field_forward(table, K.pack(mlp), u, config.encoding, _mlp_spec(config), save_features=True,
+                                      interpret=interpret, tuning=tuning or K.DEFAULT_FUSED_TUNING)
+    return mu, (table, mlp, u, feats)
 
 
 def _fused_mu_bwd(config, interpret, tuning, res, g):
     from jaxmedrf.kernels import field as K
 
-    table, mlp, u = res
+    table, mlp, u, feats = res
     spec = _mlp_spec(config)
-    d_table, d_w = K.fused_field_backward(table, K.pack(mlp), u, g, config.encoding, spec, interpret=interpret,
+    d_table, d_w = K.fused_field_backward(table, K.pack(mlp), u, feats, g, config.encoding, spec, interpret=interpret,
                                           tuning=tuning or K.DEFAULT_FUSED_TUNING)
     d_mlp = [(dw.astype(w.dtype), db.astype(b.dtype)) for (dw, db), (w, b) in zip(K.unpack(d_w, spec), mlp)]
     # The position gradient (not needed to train a field; XLA drops it then) from the XLA path.

@@ -12,12 +12,17 @@ features and hidden states of a block of points stay on chip:
   gathered from the table (the loop of :mod:`jaxmedrf.kernels.hashgrid`) into a
   ``(block, L·F)`` register tile ``E``; every layer is a ``jnp.dot`` on the tile (tensor
   cores); only μ, one float per point, is written.
-* **backward** (one program per ``bwd_block`` points): the forward is recomputed (gathers
-  again, as tiny-cuda-nn does for its encoding), then back-propagated through the layers on
-  chip. The weight and bias gradients of a program are written once as a row of a
-  ``(programs, P)`` partial-sum array that XLA sums (``P`` = number of MLP parameters); the
-  feature gradient is scattered into the table gradient with the atomic adds and dense-level
-  replicas of the hash-grid kernel.
+* **backward**: for training, the forward also writes the feature tile (``(N, L·F)`` float32,
+  128 MB per 1M points at NAF's 32 features: cheaper than gathering the 128 corners again).
+  One kernel (one program per ``bwd_block`` points) reloads the tile, recomputes the layers
+  and back-propagates through them on chip (tile products again); the weight and bias
+  gradients of a program are written once as a row of a ``(programs, P)`` partial-sum array
+  that XLA sums (``P`` = number of MLP parameters), the feature gradient as ``(N, L·F)``.
+  The hash grid's table-gradient kernel (:mod:`jaxmedrf.kernels.hashgrid`: atomic adds,
+  dense-level replicas) scatters that into the table. A first version recomputed the
+  gathers and scattered inside the same kernel: on one H200 it took 212 s to compile and
+  6.4 ms for forward + backward of 1M points, against 4.1 ms for the XLA ops
+  (``benchmarks/results/field_nvidia-h200_2026-12-03_v1_recompute.json``).
 
 The field computed is exactly :func:`jaxmedrf.fields.field_apply` on normalised points
 ``u ∈ [0, 1]³``: ``μ = mu_scale · out_act(MLP(hash(u)))``, 0 where ``u`` leaves the cube, the
@@ -44,18 +49,16 @@ from jax.experimental.pallas import triton as plgpu
 from jaxtyping import Array, Float
 
 from jaxmedrf.fields.encodings import HashGridConfig
-from jaxmedrf.kernels._atomics import scatter_add
 from jaxmedrf.kernels.hashgrid import (
     SUPPORTED_FEATURES,
     Tuning,
     _axis_weights,
     _cell,
     _corner_rows,
-    _grad_offsets,
     _levels,
     _load_points,
     _params,
-    _replicas,
+    _table_grad,
     _table_offsets,
 )
 
@@ -81,8 +84,9 @@ class FusedTuning(NamedTuple):
 
     block: int = 128  # points per program, forward
     num_warps: int = 4
-    bwd_block: int = 64  # points per program, backward
+    bwd_block: int = 64  # points per program, MLP backward
     bwd_num_warps: int = 4
+    table_block: int = 128  # points per program, table gradient (hashgrid.Tuning.bwd_block)
     replica_rows: int = 1 << 18  # dense-level replicas of the table gradient (as hashgrid.Tuning)
     max_replicas: int = 64
     relaxed_atomics: bool = True
@@ -306,21 +310,30 @@ def _inside(xs):
 # Kernels
 
 
-def _forward_kernel(x_ref, table_ref, w_ref, out_ref, *, enc, mlp, block, n):
+def _tile_offsets(p, width: int):
+    return p[:, None] * width + jnp.arange(width, dtype=jnp.int32)[None, :]
+
+
+def _forward_kernel(x_ref, table_ref, w_ref, out_ref, *feat_ref, enc, mlp, block, n):
     p, valid, xs = _load_points(x_ref, n, block)
     tile = _encode_tile(xs, table_ref, enc, block)
+    if feat_ref:  # training: keep the features for the backward pass
+        plgpu.store(feat_ref[0].at[_tile_offsets(p, tile.shape[1])], tile, mask=valid[:, None])
     _, z = _forward_mlp(tile, w_ref, mlp, enc.out_dim, block)
     mu = mlp.mu_scale * _act(mlp.out_activation, z)
     plgpu.store(out_ref.at[p], jnp.where(_inside(xs), mu, 0.0), mask=valid)
 
 
-def _backward_kernel(x_ref, table_ref, w_ref, g_ref, _zeros, grad_ref, part_ref, *, enc, mlp, tuning, n, interpret):
-    block = tuning.bwd_block
+def _backward_kernel(x_ref, feat_ref, w_ref, g_ref, dfeat_ref, part_ref, *, mlp, block, n):
+    """The MLP's backward pass on a block: the feature gradient ``(block, E)`` and one row of
+    parameter-gradient partial sums."""
     p, valid, xs = _load_points(x_ref, n, block)
-    tile = _encode_tile(xs, table_ref, enc, block)
-    pres, z = _forward_mlp(tile, w_ref, mlp, enc.out_dim, block)
+    width_e = _padded(mlp.sizes[0])
+    enc_dim = mlp.sizes[0]
+    offs = _tile_offsets(p, width_e)
+    tile = plgpu.load(feat_ref.at[offs], mask=valid[:, None], other=0.0)
+    pres, z = _forward_mlp(tile, w_ref, mlp, enc_dim, block)
     layout = _layout(mlp)
-    enc_dim, width_e = enc.out_dim, tile.shape[1]
     g = plgpu.load(g_ref.at[p], mask=valid, other=0.0)
     dz = jnp.where(_inside(xs) & valid, g * (mlp.mu_scale * _act_grad(mlp.out_activation, z)), 0.0)
 
@@ -352,24 +365,7 @@ def _backward_kernel(x_ref, table_ref, w_ref, g_ref, _zeros, grad_ref, part_ref,
         if h_off is not None:
             put(h_off, _dot_tn(_act(mlp.activation, pres[i - 1]), dpre, mlp))
             dh = _dot(dpre, _tile(w_ref, hidden_off, fo, fo, transpose=True), mlp)
-
-    # table gradient: each level's feature gradient spread over its 8 corners
-    t, f = enc.table_size, enc.features_per_level
-    col = jnp.arange(width_e, dtype=jnp.int32)[None, :]
-    fcol = jnp.arange(f, dtype=jnp.int32)[None, :]
-    htuning = tuning.hash_tuning(block)
-    replicas, _ = _replicas(enc, htuning)
-    mask2 = jnp.broadcast_to(valid[:, None], (block, f))
-    for level in _levels(enc, htuning, 1):
-        gl = jnp.zeros((block, f), jnp.float32)
-        for j in range(f):
-            v = jnp.sum(jnp.where(col == level.index * f + j, d_tile, 0.0), axis=1)
-            gl = jnp.where(fcol == j, v[:, None], gl)
-        lows, fracs, _ = _cell(xs, level.res)
-        for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
-            wx, wy, wz = _axis_weights(fracs, c)
-            scatter_add(grad_ref, _grad_offsets(rows, level, replicas, enc), ((wx * wy) * wz)[:, None] * gl, mask2,
-                        interpret, tuning.relaxed_atomics)
+    plgpu.store(dfeat_ref.at[offs], d_tile, mask=valid[:, None])
 
 
 # ----------------------------------------------------------------------------------------
@@ -393,9 +389,10 @@ def fused_field_forward(
     enc: HashGridConfig,
     mlp: FusedMLP,
     *,
+    save_features: bool = False,
     tuning: FusedTuning = DEFAULT_FUSED_TUNING,
     interpret: bool = False,
-) -> Float[Array, " n"]:
+):
     """μ (mm⁻¹) at normalised points ``u`` (``(N, 3)`` in ``[0, 1]³``; 0 outside): one kernel.
 
     Args:
@@ -403,28 +400,42 @@ def fused_field_forward(
       w: the MLP's parameters packed by :func:`pack`.
       u: float32 points in the field's unit cube.
       enc, mlp: the field's static description.
+      save_features: also return the ``(N, E)`` float32 feature tiles (``E`` = ``L·F``
+        rounded up to a power of two ≥ 16, zero columns past ``L·F``) for
+        :func:`fused_field_backward`.
       tuning: launch parameters.
       interpret: run in Pallas' interpreter (any backend; slow, for tests).
+
+    Returns:
+      ``(N,)`` μ, and the features with ``save_features``.
     """
     _check(table, u, enc, mlp)
-    n = u.shape[0]
+    n, width_e = u.shape[0], _padded(enc.out_dim)
+    shapes = [jax.ShapeDtypeStruct((n,), jnp.float32)]
+    if save_features:
+        shapes.append(jax.ShapeDtypeStruct((n * width_e,), jnp.float32))
     if n == 0:
-        return jnp.zeros((0,), jnp.float32)
-    kernel = partial(_forward_kernel, enc=enc, mlp=mlp, block=tuning.block, n=n)
-    return pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct((n,), jnp.float32),
-        grid=(pl.cdiv(n, tuning.block),),
-        interpret=interpret,
-        name="fused_field_forward",
-        **_params(tuning.num_warps, interpret),
-    )(u.astype(jnp.float32).reshape(-1), table.reshape(-1), w.astype(jnp.float32))
+        outs = [jnp.zeros(s.shape, s.dtype) for s in shapes]
+    else:
+        kernel = partial(_forward_kernel, enc=enc, mlp=mlp, block=tuning.block, n=n)
+        outs = pl.pallas_call(
+            kernel,
+            out_shape=tuple(shapes),
+            grid=(pl.cdiv(n, tuning.block),),
+            interpret=interpret,
+            name="fused_field_forward",
+            **_params(tuning.num_warps, interpret),
+        )(u.astype(jnp.float32).reshape(-1), table.reshape(-1), w.astype(jnp.float32))
+    if save_features:
+        return outs[0], outs[1].reshape(n, width_e)
+    return outs[0]
 
 
 def fused_field_backward(
     table: Float[Array, "levels table features"],
     w: Float[Array, " p"],
     u: Float[Array, "n 3"],
+    features: Float[Array, "n e"],
     g: Float[Array, " n"],
     enc: HashGridConfig,
     mlp: FusedMLP,
@@ -432,32 +443,31 @@ def fused_field_backward(
     tuning: FusedTuning = DEFAULT_FUSED_TUNING,
     interpret: bool = False,
 ) -> tuple[Float[Array, "levels table features"], Float[Array, " p"]]:
-    """Gradients of ``Σ g · μ(u)`` w.r.t. the table (in its dtype) and the packed MLP parameters."""
+    """Gradients of ``Σ g · μ(u)`` w.r.t. the table (in its dtype) and the packed MLP parameters.
+
+    Two kernels: the MLP's backward pass on the saved ``features`` (from
+    :func:`fused_field_forward` with ``save_features``; no gathers), which writes the feature
+    gradient, then the hash grid's table-gradient kernel (atomic adds, dense-level replicas:
+    :mod:`jaxmedrf.kernels.hashgrid`) on it.
+    """
     _check(table, u, enc, mlp)
     n = u.shape[0]
-    L, t, f = enc.n_levels, enc.table_size, enc.features_per_level
     if n == 0:
         return jnp.zeros_like(table), jnp.zeros_like(w)
-    block = tuning.bwd_block
+    block, width_e = tuning.bwd_block, _padded(enc.out_dim)
     programs = pl.cdiv(n, block)
-    _, rep_size = _replicas(enc, tuning.hash_tuning(block))
-    size = L * t * f + rep_size
-    kernel = partial(_backward_kernel, enc=enc, mlp=mlp, tuning=tuning, n=n, interpret=interpret)
-    buf, parts = pl.pallas_call(
+    part_size = _part_layout(mlp)[1]
+    kernel = partial(_backward_kernel, mlp=mlp, block=block, n=n)
+    x = u.astype(jnp.float32).reshape(-1)
+    d_feat, parts = pl.pallas_call(
         kernel,
-        out_shape=(jax.ShapeDtypeStruct((size,), jnp.float32),
-                   jax.ShapeDtypeStruct((programs * _part_layout(mlp)[1],), jnp.float32)),
+        out_shape=(jax.ShapeDtypeStruct((n * width_e,), jnp.float32),
+                   jax.ShapeDtypeStruct((programs * part_size,), jnp.float32)),
         grid=(programs,),
-        input_output_aliases={4: 0},
         interpret=interpret,
         name="fused_field_backward",
         **_params(tuning.bwd_num_warps, interpret),
-    )(u.astype(jnp.float32).reshape(-1), table.reshape(-1), w.astype(jnp.float32), g.astype(jnp.float32),
-      jnp.zeros((size,), jnp.float32))
-    grad = buf[: L * t * f].reshape(L, t, f)
-    for level, info in enumerate(_replicas(enc, tuning.hash_tuning(block))[0]):
-        if info is not None:
-            r, n_rows, off = info
-            start = L * t * f + off
-            grad = grad.at[level, :n_rows].add(buf[start : start + r * n_rows * f].reshape(r, n_rows, f).sum(axis=0))
-    return grad.astype(table.dtype), _unpad(parts.reshape(programs, -1).sum(axis=0), mlp)
+    )(x, features.reshape(-1), w.astype(jnp.float32), g.astype(jnp.float32))
+    d_feat = d_feat.reshape(n, width_e)[:, : enc.out_dim]
+    d_table = _table_grad(x.reshape(n, 3), d_feat, enc, tuning.hash_tuning(tuning.table_block), interpret, table.dtype)
+    return d_table, _unpad(parts.reshape(programs, -1).sum(axis=0), mlp)
