@@ -7,7 +7,8 @@ On the points of one NAF step (``naf128_50``: 8192 random pixel rays × 128 stra
 * ``xla``: :func:`jaxmedrf.fields.field_apply` with ``implementation="xla"`` (the hash
   encoding's ``level_major`` gathers, then the MLP as XLA dots);
 * ``fused``: the kernel of :mod:`jaxmedrf.kernels.field` for each ``--tunings`` entry
-  (``block:warps:bwd_block:bwd_warps``; the first ``--dtypes`` entry gets them all, the
+  (``block:warps:bwd_block:bwd_warps:table_levels:unroll_levels`` of
+  :class:`jaxmedrf.kernels.field.FusedTuning`; the first ``--dtypes`` entry gets them all, the
   others the first tuning only).
 
 Each row: the forward (μ) and the forward + gradient w.r.t. all parameters (of ``Σ r · μ``,
@@ -34,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from benchmarks.common import environment, timeit, write_json
 
-DEFAULT_TUNINGS = ["128:4:64:4", "64:2:32:2", "128:4:128:4", "256:8:64:8"]
+DEFAULT_TUNINGS = ["128:4:64:4:0:0", "128:4:64:4:1:0", "128:4:128:4:0:0", "128:4:64:4:0:1"]
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny field and batch (CPU smoke run)")
-    ap.add_argument("--tunings", nargs="+", default=DEFAULT_TUNINGS, help="block:warps:bwd_block:bwd_warps")
+    ap.add_argument("--tunings", nargs="+", default=DEFAULT_TUNINGS, help="block:warps:bwd_block:bwd_warps:table_levels:unroll (0/1)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="MLP dot dtypes")
     ap.add_argument("--precision", choices=["default", "highest"], default="default",
                     help="jax_default_matmul_precision for both paths")
@@ -92,8 +93,9 @@ def main(argv=None) -> dict:
                 yield "fused", reason, None
                 return
             for t in a.tunings if dtype == a.dtypes[0] else a.tunings[:1]:
-                b, w, bb, bw = (int(v) for v in t.split(":"))
-                tuning = FusedTuning(block=b, num_warps=w, bwd_block=bb, bwd_num_warps=bw)
+                b, w, bb, bw, tl, un = (int(v) for v in t.split(":"))
+                tuning = FusedTuning(block=b, num_warps=w, bwd_block=bb, bwd_num_warps=bw, table_levels=tl,
+                                     unroll_levels=bool(un))
                 yield f"fused {t}", None, (lambda p, u, tuning=tuning: _fused_mu(p["encoding"], p["mlp"], u, cfg,
                                                                                    False, tuning))
 

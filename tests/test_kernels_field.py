@@ -31,7 +31,9 @@ ENC = HashGridConfig(n_levels=3, features_per_level=2, log2_table_size=10, base_
                      init_scale=1.0)  # fmt: skip
 NAF_LIKE = FieldConfig(encoding=ENC, width=16, depth=4, skips=(2,), activation="leaky_relu", out_activation="softplus",
                        mu_scale=0.05)  # fmt: skip
-TUNING = K.FusedTuning(block=16, bwd_block=16, replica_rows=512)
+TUNING = K.FusedTuning(block=16, bwd_block=16, table_block=16, replica_rows=512)
+# the other schedules: levels unrolled in the forward, one level per table-gradient program
+TUNING_ALT = TUNING._replace(unroll_levels=True, table_levels=1, block=32)
 LO, HI = jnp.array([-10.0, -12.0, -8.0]), jnp.array([10.0, 12.0, 8.0])
 
 
@@ -41,10 +43,10 @@ def _points(n=40):
     return LO + u.at[: len(edge)].set(edge) * (HI - LO)
 
 
-def _fused_apply(params, x, config):
+def _fused_apply(params, x, config, tuning=TUNING):
     """field_apply's fused branch, in interpret mode, with small blocks (masked last block)."""
     u = (x - LO) / (HI - LO)
-    return _value_and_grads(lambda p, u: F._fused_mu(p["encoding"], p["mlp"], u, config, True, TUNING), params, u)
+    return _value_and_grads(lambda p, u: F._fused_mu(p["encoding"], p["mlp"], u, config, True, tuning), params, u)
 
 
 def _value_and_grads(fn, params, u):
@@ -79,11 +81,12 @@ def _close(got, ref, rtol, what):
     ],
     ids=["naf", "f1_bf16_relu_sigmoid", "f4_softplus_skip1"],
 )
-def test_interpret_matches_xla(config):
+@pytest.mark.parametrize("tuning", [TUNING, TUNING_ALT], ids=["loop", "unrolled"])
+def test_interpret_matches_xla(config, tuning):
     params = field_init(jax.random.key(2), config)
     x = _points()
     ref = _reference(params, x, config)
-    got = _fused_apply(params, x, config)
+    got = _fused_apply(params, x, config, tuning)
     _close(got[0], ref[0], 1e-5, "mu")
     table_tol = 2.0**-7 if config.encoding.table_dtype == "bfloat16" else 1e-5
     _close(got[1]["encoding"].astype(jnp.float32), ref[1]["encoding"].astype(jnp.float32), table_tol, "d table")

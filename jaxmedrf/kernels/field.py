@@ -55,8 +55,10 @@ from jaxmedrf.kernels.hashgrid import (
     _axis_weights,
     _cell,
     _corner_rows,
+    _Level,
     _levels,
     _load_points,
+    _select,
     _params,
     _table_grad,
     _table_offsets,
@@ -87,12 +89,16 @@ class FusedTuning(NamedTuple):
     bwd_block: int = 64  # points per program, MLP backward
     bwd_num_warps: int = 4
     table_block: int = 128  # points per program, table gradient (hashgrid.Tuning.bwd_block)
+    table_levels: int = 0  # levels per program of the table gradient (hashgrid.Tuning; 0: all)
+    unroll_levels: bool = False  # forward: levels unrolled (static) or in a loop (small kernel)
     replica_rows: int = 1 << 18  # dense-level replicas of the table gradient (as hashgrid.Tuning)
     max_replicas: int = 64
     relaxed_atomics: bool = True
 
-    def hash_tuning(self, block: int) -> Tuning:
-        return Tuning(block=block, bwd_block=block, replica_rows=self.replica_rows, max_replicas=self.max_replicas,
+    def hash_tuning(self) -> Tuning:
+        """The settings of the hash grid's table-gradient kernel."""
+        return Tuning(bwd_block=self.table_block, bwd_levels_per_program=self.table_levels,
+                      replica_rows=self.replica_rows, max_replicas=self.max_replicas,
                       relaxed_atomics=self.relaxed_atomics)
 
 
@@ -255,15 +261,19 @@ def _vector(w_ref, off: int, n: int):
     return w_ref[off + jnp.arange(n, dtype=jnp.int32)]
 
 
-def _encode_tile(xs, table_ref, enc: HashGridConfig, block: int):
-    """The ``(block, E)`` feature tile (``E`` = :func:`_padded` ``(L·F)``, zero columns past ``L·F``)
-    and, per level, the cell data the backward pass reuses."""
+def _encode_tile(xs, table_ref, enc: HashGridConfig, block: int, unroll: bool):
+    """The ``(block, E)`` feature tile (``E`` = :func:`_padded` ``(L·F)``, zero columns past ``L·F``).
+
+    ``unroll``: every level written out (static resolutions); else one ``fori_loop`` over the
+    dense levels and one over the hashed ones (the resolution selected per iteration), which
+    makes a kernel a fraction of the size, so that it compiles in seconds.
+    """
     t, f = enc.table_size, enc.features_per_level
     width = _padded(enc.out_dim)
     col = jnp.arange(width, dtype=jnp.int32)[None, :]
     fcol = jnp.arange(f, dtype=jnp.int32)[None, :]
-    tile = jnp.zeros((block, width), jnp.float32)
-    for level in _levels(enc, Tuning(), 1):
+
+    def add_level(level, tile):
         lows, fracs, _ = _cell(xs, level.res)
         acc = jnp.zeros((block, f), jnp.float32)
         for c, rows in enumerate(_corner_rows(lows, level, t - 1)):
@@ -273,6 +283,20 @@ def _encode_tile(xs, table_ref, enc: HashGridConfig, block: int):
         for j in range(f):
             v = jnp.sum(jnp.where(fcol == j, acc, 0.0), axis=1)
             tile = jnp.where(col == level.index * f + j, v[:, None], tile)
+        return tile
+
+    tile = jnp.zeros((block, width), jnp.float32)
+    if unroll:
+        for level in _levels(enc, Tuning(), 1):
+            tile = add_level(level, tile)
+        return tile
+    n_dense = sum(enc.dense_levels)  # dense levels come first (resolutions grow)
+    for start, stop, dense in ((0, n_dense, True), (n_dense, enc.n_levels, False)):
+        if stop > start:
+            def body(i, tile, dense=dense):
+                return add_level(_Level(_select(i, enc.resolutions, jnp.int32), dense, i), tile)
+
+            tile = jax.lax.fori_loop(start, stop, body, tile)
     return tile
 
 
@@ -314,9 +338,9 @@ def _tile_offsets(p, width: int):
     return p[:, None] * width + jnp.arange(width, dtype=jnp.int32)[None, :]
 
 
-def _forward_kernel(x_ref, table_ref, w_ref, out_ref, *feat_ref, enc, mlp, block, n):
+def _forward_kernel(x_ref, table_ref, w_ref, out_ref, *feat_ref, enc, mlp, block, n, unroll):
     p, valid, xs = _load_points(x_ref, n, block)
-    tile = _encode_tile(xs, table_ref, enc, block)
+    tile = _encode_tile(xs, table_ref, enc, block, unroll)
     if feat_ref:  # training: keep the features for the backward pass
         plgpu.store(feat_ref[0].at[_tile_offsets(p, tile.shape[1])], tile, mask=valid[:, None])
     _, z = _forward_mlp(tile, w_ref, mlp, enc.out_dim, block)
@@ -417,7 +441,7 @@ def fused_field_forward(
     if n == 0:
         outs = [jnp.zeros(s.shape, s.dtype) for s in shapes]
     else:
-        kernel = partial(_forward_kernel, enc=enc, mlp=mlp, block=tuning.block, n=n)
+        kernel = partial(_forward_kernel, enc=enc, mlp=mlp, block=tuning.block, n=n, unroll=tuning.unroll_levels)
         outs = pl.pallas_call(
             kernel,
             out_shape=tuple(shapes),
@@ -469,5 +493,5 @@ def fused_field_backward(
         **_params(tuning.bwd_num_warps, interpret),
     )(x, features.reshape(-1), w.astype(jnp.float32), g.astype(jnp.float32))
     d_feat = d_feat.reshape(n, width_e)[:, : enc.out_dim]
-    d_table = _table_grad(x.reshape(n, 3), d_feat, enc, tuning.hash_tuning(tuning.table_block), interpret, table.dtype)
+    d_table = _table_grad(x.reshape(n, 3), d_feat, enc, tuning.hash_tuning(), interpret, table.dtype)
     return d_table, _unpad(parts.reshape(programs, -1).sum(axis=0), mlp)
