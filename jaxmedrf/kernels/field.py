@@ -89,7 +89,7 @@ class FusedTuning(NamedTuple):
     bwd_block: int = 64  # points per program, MLP backward
     bwd_num_warps: int = 4
     table_block: int = 128  # points per program, table gradient (hashgrid.Tuning.bwd_block)
-    table_levels: int = 0  # levels per program of the table gradient (hashgrid.Tuning; 0: all)
+    table_levels: int = 1  # levels per program of the table gradient (hashgrid.Tuning; 0: all)
     unroll_levels: bool = False  # forward: levels unrolled (static) or in a loop (small kernel)
     replica_rows: int = 1 << 18  # dense-level replicas of the table gradient (as hashgrid.Tuning)
     max_replicas: int = 64
