@@ -57,8 +57,10 @@ def test_naf_with_occupancy_grid(sim, tmp_path):
     out = tmp_path / "occ.npz"
     assert main(["reconstruct", str(sim), "--iters", "25", "--batch-rays", "128", "--n-samples", "8",
                  "--log2-table-size", "10", "--occupancy-resolution", "8", "--occupancy-update-every", "5",
-                 "--precision", "mixed", "--devices", "1", "--no-progress", "--no-png", "--out", str(out)]) == 0
+                 "--precision", "mixed", "--devices", "1", "--field-implementation", "xla", "--no-progress", "--no-png",
+                 "--out", str(out)]) == 0
     m = json.loads(out.with_suffix(".json").read_text())
+    assert m["field_implementation"] == "xla"
     assert 0 < m["occupied_fraction"] <= 1 and np.isfinite(m["psnr3d"])
     assert m["mlp_compute_dtype"] == "bfloat16"  # --precision mixed
 

@@ -68,20 +68,24 @@ def _close(got, ref, rtol, what):
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=2e-5 * np.abs(ref).max(), err_msg=what)
 
 
+F1 = dataclasses.replace(NAF_LIKE, encoding=dataclasses.replace(ENC, features_per_level=1, table_dtype="bfloat16"),
+                         width=32, depth=2, skips=(), activation="relu", out_activation="sigmoid", mu_scale=1.0)
+F4 = dataclasses.replace(NAF_LIKE, encoding=dataclasses.replace(ENC, features_per_level=4), depth=4, skips=(1,),
+                         activation="softplus", out_activation="relu")
+
+
 @pytest.mark.parametrize(
-    "config",
+    "config, tuning",
     [
-        NAF_LIKE,
+        (NAF_LIKE, TUNING),
+        (NAF_LIKE, TUNING_ALT),
         # F = 1, no skip, one hidden layer of 32, relu / sigmoid, bfloat16 table
-        dataclasses.replace(NAF_LIKE, encoding=dataclasses.replace(ENC, features_per_level=1, table_dtype="bfloat16"),
-                            width=32, depth=2, skips=(), activation="relu", out_activation="sigmoid", mu_scale=1.0),
-        # F = 4 (encoding width 12), softplus hidden layers, three hidden layers, skip at 1
-        dataclasses.replace(NAF_LIKE, encoding=dataclasses.replace(ENC, features_per_level=4), depth=4, skips=(1,),
-                            activation="softplus", out_activation="relu"),
+        (F1, TUNING),
+        # F = 4 (encoding width 12), softplus hidden layers, skip at 1, relu output
+        (F4, TUNING),
     ],
-    ids=["naf", "f1_bf16_relu_sigmoid", "f4_softplus_skip1"],
+    ids=["naf_loop", "naf_unrolled", "f1_bf16_relu_sigmoid", "f4_softplus_skip1"],
 )
-@pytest.mark.parametrize("tuning", [TUNING, TUNING_ALT], ids=["loop", "unrolled"])
 def test_interpret_matches_xla(config, tuning):
     params = field_init(jax.random.key(2), config)
     x = _points()

@@ -66,6 +66,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="NAF: cells across the box at the finest level (512: 4 per voxel at 128³)")
     p.add_argument("--hash-implementation", default="auto", choices=("auto", "level_major", "per_level", "fused", "pallas"),
                    help="NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)")
+    p.add_argument("--field-implementation", default="auto", choices=("auto", "fused", "xla"),
+                   help="NAF: fused = encoding + MLP in one GPU kernel per pass (auto: where it runs, i.e. one "
+                        "GPU; xla = separate XLA ops; --hash-implementation applies to xla only)")
     p.add_argument("--precision", default="float32", choices=("float32", "mixed"),
                    help="NAF: mixed = the MLP's matmuls in bfloat16 on the tensor cores (float32 accumulation, "
                         "float32 parameters, hash table and loss)")
@@ -232,6 +235,7 @@ def run(a) -> int:
         cfg = NAFConfig(
             field=dataclasses.replace(
                 NAFConfig.field, compute_dtype="bfloat16" if a.precision == "mixed" else "float32",
+                implementation=a.field_implementation,
                 encoding=dataclasses.replace(NAFConfig.field.encoding, log2_table_size=a.log2_table_size,
                                              implementation=a.hash_implementation, n_levels=a.hash_levels,
                                              base_resolution=a.hash_base_resolution,
@@ -250,6 +254,7 @@ def run(a) -> int:
         resolved = cfg.for_geometry(geometry)
         extra = {"steps": resolved.n_iters, "n_samples": resolved.n_samples, "train_seconds": res.history["train_seconds"],
                  "mlp_compute_dtype": cfg.field.compute_dtype,
+                 "field_implementation": res.history["field_implementation"],
                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     else:

@@ -197,6 +197,13 @@ def fused_unsupported(config: FieldConfig) -> str | None:
 _WARNED: set[str] = set()
 
 
+def resolved_implementation(config: FieldConfig) -> str:
+    """``"fused"`` or ``"xla"``: what :func:`field_apply` runs for ``config`` on this backend."""
+    if config.implementation == "xla":
+        return "xla"
+    return "fused" if fused_unsupported(config) is None else "xla"
+
+
 def _use_fused(config: FieldConfig) -> bool:
     if config.implementation == "xla":
         return False

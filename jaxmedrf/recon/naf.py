@@ -43,7 +43,7 @@ from jaxtyping import Array, Float
 
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
-from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid
+from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid, resolved_implementation
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.occupancy import occupancy_init, occupancy_update, occupied_fraction
 from jaxmedrf.parallel import batch_sharding, constrain
@@ -222,6 +222,9 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
         # locally and all-reduce it; the flattened (level-major) layout made it all-gather every
         # point's indices and cotangents instead (1.6 GB a step at 8192 rays × 128 samples).
         field_cfg = dataclasses.replace(field_cfg, encoding=dataclasses.replace(enc, implementation="per_level"))
+    if mesh is not None and mesh.size > 1 and field_cfg.implementation != "xla":
+        # The fused field kernel is one pallas_call, which XLA cannot partition over the rays.
+        field_cfg = dataclasses.replace(field_cfg, implementation="xla")
 
     def loss_fn(params, key, proj_flat, occupancy):
         k_idx, k_samp, k_tv = jax.random.split(key, 3)
@@ -455,6 +458,7 @@ def train_naf(
             mine = json.loads(cfg_json)
             for d in (saved, mine):
                 d["config"].pop("n_iters", None)
+                d["config"].get("field", {}).pop("implementation", None)  # same function either way
                 if not d["config"].get("occupancy_resolution"):  # off: checkpoints from before it existed match
                     for k in [k for k in d["config"] if k.startswith("occupancy_")]:
                         d["config"].pop(k)
@@ -467,6 +471,9 @@ def train_naf(
     elif resume:
         raise ValueError("--resume needs a checkpoint directory")
 
+    if mesh is not None and mesh.size > 1 and config.field.implementation != "xla":
+        # One pallas_call (the fused field) is not partitioned by XLA over devices.
+        config = dataclasses.replace(config, field=dataclasses.replace(config.field, implementation="xla"))
     train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
     to_volume = jax.jit(jax.vmap(lambda p: field_volume(p, config, geometry)))
     proj_dev = jax.device_put(proj, batch_sharding(mesh, proj.ndim)) if shard_cases else jnp.asarray(proj)
@@ -524,6 +531,7 @@ def train_naf(
     volume = to_volume(state.params)[:n_cases]
     history["train_seconds"] = time.perf_counter() - t_start - t_eval
     history["mu_scale"] = config.field.mu_scale
+    history["field_implementation"] = resolved_implementation(config.field)
     if state.occupancy is not None:
         history["occupied_fraction"] = float(occupied_fraction(jax.tree_util.tree_map(lambda x: x[:n_cases],
                                                                                       state.occupancy)))
