@@ -106,14 +106,14 @@ def projector_cases(small: bool = False):
     n, det, samples = (16, 8, 16) if small else (256, 256, 512)
     g = jm.cone_beam(n_voxel=(n,) * 3, d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det, DSD=1500.0,
                      DSO=1000.0, n_views=1)
-    kw = dict(chunk=P.DEFAULT_CHUNK, block_rays=P.DEFAULT_BLOCK, tile=P._default_tile(P.DEFAULT_BLOCK), lanes="u",
+    kw = dict(chunk=P.DEFAULT_CHUNK, block_rays=P.DEFAULT_BLOCK, tile=P.default_tile(P.DEFAULT_BLOCK), lanes="u",
               unroll=2, num_warps=P.DEFAULT_WARPS, interpret=False)
     layouts = [("float32", None), ("float32", "z"), ("float32", "yz"), ("bfloat16", None), ("bfloat16", "z"),
                ("bfloat16", "yz")]
     for dtype, pack in layouts:
         def fn(v, dtype=dtype, pack=pack):
             def loss(v, rot):
-                drr = P._project(v, g.replace(rotation=rot), method="trilinear", n_samples=samples, pack=pack, **kw)
+                drr = P.project_kernel(v, g.replace(rotation=rot), method="trilinear", n_samples=samples, pack=pack, **kw)
                 return jnp.sum(drr**2)
 
             return jax.grad(loss, argnums=(0, 1))(v, jnp.broadcast_to(jnp.eye(3), (1, 3, 3)))
@@ -123,7 +123,7 @@ def projector_cases(small: bool = False):
         yield f"trilinear_{dtype}_{pack or 'plain'}", meta, fn, (jax.ShapeDtypeStruct((n,) * 3, jnp.dtype(dtype)),)
 
     def siddon(v):
-        return jax.grad(lambda v: jnp.sum(P._project(v, g, method="siddon", n_samples=1, pack=None, **kw) ** 2))(v)
+        return jax.grad(lambda v: jnp.sum(P.project_kernel(v, g, method="siddon", n_samples=1, pack=None, **kw) ** 2))(v)
 
     yield "siddon_float32", {"counts": "static SASS instructions; the walk loop body is one segment of one ray"}, siddon, (jax.ShapeDtypeStruct((n,) * 3, jnp.float32),)
 

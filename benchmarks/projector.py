@@ -77,7 +77,7 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
 
     import jaxmedrf as jm
     from jaxmedrf import phantoms
-    from jaxmedrf.kernels.projector import project_pallas
+    from jaxmedrf.projectors.pallas import project_pallas
 
     g = jm.cone_beam(n_voxel=(n, n, n), d_voxel=256.0 / n, n_detector=(det, det), d_detector=409.6 / det,
                      DSD=1500.0, DSO=1000.0, n_views=views)

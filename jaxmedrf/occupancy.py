@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from jaxmedrf.rays import Rays, box_intersect
+from jaxmedrf.samples import sample_uniform
 
 __all__ = [
     "OccupancyGrid",
@@ -247,8 +248,6 @@ def sample_occupied(
     Returns:
       ``(t, dt)``, each ``(R, n_samples)``: sample parameters and quadrature weights (in t).
     """
-    from jaxmedrf.render import sample_uniform
-
     seg = occupied_segments(rays, grid, t_near=t_near, t_far=t_far)
     s, ds = sample_uniform(key, jnp.zeros_like(seg.length), seg.length, n_samples=n_samples)
     return segments_to_t(seg, s), ds

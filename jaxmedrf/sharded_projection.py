@@ -35,7 +35,8 @@ from jaxtyping import Array, Float
 
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.parallel import pad_to_mesh, shard_map
-from jaxmedrf.projectors import DEFAULT_CHUNK, _check, backproject, project
+from jaxmedrf.projectors import backproject, project
+from jaxmedrf.projectors.xla import DEFAULT_CHUNK, check_method
 from jaxmedrf.projectors.siddon import siddon_integrals
 from jaxmedrf.rays import pixel_rays
 
@@ -109,7 +110,7 @@ def project_sharded(
     Raises:
       ValueError: an unknown ``shard``, trilinear with ``shard="volume"``, a wrong volume shape.
     """
-    _check(method, step)
+    check_method(method, step)
     _check_mode(shard, method, mesh)
     geometry.check_volume(volume)
     if shard == "rays":
@@ -136,7 +137,7 @@ def backproject_sharded(
     With ``shard="volume"`` the result is sharded along z (when ``nz`` divides over the mesh;
     otherwise the padded planes are cropped and the compiler chooses the layout).
     """
-    _check(method, step)
+    check_method(method, step)
     _check_mode(shard, method, mesh)
     geometry.check_projections(projections)
     if shard == "rays":

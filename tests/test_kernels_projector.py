@@ -25,7 +25,7 @@ import pytest
 
 import jaxmedrf as jm
 from jaxmedrf.geometry import volume_box
-from jaxmedrf.kernels.projector import project_pallas, siddon_integrals_pallas, trilinear_integrals_pallas
+from jaxmedrf.projectors.pallas import project_pallas, siddon_integrals_pallas, trilinear_integrals_pallas
 from jaxmedrf.parallel import make_mesh
 from jaxmedrf.projectors.siddon import siddon_integrals
 from jaxmedrf.projectors.trilinear import trilinear_integrals

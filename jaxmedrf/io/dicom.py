@@ -26,7 +26,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from jaxmedrf._files import atomic_dir
 from jaxmedrf.io.deid import CARRY, DEID_METHOD
-from jaxmedrf.io.volume import VolumeData, _check_volume_array, reorient_to_lps
+from jaxmedrf.io.volume_data import VolumeData, _check_volume_array, reorient_to_lps
 
 __all__ = ["read_dicom", "decode_pixels", "scan_series", "load_dicom_volume", "save_dicom_series"]
 
@@ -354,7 +354,7 @@ def load_dicom_volume(path: str | os.PathLike, *, series: str | None = None) -> 
     arr, affine = _stack(slices, source)
     _check_volume_array(arr, source)
     arr, affine = reorient_to_lps(arr, affine)
-    from jaxmedrf.io.volume import spacing_from_affine
+    from jaxmedrf.io.volume_data import spacing_from_affine
 
     return VolumeData(arr, spacing_from_affine(affine), affine, str(header.get("Modality", "")), _unit(header),
                       source, _meta(header, n_files=n_files))

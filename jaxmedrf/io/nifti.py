@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmedrf._files import atomic_path
-from jaxmedrf.io.volume import VolumeData, _check_volume_array, reorient_to_lps, spacing_from_affine
+from jaxmedrf.io.volume_data import VolumeData, _check_volume_array, reorient_to_lps, spacing_from_affine
 
 __all__ = ["load_nifti", "save_nifti", "LPS_FROM_RAS"]
 

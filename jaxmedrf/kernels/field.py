@@ -48,7 +48,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 from jaxtyping import Array, Float
 
-from jaxmedrf.fields.encodings import HashGridConfig
+from jaxmedrf.kernels.hash_config import HashGridConfig
 from jaxmedrf.kernels.hashgrid import (
     SUPPORTED_FEATURES,
     Tuning,

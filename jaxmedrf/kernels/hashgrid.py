@@ -63,7 +63,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 from jaxtyping import Array, Float
 
-from jaxmedrf.fields.encodings import HASH_PRIMES, HashGridConfig
+from jaxmedrf.kernels.hash_config import HASH_PRIMES, HashGridConfig
 from jaxmedrf.kernels._atomics import scatter_add
 
 __all__ = ["DEFAULT_TUNING", "SUPPORTED_FEATURES", "Tuning", "hash_grid_encode_pallas", "pallas_supported"]

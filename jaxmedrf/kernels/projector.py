@@ -65,7 +65,8 @@ from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.kernels._atomics import scatter_add
 from jaxmedrf.rays import Rays, box_intersect, pixel_rays
 
-__all__ = ["KERNEL_DTYPES", "project_pallas", "siddon_integrals_pallas", "trilinear_integrals_pallas"]
+__all__ = ["KERNEL_DTYPES", "check_block", "check_pack", "default_tile", "project_kernel", "siddon_kernel",
+           "trilinear_kernel", "unsupported"]
 
 KERNEL_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 _ROWS = 8  # ray table rows: start (3), segment (3), unused (2); a power of two for Triton
@@ -443,11 +444,7 @@ def _custom_vjp_op(forward, scatter, dtype):
 
 
 # --------------------------------------------------------------------------- wrappers
-def _warn(reason: str) -> None:
-    warnings.warn(f"Pallas projector: {reason}; using the XLA projector instead.", RuntimeWarning, stacklevel=3)
-
-
-def _unsupported(volume, interpret) -> str | None:
+def unsupported(volume, interpret) -> str | None:
     """Why the kernel cannot run here (None when it can)."""
     if jnp.dtype(volume.dtype) not in [jnp.dtype(d) for d in KERNEL_DTYPES]:
         return f"volume dtype {volume.dtype} is not float32/bfloat16/float16"
@@ -458,20 +455,20 @@ def _unsupported(volume, interpret) -> str | None:
     return None
 
 
-def _check_block(block_rays: int, unroll: int) -> None:
+def check_block(block_rays: int, unroll: int) -> None:
     if not (isinstance(block_rays, int) and block_rays >= 1 and block_rays & (block_rays - 1) == 0):
         raise ValueError(f"block_rays must be a power of two, got {block_rays!r}")
     if not (isinstance(unroll, int) and unroll >= 1):
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
 
 
-def _check_pack(pack) -> None:
+def check_pack(pack) -> None:
     if pack not in PACKS:
         raise ValueError(f"pack must be one of {PACKS}, got {pack!r}")
 
 
-def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack):
-    """The kernel path of :func:`trilinear_integrals_pallas` (inputs already checked)."""
+def trilinear_kernel(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack):
+    """Line integrals by the fused trilinear kernel; inputs checked by :func:`jaxmedrf.projectors.pallas.trilinear_integrals_pallas`."""
     f32 = jnp.float32
     o, d = rays.origins.astype(f32), rays.directions.astype(f32)
     lo, d_voxel = jnp.asarray(lo, f32), jnp.asarray(d_voxel, f32)
@@ -491,63 +488,8 @@ def _integrals(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_war
     return s * (span / n_samples) * Rays(o, d).lengths
 
 
-def trilinear_integrals_pallas(
-    volume: Float[Array, "nx ny nz"],
-    rays: Rays,
-    lo: Float[Array, "3"],
-    d_voxel: Float[Array, "3"],
-    *,
-    n_samples: int,
-    block_rays: int = DEFAULT_BLOCK,
-    unroll: int = 2,
-    num_warps: int = DEFAULT_WARPS,
-    pack: str | None = None,
-    interpret: bool | None = None,
-) -> Float[Array, " rays"]:
-    """Line integrals of the trilinear field along ``(R, 3)`` rays, by the fused kernel.
-
-    Same values and gradients (volume, ray origins and directions, ``lo``, ``d_voxel``) as
-    :func:`jaxmedrf.projectors.trilinear.trilinear_integrals`, computed in float32 whatever
-    the volume's storage dtype (float32, bfloat16 or float16).
-
-    Args:
-      volume: μ in mm⁻¹, indexed (x, y, z).
-      rays: ``(R, 3)`` segments (mm), ``t ∈ [0, 1]``.
-      lo: lower corner of the volume box, mm.
-      d_voxel: voxel size, mm.
-      n_samples: samples per ray (bin midpoints between box entry and exit).
-      block_rays: rays per program (a power of two).
-      unroll: samples per loop iteration.
-      num_warps: Triton warps per program (GPU).
-      pack: gather several cell corners with one load from a packed copy of the volume
-        made per call: ``"z"`` the (z, z+1) pairs (half the loads; a 16-bit pair is one
-        32-bit word, a float32 pair 8 bytes; the copy is twice the volume), ``"yz"`` the four
-        (y, z) corners (a quarter of the loads, 8 or 16 bytes each; the copy is four times
-        the volume). ``None``: the volume itself, eight loads a sample.
-      interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests).
-        ``None``: compiled on GPU; elsewhere the XLA projector runs, with a warning.
-
-    Returns:
-      ``(R,)`` line integrals, dimensionless, float32.
-
-    Raises:
-      ValueError: a bad ``n_samples``, ``block_rays``, ``unroll`` or ``pack``.
-    """
-    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    _check_block(block_rays, unroll)
-    _check_pack(pack)
-    reason = _unsupported(volume, interpret)
-    if reason:
-        from jaxmedrf.projectors.trilinear import trilinear_integrals
-
-        _warn(reason)
-        return trilinear_integrals(volume, rays, lo, d_voxel, n_samples=int(n_samples))
-    return _integrals(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret), pack)
-
-
-def _siddon(volume, rays, lo, d_voxel, block_rays, num_warps, interpret):
-    """The kernel path of :func:`siddon_integrals_pallas` (inputs already checked)."""
+def siddon_kernel(volume, rays, lo, d_voxel, block_rays, num_warps, interpret):
+    """Exact line integrals by the fused Siddon walk; inputs checked by :func:`jaxmedrf.projectors.pallas.siddon_integrals_pallas`."""
     f32 = jnp.float32
     o, d = rays.origins.astype(f32), rays.directions.astype(f32)
     lo, d_voxel = jnp.asarray(lo, f32), jnp.asarray(d_voxel, f32)
@@ -559,39 +501,6 @@ def _siddon(volume, rays, lo, d_voxel, block_rays, num_warps, interpret):
     table = jnp.pad(table, ((0, 0), (0, r_pad - r)))  # padding rays: t_near = t_far, no segment
     op = _siddon_op(tuple(volume.shape), jnp.dtype(volume.dtype), block_rays, num_warps, interpret)
     return op(volume.reshape(-1), table)[:r] * Rays(o, d).lengths
-
-
-def siddon_integrals_pallas(
-    volume: Float[Array, "nx ny nz"],
-    rays: Rays,
-    lo: Float[Array, "3"],
-    d_voxel: Float[Array, "3"],
-    *,
-    block_rays: int = DEFAULT_BLOCK,
-    num_warps: int = DEFAULT_WARPS,
-    interpret: bool | None = None,
-) -> Float[Array, " rays"]:
-    """Exact line integrals through the voxels along ``(R, 3)`` rays, by a fused voxel walk.
-
-    Same values and gradients as :func:`jaxmedrf.projectors.siddon.siddon_integrals`
-    (Siddon 1985; Amanatides & Woo 1987 traversal: one segment per plane crossing, the voxel
-    taken at the segment's midpoint), in float32. The pose gradient uses
-    ``dS = Σ_k μ_k (dα_{k+1} − dα_k)`` with ``∂α/∂o_a = −1/d_a`` and ``∂α/∂d_a = −α/d_a`` for a
-    plane of axis ``a``; the volume gradient is one ``atomic_add`` per segment. Where a ray
-    crosses two planes at once (the diagonal pixels of a symmetric set-up) the line integral
-    has no derivative; there the two implementations return different one-sided values
-    (rounding decides the voxel of the zero-length segment).
-
-    Args, returns: as :func:`trilinear_integrals_pallas` (no samples).
-    """
-    _check_block(block_rays, 1)
-    reason = _unsupported(volume, interpret)
-    if reason:
-        from jaxmedrf.projectors.siddon import siddon_integrals
-
-        _warn(reason)
-        return siddon_integrals(volume, rays, lo, d_voxel)
-    return _siddon(volume, rays, lo, d_voxel, block_rays, num_warps, bool(interpret))
 
 
 def _tile_order(nv: int, nu: int, tile: tuple[int, int], lanes: str) -> tuple[np.ndarray, np.ndarray]:
@@ -612,7 +521,7 @@ def _tile_order(nv: int, nu: int, tile: tuple[int, int], lanes: str) -> tuple[np
     return order(row), order(col)
 
 
-def _default_tile(block_rays: int) -> tuple[int, int]:
+def default_tile(block_rays: int) -> tuple[int, int]:
     """Near-square: ``tu`` the power of two at or above √block_rays."""
     tu = min(1 << math.ceil(math.log2(math.sqrt(block_rays))), block_rays)
     return block_rays // tu, tu
@@ -620,7 +529,7 @@ def _default_tile(block_rays: int) -> tuple[int, int]:
 
 @functools.partial(jax.jit, static_argnames=("method", "n_samples", "chunk", "block_rays", "tile", "lanes", "unroll",
                                              "num_warps", "interpret", "pack"))
-def _project(volume, geometry, *, method, n_samples, chunk, block_rays, tile, lanes, unroll, num_warps, interpret,
+def project_kernel(volume, geometry, *, method, n_samples, chunk, block_rays, tile, lanes, unroll, num_warps, interpret,
              pack):
     n_views, nv, nu = geometry.projection_shape
     rows, cols = _tile_order(nv, nu, tile, lanes)
@@ -636,81 +545,12 @@ def _project(volume, geometry, *, method, n_samples, chunk, block_rays, tile, la
         flat = Rays(jnp.broadcast_to(rays.origins, shape).reshape(-1, 3), rays.directions.reshape(-1, 3))
         d_voxel = jnp.asarray(geometry.d_voxel)
         if method == "siddon":
-            out = _siddon(volume, flat, lo, d_voxel, block_rays, num_warps, interpret)
+            out = siddon_kernel(volume, flat, lo, d_voxel, block_rays, num_warps, interpret)
         else:
-            out = _integrals(volume, flat, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack)
+            out = trilinear_kernel(volume, flat, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack)
         return out.reshape(per, nv * nu)
 
     out = body(views[0]) if n_chunks == 1 else jax.lax.map(body, views).reshape(-1, nv * nu)
     return out[:n_views][:, inverse].reshape(n_views, nv, nu)
 
 
-def project_pallas(
-    volume: Float[Array, "nx ny nz"],
-    geometry: Geometry,
-    *,
-    method: str = "trilinear",
-    step: float = 0.5,
-    n_samples: int | None = None,
-    chunk_size: int | None = None,
-    mesh=None,
-    block_rays: int = DEFAULT_BLOCK,
-    tile: tuple[int, int] | None = None,
-    lanes: str = "u",
-    unroll: int = 2,
-    num_warps: int = DEFAULT_WARPS,
-    pack: str | None = None,
-    interpret: bool | None = None,
-) -> Float[Array, "views nv nu"]:
-    """:func:`jaxmedrf.project` by the fused trilinear kernel (same values and gradients).
-
-    Views are batched: ``chunk_size`` rays (default 2¹⁹, whole views) go to one kernel
-    launch; more views are marched chunk by chunk (``lax.map``).
-
-    Args:
-      volume: μ in mm⁻¹, shape ``geometry.n_voxel``; float32, bfloat16 or float16 storage.
-      geometry: the scan (differentiable: the pose gradient flows through the rays).
-      method: ``"trilinear"`` or ``"siddon"`` (:func:`siddon_integrals_pallas`).
-      step: sampling step in voxels (as :func:`jaxmedrf.project`), unless ``n_samples``.
-      n_samples: samples per ray (overrides ``step``).
-      chunk_size: rays per kernel launch.
-      mesh: not supported by the kernel (the XLA projector runs, with a warning).
-      block_rays, unroll, num_warps, pack, interpret: see :func:`trilinear_integrals_pallas`.
-      tile: ``(tv, tu)`` detector pixels marched by one program (``tv · tu == block_rays``);
-        default near-square, ``(4, 8)`` for 32 rays.
-      lanes: consecutive rays of a tile along a detector row (``"u"``) or column (``"v"``).
-
-    Returns:
-      Projections ``(n_views, nv, nu)``, dimensionless, float32.
-
-    Raises:
-      ValueError: a volume of the wrong shape, an unknown method, a bad step or size.
-    """
-    from jaxmedrf.projectors import METHODS, project
-    from jaxmedrf.projectors.trilinear import n_samples_for_step
-
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    geometry.check_volume(volume)
-    volume = jnp.asarray(volume)
-    n = n_samples_for_step(geometry.n_voxel, step) if n_samples is None else n_samples
-    if not (isinstance(n, (int, np.integer)) and n >= 1):
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    _check_block(block_rays, unroll)
-    _check_pack(pack)
-    tile = _default_tile(block_rays) if tile is None else tuple(int(t) for t in tile)
-    if len(tile) != 2 or min(tile) < 1 or tile[0] * tile[1] != block_rays:
-        raise ValueError(f"tile must be two positive integers with tv * tu == block_rays ({block_rays}), got {tile!r}")
-    if lanes not in ("u", "v"):
-        raise ValueError(f"lanes must be 'u' or 'v', got {lanes!r}")
-    chunk = int(chunk_size or DEFAULT_CHUNK)
-    if chunk <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
-    reason = "a device mesh is not supported" if mesh is not None else _unsupported(volume, interpret)
-    if reason:
-        _warn(reason)
-        if n_samples is not None:  # the step for which the XLA projector takes exactly n samples
-            step = math.sqrt(sum(k * k for k in geometry.n_voxel)) / (n - 0.5)
-        return project(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
-    return _project(volume, geometry, method=method, n_samples=int(n), chunk=chunk, block_rays=block_rays, tile=tile,
-                    lanes=lanes, unroll=unroll, num_warps=num_warps, interpret=bool(interpret), pack=pack)

@@ -33,6 +33,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from jaxtyping import Float
 
+from jaxmedrf.mri.resample import _profile_kernel, axis_weights
 from jaxmedrf.mri.slices import SliceStack
 
 __all__ = ["LinearFilter", "learn_filter", "restore_stack", "fuse_stacks", "stack_ratio"]
@@ -92,7 +93,6 @@ def learn_filter(stack: SliceStack, *, taps: int = 3, rows: int = 1, ridge: floa
       The filter, or ``None`` where the ratio r is not an integer ≥ 2 (within 10⁻³) or the slices
       are too small to learn from (then the stack is restored by cubic interpolation).
     """
-    from jaxmedrf.mri.smore import _profile_kernel
 
     ratio, step = stack_ratio(stack)
     r = int(round(ratio))
@@ -134,7 +134,6 @@ def restore_stack(stack: SliceStack, filt: LinearFilter | None = None) -> tuple[
     the slice axis are filtered and averaged; without one (or for a non-integer ratio), cubic
     B-spline interpolation to the integer ``ceil`` of the ratio.
     """
-    from jaxmedrf.mri.interpolate import axis_weights
 
     ax = stack.axis
     n = stack.shape[ax]

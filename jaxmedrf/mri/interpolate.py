@@ -19,12 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from jaxmedrf.mri.inr import INRConfig, fit_inr, query_inr
+from jaxmedrf.mri.resample import interpolate_along_axis
 from jaxmedrf.mri.slices import SliceStack
 
 __all__ = ["METHODS", "interpolate", "target_grid", "interpolate_along_axis"]
 
 METHODS = ("nearest", "linear", "cubic", "fusion", "inr", "smore")
-_ORDER = {"nearest": 0, "linear": 1, "cubic": 3}
 
 
 def target_grid(stack: SliceStack, *, target_spacing: float | None = None, factor: float | None = None):
@@ -46,32 +46,6 @@ def target_grid(stack: SliceStack, *, target_spacing: float | None = None, facto
     a = stack.affine.copy()
     a[:3, stack.axis] *= sp / ds
     return tuple(shape), a
-
-
-def interpolate_along_axis(stack: SliceStack, shape, affine, method: str) -> np.ndarray:
-    """nearest/linear/cubic interpolation of ``stack`` onto a grid that shares its in-plane grid."""
-    a = np.asarray(affine, np.float64)
-    m = np.linalg.solve(stack.affine, a)  # target index → stack index
-    ax = stack.axis
-    expect = np.eye(4)
-    expect[:, ax] = m[:, ax]
-    if not np.allclose(m, expect, atol=1e-4) or tuple(np.delete(shape, ax)) != tuple(np.delete(stack.shape, ax)):
-        raise ValueError(f"method {method!r} interpolates along the slice axis only: the target grid must share "
-                         "the stack's in-plane grid (use method='inr' for any other grid)")
-    t = m[ax, ax] * np.arange(shape[ax]) + m[ax, 3]  # stack slice coordinate of each target slice
-    w = axis_weights(stack.shape[ax], t, _ORDER[method])
-    out = np.tensordot(np.moveaxis(stack.values, ax, -1), w.T, axes=1)  # (.., m)
-    return np.moveaxis(out, -1, ax).astype(np.float32)
-
-
-def axis_weights(n: int, t, order: int) -> np.ndarray:
-    """The ``(len(t), n)`` matrix that interpolates ``n`` samples at positions ``t`` (sample
-    index units) with scipy.ndimage's spline of ``order`` (prefiltered, boundary ``"nearest"``)."""
-    from scipy import ndimage
-
-    t = np.asarray(t, np.float64)
-    eye = np.eye(n)
-    return np.stack([ndimage.map_coordinates(eye[i], t[None], order=order, mode="nearest") for i in range(n)], 1)
 
 
 def interpolate(

@@ -43,9 +43,9 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxmedrf._checks import check_numbers
-from jaxmedrf.mri.inr import train_loop
-from jaxmedrf.mri.interpolate import axis_weights, interpolate_along_axis
-from jaxmedrf.mri.slices import FWHM_TO_SIGMA, SliceStack, intensity_norm
+from jaxmedrf.mri.resample import _profile_kernel, axis_weights, interpolate_along_axis
+from jaxmedrf.mri.slices import SliceStack, intensity_norm
+from jaxmedrf.training import train_loop
 
 __all__ = ["SMOREConfig", "SMOREResult", "fit_smore", "apply_smore", "degrade_matrix", "cnn_init", "cnn_apply"]
 
@@ -120,20 +120,6 @@ class SMOREResult(NamedTuple):
 
 # ----------------------------------------------------------------------------------------
 # Degradation model
-
-
-def _profile_kernel(width: float, profile: str) -> np.ndarray:
-    """Through-plane slice profile sampled on pixels (width in pixels, centred, sums to 1)."""
-    if profile == "gaussian":
-        sigma = max(width * FWHM_TO_SIGMA, 1e-6)
-        h = int(math.ceil(3 * sigma))
-        o = np.arange(-h, h + 1)
-        w = np.exp(-0.5 * (o / sigma) ** 2)
-    else:  # box: overlap of each pixel [o − ½, o + ½] with [−w/2, w/2]
-        h = int(math.ceil(width / 2))
-        o = np.arange(-h, h + 1)
-        w = np.clip(np.minimum(o + 0.5, width / 2) - np.maximum(o - 0.5, -width / 2), 0, None)
-    return w / w.sum()
 
 
 def degrade_matrix(n: int, ratio: float, width: float, profile: str, phase: float) -> tuple[np.ndarray, np.ndarray]:

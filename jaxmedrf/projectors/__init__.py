@@ -17,7 +17,7 @@ bounded by one chunk plus the volume and the projections, whatever the number of
 obtained by ``jax.vjp``), so ``<A x, y> = <x, Aᵀ y>`` to rounding.
 
 ``implementation="pallas"`` runs either method as one fused Pallas kernel on GPU
-(:mod:`jaxmedrf.kernels.projector`: same values and gradients, float32 accumulation, half
+(:mod:`jaxmedrf.projectors.pallas` over :mod:`jaxmedrf.kernels.projector`: same values and gradients, float32 accumulation, half
 volumes accepted); elsewhere, and with a mesh, it warns and runs the XLA code.
 
 With ``mesh`` the rays of each chunk are sharded over the mesh's devices (``NamedSharding``)
@@ -31,63 +31,17 @@ with trilinear (chunks of 32768 rays), volume and projections included.
 
 from __future__ import annotations
 
-import functools
-import math
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 from jaxtyping import Array, Float
 
-from jaxmedrf.geometry import Geometry, volume_box
-from jaxmedrf.parallel import constrain
-from jaxmedrf.projectors.siddon import siddon_integrals
-from jaxmedrf.projectors.trilinear import n_samples_for_step, trilinear_integrals
-from jaxmedrf.rays import pixel_rays
+from jaxmedrf.geometry import Geometry
+from jaxmedrf.projectors.xla import DEFAULT_CHUNK, METHODS, check_method, project_rays, project_xla  # noqa: F401
 
-__all__ = ["METHODS", "backproject", "project", "project_rays"]
+__all__ = ["METHODS", "backproject", "project", "project_rays", "project_xla"]
 
-METHODS = ("siddon", "trilinear")
 IMPLEMENTATIONS = ("xla", "pallas")
-DEFAULT_CHUNK = {"siddon": 1 << 14, "trilinear": 1 << 15}
-
-
-def _check(method: str, step: float) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
-        raise ValueError(f"step must be a positive number of voxels, got {step!r}")
-
-
-def project_rays(volume, rays, geometry: Geometry, *, method: str = "siddon", step: float = 0.5):
-    """Line integrals of ``volume`` along a flat batch of ``(R, 3)`` rays of ``geometry``'s grid."""
-    _check(method, step)
-    lo, _ = volume_box(geometry)
-    d = jnp.asarray(geometry.d_voxel)
-    if method == "siddon":
-        return siddon_integrals(volume, rays, lo, d)
-    return trilinear_integrals(volume, rays, lo, d, n_samples=n_samples_for_step(geometry.n_voxel, step))
-
-
-@functools.partial(jax.jit, static_argnames=("method", "step", "chunk_size", "mesh"))
-def _project(volume, geometry, *, method, step, chunk_size, mesh):
-    n_views, nv, nu = geometry.projection_shape
-    total = n_views * nv * nu
-    chunk = min(chunk_size, total)
-    if mesh is not None:
-        chunk = -(-chunk // mesh.size) * mesh.size
-    n_chunks = -(-total // chunk)
-    ids = jnp.minimum(jnp.arange(n_chunks * chunk, dtype=jnp.int32), total - 1).reshape(n_chunks, chunk)
-    if mesh is not None:
-        ids = constrain(ids, mesh, axis=1)
-
-    def body(idx):
-        view, rem = idx // (nv * nu), idx % (nv * nu)
-        rays = pixel_rays(geometry, view, rem // nu, rem % nu)
-        return project_rays(volume, rays, geometry, method=method, step=step)
-
-    out = jax.lax.map(jax.checkpoint(body), ids)
-    return out.reshape(-1)[:total].reshape(n_views, nv, nu)
 
 
 def project(
@@ -118,18 +72,14 @@ def project(
     Raises:
       ValueError: a volume whose shape is not ``n_voxel``, an unknown method or a bad step.
     """
-    _check(method, step)
+    check_method(method, step)
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if implementation == "pallas":
-        from jaxmedrf.kernels.projector import project_pallas
+        from jaxmedrf.projectors.pallas import project_pallas  # lazy: loads Pallas
 
         return project_pallas(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
-    geometry.check_volume(volume)
-    chunk = int(chunk_size or DEFAULT_CHUNK[method])
-    if chunk <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
-    return _project(jnp.asarray(volume), geometry, method=method, step=float(step), chunk_size=chunk, mesh=mesh)
+    return project_xla(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
 
 
 def backproject(
