@@ -25,3 +25,19 @@ def test_public_functions_take_options_keyword_only_and_key_first():
         assert all(p.name in ("config",) for p in positional_defaults), (name, [p.name for p in positional_defaults])
         checked += 1
     assert checked > 15
+
+
+def test_import_and_cli_help_load_no_jax():
+    """The package namespaces are lazy: importing them and building every subcommand's parser
+    (what ``jaxmedrf --help`` does) imports no JAX."""
+    import subprocess
+    import sys
+
+    code = ("import sys, jaxmedrf, jaxmedrf.io, jaxmedrf.kernels\n"
+            "from jaxmedrf.cli import _parser\n"
+            "_parser()\n"
+            "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout[:500]
+    # and the names still resolve on use
+    assert jaxmedrf.io.UNITS == ("HU", "mu") and jaxmedrf.kernels.HashGridTuning is not None

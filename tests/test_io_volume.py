@@ -227,6 +227,7 @@ def test_dicom_round_trip_and_deidentification(tmp_path, rng):
         ds = pydicom.dcmread(f)
         assert ds.PatientIdentityRemoved == "YES" and "DERIVED" in ds.ImageType
         assert str(ds.PatientName) == "" and ds.PatientID == ""
+        assert all(kw in ds and str(ds.data_element(kw).value) == "" for kw in jio.deid.EMPTY)  # the one table
         sops.add(ds.SOPInstanceUID)
         for elem in all_elements(ds):
             assert not elem.tag.is_private

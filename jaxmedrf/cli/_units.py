@@ -22,7 +22,7 @@ UNITS_HELP = (
 
 def add_units_argument(p, *, help: str = UNITS_HELP) -> None:
     """Adds ``--units {HU,mu}`` (default ``None``: the file's unit, else the HU guess) to parser ``p``."""
-    from jaxmedrf.io.drr import UNITS
+    from jaxmedrf.io.volume_data import UNITS
 
     p.add_argument("--units", choices=UNITS, default=None, help=help)
 

@@ -100,7 +100,7 @@ def _read_volume(path: Path, units: str | None = None):
         d_voxel, off = np.asarray(g0.d_voxel), np.asarray(g0.off_origin)
     else:
         from jaxmedrf.io import load_volume
-        from jaxmedrf.io.drr import MU_UNITS
+        from jaxmedrf.io.volume_data import MU_UNITS
 
         vol = load_volume(path)
         if units is None and vol.unit and vol.unit != "HU" and vol.unit not in MU_UNITS:

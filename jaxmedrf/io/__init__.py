@@ -2,25 +2,46 @@
 
 Volumes are held in patient LPS axes order (see :mod:`jaxmedrf.io.volume`). Requires the ``io``
 extra (``nibabel``, ``pylibjpeg`` and its decoders) for NIfTI and compressed DICOM.
+
+Names load on first use (:mod:`jaxmedrf._lazy`).
 """
 
-from jaxmedrf.io.dataset import ray_batches, ray_table, slice_batches
-from jaxmedrf.io.deid import deidentify
-from jaxmedrf.io.drr import PRESETS, UNITS, attenuation_units, attenuation_volume, export_drr_pngs, geometry_for_volume
-from jaxmedrf.io.intensity import (
-    MU_AIR, MU_WATER, augment, crop_or_pad, hu_to_mu, intensity_jitter, looks_like_hu, mu_to_hu, mu_water, normalize,
-    random_flip, random_rotation, resize_volume, window,
-)
-from jaxmedrf.io.radiograph import RadiographData, load_radiograph
-from jaxmedrf.io.samples import SAMPLES, load_sample, sample_path
-from jaxmedrf.io.volume import VolumeData, load_volume, reorient_to_lps, save_volume
+from jaxmedrf._lazy import lazy_namespace
 
-__all__ = (
-    "VolumeData", "load_volume", "save_volume", "reorient_to_lps",
-    "RadiographData", "load_radiograph", "deidentify",
-    "MU_WATER", "MU_AIR", "mu_water", "hu_to_mu", "mu_to_hu", "looks_like_hu", "window", "normalize",
-    "resize_volume", "crop_or_pad", "random_flip", "random_rotation", "intensity_jitter", "augment",
-    "geometry_for_volume", "attenuation_volume", "attenuation_units", "UNITS", "export_drr_pngs", "PRESETS",
-    "ray_table", "ray_batches", "slice_batches",
-    "SAMPLES", "load_sample", "sample_path",
-)
+_EXPORTS = {
+    "MU_AIR": ("jaxmedrf.io.intensity", "MU_AIR"),
+    "MU_WATER": ("jaxmedrf.io.intensity", "MU_WATER"),
+    "PRESETS": ("jaxmedrf.io.drr", "PRESETS"),
+    "RadiographData": ("jaxmedrf.io.radiograph", "RadiographData"),
+    "SAMPLES": ("jaxmedrf.io.samples", "SAMPLES"),
+    "UNITS": ("jaxmedrf.io.drr", "UNITS"),
+    "VolumeData": ("jaxmedrf.io.volume", "VolumeData"),
+    "attenuation_units": ("jaxmedrf.io.drr", "attenuation_units"),
+    "attenuation_volume": ("jaxmedrf.io.drr", "attenuation_volume"),
+    "augment": ("jaxmedrf.io.intensity", "augment"),
+    "crop_or_pad": ("jaxmedrf.io.intensity", "crop_or_pad"),
+    "deidentify": ("jaxmedrf.io.deid", "deidentify"),
+    "export_drr_pngs": ("jaxmedrf.io.drr", "export_drr_pngs"),
+    "geometry_for_volume": ("jaxmedrf.io.drr", "geometry_for_volume"),
+    "hu_to_mu": ("jaxmedrf.io.intensity", "hu_to_mu"),
+    "intensity_jitter": ("jaxmedrf.io.intensity", "intensity_jitter"),
+    "load_radiograph": ("jaxmedrf.io.radiograph", "load_radiograph"),
+    "load_sample": ("jaxmedrf.io.samples", "load_sample"),
+    "load_volume": ("jaxmedrf.io.volume", "load_volume"),
+    "looks_like_hu": ("jaxmedrf.io.intensity", "looks_like_hu"),
+    "mu_to_hu": ("jaxmedrf.io.intensity", "mu_to_hu"),
+    "mu_water": ("jaxmedrf.io.intensity", "mu_water"),
+    "normalize": ("jaxmedrf.io.intensity", "normalize"),
+    "random_flip": ("jaxmedrf.io.intensity", "random_flip"),
+    "random_rotation": ("jaxmedrf.io.intensity", "random_rotation"),
+    "ray_batches": ("jaxmedrf.io.dataset", "ray_batches"),
+    "ray_table": ("jaxmedrf.io.dataset", "ray_table"),
+    "reorient_to_lps": ("jaxmedrf.io.volume", "reorient_to_lps"),
+    "resize_volume": ("jaxmedrf.io.intensity", "resize_volume"),
+    "sample_path": ("jaxmedrf.io.samples", "sample_path"),
+    "save_volume": ("jaxmedrf.io.volume", "save_volume"),
+    "slice_batches": ("jaxmedrf.io.dataset", "slice_batches"),
+    "window": ("jaxmedrf.io.intensity", "window"),
+}
+__all__ = tuple(sorted(_EXPORTS))
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS, globals())

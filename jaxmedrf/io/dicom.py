@@ -25,7 +25,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from jaxmedrf._files import atomic_dir
-from jaxmedrf.io.deid import CARRY, DEID_METHOD
+from jaxmedrf.io.deid import CARRY, DEID_METHOD, EMPTY
 from jaxmedrf.io.volume_data import VolumeData, _check_volume_array, reorient_to_lps
 
 __all__ = ["read_dicom", "decode_pixels", "scan_series", "load_dicom_volume", "save_dicom_series"]
@@ -420,9 +420,8 @@ def save_dicom_series(vol: VolumeData, path: str | os.PathLike) -> Path:
             ds.SOPClassUID = sop_class
             ds.SOPInstanceUID = sop
             ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if abs(k[2]) > 0.9 else "OTHER"]
-            for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                       "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer",
-                       "PositionReferenceIndicator"):
+            # the de-identification table's Type 2 attributes (present, empty), and two technical ones
+            for kw in EMPTY + ("Manufacturer", "PositionReferenceIndicator"):
                 setattr(ds, kw, "")
             ds.PatientIdentityRemoved = "YES"
             ds.DeidentificationMethod = DEID_METHOD

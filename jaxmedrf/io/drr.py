@@ -25,12 +25,10 @@ import numpy as np
 from jaxmedrf.geometry import Geometry, circular_angles, view_frames
 from jaxmedrf._files import atomic_dir, check_writable
 from jaxmedrf.io.intensity import MU_AIR, MU_WATER, hu_to_mu, looks_like_hu
-from jaxmedrf.io.volume import VolumeData
+from jaxmedrf.io.volume_data import MU_UNITS, UNITS, VolumeData  # noqa: F401 - UNITS re-exported
 
 __all__ = ["geometry_for_volume", "attenuation_volume", "attenuation_units", "export_drr_pngs", "PRESETS", "UNITS"]
 
-UNITS = ("HU", "mu")  # the values of ``units=`` (and of the CLI's --units): Hounsfield units, or μ in mm⁻¹
-MU_UNITS = ("mm^-1", "mm-1", "1/mm")  # spellings of a μ volume's unit
 
 PRESETS = {
     # MedNeRF DRRs: 72 views at 5° steps over 360°, 128×128 detector, vertical rotation axis.

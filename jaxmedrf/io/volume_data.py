@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VolumeData", "orientation_code", "reorient_to_lps", "spacing_from_affine"]
+__all__ = ["MU_UNITS", "UNITS", "VolumeData", "orientation_code", "reorient_to_lps", "spacing_from_affine"]
+
+UNITS = ("HU", "mu")  # the values of ``units=`` (and of the CLI's --units): Hounsfield units, or μ in mm⁻¹
+MU_UNITS = ("mm^-1", "mm-1", "1/mm")  # spellings of a μ volume's unit
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -5,7 +5,7 @@ has an XLA reference elsewhere; dispatch and fallbacks live above them (``jaxmed
 The names below load on first use (``import jaxmedrf.kernels`` alone imports no Pallas).
 """
 
-import importlib
+from jaxmedrf._lazy import lazy_namespace
 
 _EXPORTS = {
     "HashGridTuning": ("jaxmedrf.kernels.hashgrid", "Tuning"),
@@ -15,12 +15,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        module, attr = _EXPORTS[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'jaxmedrf.kernels' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS, globals())
