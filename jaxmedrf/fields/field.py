@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxmedrf.chunking import chunked_map
 from jaxmedrf.fields.encodings import (
     FrequencyConfig,
     HashGridConfig,
@@ -275,18 +276,12 @@ def query_grid(
 @partial(jax.jit, static_argnames=("config", "chunk"))
 def _query_grid(params, geometry, offset, *, config, chunk):
     nx, ny, nz = geometry.n_voxel
-    total = nx * ny * nz
-    chunk = min(chunk, total)
-    n_chunks = -(-total // chunk)
     lo, hi = volume_box(geometry)
     xs, ys, zs = voxel_centers(geometry)
 
     def one(flat):
-        flat = jnp.minimum(flat, total - 1)
         i, j, k = flat // (ny * nz), (flat // nz) % ny, flat % nz
         pts = jnp.stack([xs[i], ys[j], zs[k]], axis=-1) + offset
         return field_apply(params, pts, config, lo=lo, hi=hi)
 
-    idx = jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
-    out = jax.lax.map(one, idx)
-    return out.reshape(-1)[:total].reshape(nx, ny, nz)
+    return chunked_map(one, nx * ny * nz, chunk).reshape(nx, ny, nz)

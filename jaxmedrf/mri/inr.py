@@ -49,6 +49,7 @@ from jaxtyping import Float
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init
+from jaxmedrf.chunking import chunked_map
 from jaxmedrf.mri.slices import SliceStack, _frame, intensity_norm, stack_box, stack_points
 from jaxmedrf.training import train_loop
 
@@ -469,12 +470,8 @@ def _query_base(base, lin, trans, offs, box, *, shape, chunk):
 def _query(params, lin, trans, offs, grid, box, base, *, config, shape, chunk):
     """``config=None``: the base alone (``params`` and ``grid`` unused)."""
     n0, n1, n2 = shape
-    total = n0 * n1 * n2
-    chunk = min(chunk, total)
-    n_chunks = -(-total // chunk)
 
     def one(flat):
-        flat = jnp.minimum(flat, total - 1)
         idx = jnp.stack([flat // (n1 * n2), (flat // n2) % n1, flat % n2], -1).astype(jnp.float32)
         x = idx @ lin.T + trans
         pts = (x[:, None, :] + offs[None]).reshape(-1, 3)
@@ -482,5 +479,4 @@ def _query(params, lin, trans, offs, grid, box, base, *, config, shape, chunk):
         f = trilinear(base[0], base[1], pts) if config is None else _field(params, pts, config, grid[0], grid[1], base)
         return f.reshape(flat.shape[0], -1).mean(1)
 
-    idx = jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
-    return jax.lax.map(one, idx).reshape(-1)[:total].reshape(shape)
+    return chunked_map(one, n0 * n1 * n2, chunk).reshape(shape)

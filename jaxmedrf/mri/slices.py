@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxmedrf.chunking import chunked_map
+
 __all__ = ["SliceStack", "acquire", "check_volume", "intensity_norm", "make_stack", "psf_offsets", "stack_box", "stack_points"]
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))  # σ = FWHM / 2.3548
@@ -264,13 +266,10 @@ def acquire(
     u, w = psf_offsets(key, stack.psf_widths(), stack.profile, n)
     off = u @ jnp.asarray(_frame(stack).T, jnp.float32)  # (m, 3) mm
     pts = jnp.asarray(stack_points(stack))
-    total = pts.shape[0]
-    chunk = min(chunk, total)
-    n_chunks = -(-total // chunk)
-    pts = jnp.concatenate([pts, jnp.zeros((n_chunks * chunk - total, 3), pts.dtype)]).reshape(n_chunks, chunk, 3)
 
-    def one(p):
+    def one(idx):
+        p = pts[idx]
         vals = field_fn((p[:, None, :] + off[None]).reshape(-1, 3)).reshape(p.shape[0], -1)
         return vals @ w
 
-    return jax.lax.map(one, pts).reshape(-1)[:total].reshape(stack.shape)
+    return chunked_map(one, pts.shape[0], chunk).reshape(stack.shape)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jaxtyping import Array, Float
 
+from jaxmedrf.chunking import chunked_map
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.parallel import constrain
 from jaxmedrf.projectors.siddon import siddon_integrals
@@ -46,22 +47,15 @@ def project_rays(volume, rays, geometry: Geometry, *, method: str = "siddon", st
 @functools.partial(jax.jit, static_argnames=("method", "step", "chunk_size", "mesh"))
 def _project(volume, geometry, *, method, step, chunk_size, mesh):
     n_views, nv, nu = geometry.projection_shape
-    total = n_views * nv * nu
-    chunk = min(chunk_size, total)
-    if mesh is not None:
-        chunk = -(-chunk // mesh.size) * mesh.size
-    n_chunks = -(-total // chunk)
-    ids = jnp.minimum(jnp.arange(n_chunks * chunk, dtype=jnp.int32), total - 1).reshape(n_chunks, chunk)
-    if mesh is not None:
-        ids = constrain(ids, mesh, axis=1)
 
     def body(idx):
         view, rem = idx // (nv * nu), idx % (nv * nu)
         rays = pixel_rays(geometry, view, rem // nu, rem % nu)
         return project_rays(volume, rays, geometry, method=method, step=step)
 
-    out = jax.lax.map(jax.checkpoint(body), ids)
-    return out.reshape(-1)[:total].reshape(n_views, nv, nu)
+    out = chunked_map(body, n_views * nv * nu, chunk_size, remat=True, multiple_of=mesh.size if mesh else 1,
+                      constrain=None if mesh is None else lambda ids: constrain(ids, mesh, axis=1))
+    return out.reshape(n_views, nv, nu)
 
 
 def project_xla(

@@ -411,6 +411,51 @@ def train_naf(
       ValueError: bad inputs, or a checkpoint from another configuration.
       FloatingPointError: the loss became NaN (names the step and the last good checkpoint).
     """
+    proj, single, config, keys, n_pad = _setup(projections, geometry, config, mesh=mesh, case_keys=case_keys,
+                                               shard_cases=shard_cases, log=log)
+    n_cases = proj.shape[0] - n_pad
+    state = init_state(config, keys, geometry)
+    if shard_cases:
+        state = jax.tree_util.tree_map(lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim)), state)
+    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
+    state, last_ckpt = _open_checkpoints(ckpt_root, config, geometry, state, n_cases=n_cases + n_pad, resume=resume,
+                                         log=log)
+    if mesh is not None and mesh.size > 1 and config.field.implementation != "xla":
+        # One pallas_call (the fused field) is not partitioned by XLA over devices.
+        config = dataclasses.replace(config, field=dataclasses.replace(config.field, implementation="xla"))
+    train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
+    to_volume = jax.jit(jax.vmap(lambda p: field_volume(p, config, geometry)))
+    proj_dev = jax.device_put(proj, batch_sharding(mesh, proj.ndim)) if shard_cases else jnp.asarray(proj)
+    peak = float(np.max(proj)) or 1.0
+    every = config.steps_per_call
+    ckpt_every = -(-checkpoint_every // every) * every if checkpoint_every else 0
+    target = config.n_iters if stop_after is None else min(config.n_iters, stop_after)
+
+    def evaluate(params):
+        vol = to_volume(params)[:n_cases]
+        return eval_fn(vol[0] if single else vol)
+
+    state, history, last_ckpt = _loop(
+        train_fn, state, proj_dev, config, target=target, n_cases=n_cases, peak=peak, ckpt_root=ckpt_root,
+        ckpt_every=ckpt_every, last_ckpt=last_ckpt, evaluate=evaluate if eval_fn is not None else None,
+        eval_every=eval_every, progress=progress, log=log)
+    if ckpt_root is not None and (stop_after is not None or ckpt_every):
+        last_ckpt = save_checkpoint(ckpt_root, state)
+    volume = to_volume(state.params)[:n_cases]
+    history["mu_scale"] = config.field.mu_scale
+    history["field_implementation"] = resolved_implementation(config.field)
+    if state.occupancy is not None:
+        history["occupied_fraction"] = float(occupied_fraction(jax.tree_util.tree_map(lambda x: x[:n_cases],
+                                                                                      state.occupancy)))
+    if eval_fn is not None:
+        history.update(eval_fn(volume[0] if single else volume))
+    params = jax.tree_util.tree_map(lambda x: x[0] if single else x[:n_cases], state.params)
+    return NAFResult(volume[0] if single else volume, params, history)
+
+
+def _setup(projections, geometry, config, *, mesh, case_keys, shard_cases, log):
+    """Checked inputs: ``(projections (K', V, nv, nu) float32, single case?, config resolved for
+    the geometry (μ scale from the data), one key per case, dummy cases added)``."""
     proj = np.asarray(projections, np.float32)
     single = proj.ndim == 3
     if single:
@@ -440,48 +485,46 @@ def train_naf(
             f"padding with {n_pad} dummy case(s) (copies of case 0), dropped from the results")
         proj = np.concatenate([proj, np.repeat(proj[:1], n_pad, 0)])
         keys = jnp.concatenate([keys, jnp.repeat(keys[:1], n_pad, 0)])
-    state = init_state(config, keys, geometry)
-    if shard_cases:
-        state = jax.tree_util.tree_map(lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim)), state)
+    return proj, single, config, keys, n_pad
 
-    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
-    cfg_json = json.dumps({"config": json.loads(config.to_json()), "geometry": json.loads(geometry.to_json()),
-                           "cases": n_cases + n_pad})
-    last_ckpt = None
-    if ckpt_root is not None:
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        cfg_file = ckpt_root / "config.json"
+
+def _open_checkpoints(ckpt_root, config, geometry, state, *, n_cases, resume, log):
+    """With a checkpoint folder: restore the newest checkpoint (``resume``, after checking that it
+    was made with this configuration) or record the configuration. ``(state, last checkpoint)``."""
+    if ckpt_root is None:
         if resume:
-            if not cfg_file.exists():
-                raise ValueError(f"--resume: {cfg_file} not found")
-            saved = json.loads(cfg_file.read_text())
-            mine = json.loads(cfg_json)
-            for d in (saved, mine):
-                d["config"].pop("n_iters", None)
-                d["config"].get("field", {}).pop("implementation", None)  # same function either way
-                if not d["config"].get("occupancy_resolution"):  # off: checkpoints from before it existed match
-                    for k in [k for k in d["config"] if k.startswith("occupancy_")]:
-                        d["config"].pop(k)
-            if saved != mine:
-                raise ValueError(f"--resume: the checkpoint in {ckpt_root} was made with another configuration")
-            state, last_ckpt = restore_checkpoint(ckpt_root, state)
-            log(f"resumed from {last_ckpt} at step {int(np.asarray(state.step).reshape(-1)[0])}")
-        else:
-            cfg_file.write_text(cfg_json)
-    elif resume:
-        raise ValueError("--resume needs a checkpoint directory")
+            raise ValueError("--resume needs a checkpoint directory")
+        return state, None
+    cfg_json = json.dumps({"config": json.loads(config.to_json()), "geometry": json.loads(geometry.to_json()),
+                           "cases": n_cases})
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    cfg_file = ckpt_root / "config.json"
+    if not resume:
+        cfg_file.write_text(cfg_json)
+        return state, None
+    if not cfg_file.exists():
+        raise ValueError(f"--resume: {cfg_file} not found")
+    saved, mine = json.loads(cfg_file.read_text()), json.loads(cfg_json)
+    for d in (saved, mine):
+        d["config"].pop("n_iters", None)
+        d["config"].get("field", {}).pop("implementation", None)  # same function either way
+        if not d["config"].get("occupancy_resolution"):  # off: checkpoints from before it existed match
+            for k in [k for k in d["config"] if k.startswith("occupancy_")]:
+                d["config"].pop(k)
+    if saved != mine:
+        raise ValueError(f"--resume: the checkpoint in {ckpt_root} was made with another configuration")
+    state, last_ckpt = restore_checkpoint(ckpt_root, state)
+    log(f"resumed from {last_ckpt} at step {int(np.asarray(state.step).reshape(-1)[0])}")
+    return state, last_ckpt
 
-    if mesh is not None and mesh.size > 1 and config.field.implementation != "xla":
-        # One pallas_call (the fused field) is not partitioned by XLA over devices.
-        config = dataclasses.replace(config, field=dataclasses.replace(config.field, implementation="xla"))
-    train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
-    to_volume = jax.jit(jax.vmap(lambda p: field_volume(p, config, geometry)))
-    proj_dev = jax.device_put(proj, batch_sharding(mesh, proj.ndim)) if shard_cases else jnp.asarray(proj)
-    peak = float(np.max(proj)) or 1.0
+
+def _loop(train_fn, state, proj_dev, config, *, target, n_cases, peak, ckpt_root, ckpt_every, last_ckpt, evaluate,
+          eval_every, progress, log):
+    """Compiled calls of ``steps_per_call`` steps until ``target``: history, progress bar,
+    checkpoints, intermediate evaluations (their time excluded), a stop on a NaN loss."""
     step = int(np.asarray(state.step).reshape(-1)[0])
     history = {"step": [], "loss": [], "proj_psnr": [], "time_s": []}
     every = config.steps_per_call
-    ckpt_every = -(-checkpoint_every // every) * every if checkpoint_every else 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -491,7 +534,6 @@ def train_naf(
     t_eval = 0.0
     history["eval"] = []
     rays_done = 0
-    target = config.n_iters if stop_after is None else min(config.n_iters, stop_after)
     try:
         while step < target:
             state, losses = train_fn(state, proj_dev)
@@ -514,10 +556,9 @@ def train_naf(
                 bar.set_postfix(loss=f"{loss:.3e}", psnr=f"{psnr:.1f}dB", rays_s=f"{rays_done / elapsed:.2e}")
             if ckpt_root is not None and ckpt_every and step % ckpt_every == 0:
                 last_ckpt = save_checkpoint(ckpt_root, state)
-            if eval_fn is not None and eval_every and step % (-(-eval_every // every) * every) == 0:
+            if evaluate is not None and eval_every and step % (-(-eval_every // every) * every) == 0:
                 t0 = time.perf_counter()
-                vol = to_volume(state.params)[:n_cases]
-                scores = eval_fn(vol[0] if single else vol)
+                scores = evaluate(state.params)
                 history["eval"].append({"step": step, "train_seconds": elapsed, **scores})
                 line = f"step {step} ({elapsed:.1f} s): " + ", ".join(
                     f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, (int, float)))
@@ -526,17 +567,6 @@ def train_naf(
     finally:
         if bar is not None:
             bar.close()
-    if ckpt_root is not None and (stop_after is not None or ckpt_every):
-        last_ckpt = save_checkpoint(ckpt_root, state)
-    volume = to_volume(state.params)[:n_cases]
     history["train_seconds"] = time.perf_counter() - t_start - t_eval
-    history["mu_scale"] = config.field.mu_scale
-    history["field_implementation"] = resolved_implementation(config.field)
-    if state.occupancy is not None:
-        history["occupied_fraction"] = float(occupied_fraction(jax.tree_util.tree_map(lambda x: x[:n_cases],
-                                                                                      state.occupancy)))
-    if eval_fn is not None:
-        history.update(eval_fn(volume[0] if single else volume))
-    params = jax.tree_util.tree_map(lambda x: x[0] if single else x[:n_cases], state.params)
-    return NAFResult(volume[0] if single else volume, params, history)
+    return state, history, last_ckpt
 

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from jaxmedrf.chunking import chunked_map
 from jaxmedrf.fields.encodings import FrequencyConfig, HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply
 from jaxmedrf.geometry import Geometry, volume_box
@@ -98,15 +98,11 @@ def render_projections(
     config = config.for_geometry(field_geometry)
     lo, hi = volume_box(field_geometry)
     n_views, nv, nu = geometry.projection_shape
-    n = n_views * nv * nu
-    chunk = int(min(chunk_rays, n))
     field = lambda x: field_apply(params, x, config.field, lo=lo, hi=hi)  # noqa: E731
 
-    def one(c):  # the rays of chunk c, made from their ids (the last chunk repeats the last ray)
-        ids = jnp.minimum(c * chunk + jnp.arange(chunk), n - 1)
+    def one(ids):  # the rays of a chunk, made from their pixel ids
         view, pixel = ids // (nv * nu), ids % (nv * nu)
         rays = pixel_rays(geometry, view, pixel // nu, pixel % nu)
         return render_rays(field, rays, lo, hi, n_samples=config.n_samples, n_importance=config.n_importance)
 
-    out = jax.lax.map(one, jnp.arange(-(-n // chunk)))
-    return out.reshape(-1)[:n].reshape(n_views, nv, nu)
+    return chunked_map(one, n_views * nv * nu, int(chunk_rays)).reshape(n_views, nv, nu)
