@@ -1,12 +1,16 @@
 """One entry point for the benchmark suite.
 
-    python -m benchmarks.run --suite gpu            # every benchmark at its GPU sizes
+    python -m benchmarks.run --suite gpu            # the headline tables, about 10 minutes on one GPU
+    python -m benchmarks.run --suite all            # every benchmark at its GPU sizes (an hour or more)
     python -m benchmarks.run --suite cpu            # every benchmark at tiny sizes (smoke run)
     python -m benchmarks.run --suite cpu --only projector hashgrid
     python -m benchmarks.run --report               # regenerate benchmarks/README.md and plots/ from results/
 
 Each benchmark writes its own JSON (device, versions, date, figures) to ``--out-dir``
-(default ``benchmarks/results``). ``--suite gpu`` on a machine without a GPU says so and exits 0.
+(default ``benchmarks/results``). ``--suite gpu`` / ``all`` on a machine without a GPU says so
+and exits 0. ``--suite gpu`` runs the headline tables only, each in its own process with a time
+cap (600 s in all): the projector beside nanodrr, the hash grid beside torch-ngp's kernel, the
+field (fused kernel against XLA ops) and NAF's time-to-quality with the fused and the XLA field.
 """
 
 from __future__ import annotations
@@ -28,11 +32,23 @@ BENCHMARKS = {
     "register": ([str(HERE / "register.py")], ["--small"]),
     "render": (["-m", "benchmarks.render"], ["--small"]),
     "naf_profile": ([str(HERE / "naf_profile.py")], ["--small"]),
+    "field": ([str(HERE / "field.py")], ["--small"]),
     "naf_cpu_profile": ([str(HERE / "naf_cpu_profile.py")],
                         ["--small", "--implementations", "level_major", "--backwards", "segment_sum"]),
     "occupancy": (["-m", "benchmarks.occupancy"], ["--small"]),
     "ct_protocol": (["-m", "benchmarks.ct_protocol"],
                     ["--small", "--cases", "chest1", "--views", "25", "--noise", "none", "--methods", "fdk,sart,naf"]),
+}
+
+
+# The headline tables of ``--suite gpu``: name -> (command after `python`, time cap in seconds).
+HEADLINE = {
+    "projector_peers": (["-m", "benchmarks.projector_peers", "--peers", "jaxmedrf_xla_trilinear", "nanodrr_triton",
+                         "nanodrr_torch", "--budget-s", "150"], 200),
+    "hashgrid": ([str(HERE / "hashgrid.py"), "--impls", "level_major", "pallas", "--backwards", "segment_sum",
+                  "--dtypes", "float32", "--peer", "--peer-dtypes", "float32", "--deadline-s", "120"], 180),
+    "field": ([str(HERE / "field.py"), "--tunings", "128:4:64:4:1:0", "--dtypes", "float32"], 90),
+    "reconstruct": (["-m", "benchmarks.reconstruct", "--cases", "naf128_50_xla,naf128_50"], 130),
 }
 
 
@@ -124,6 +140,17 @@ def report(results: Path = HERE / "results") -> str:
                     f"{b['forward+backward']['table_dtype']}) | points/s fwd / fwd+bwd | "
                     f"{b['forward']['points_per_second']:.3g} / {b['forward+backward']['points_per_second']:.3g} | "
                     f"{peer} | hashgrid ({h['device']}) |")
+    fd = _latest("field_*.json", results, exclude="field_highest")
+    if fd:
+        rows32 = [r for r in fd["rows"] if r.get("compute_dtype") == "float32" and "forward_ms" in r]
+        xla = next((r for r in rows32 if r["variant"] == "xla"), None)
+        fused = [r for r in rows32 if r["variant"].startswith("fused")]
+        if xla and fused:
+            best = min(fused, key=lambda r: r["forward_backward_ms"])
+            rows.append(f"| field (hash grid + MLP), {fd['points']} points of a NAF step | ms fwd / fwd+grad (compile s) | "
+                        f"{best['variant']} {best['forward_ms']:.2f} / {best['forward_backward_ms']:.2f} "
+                        f"({best['first_call_s']['forward_backward']:.1f}) | XLA ops {xla['forward_ms']:.2f} / "
+                        f"{xla['forward_backward_ms']:.2f} | field ({fd['environment']['device']}) |")
     cases = {}  # newest run of each case
     for r in _all("reconstruct_*.json", results):
         cases.update({c["case"]: (c, r) for c in r["results"] if "naf" in c})
@@ -195,8 +222,8 @@ def report(results: Path = HERE / "results") -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", choices=["gpu", "cpu"])
-    ap.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=None)
+    ap.add_argument("--suite", choices=["gpu", "all", "cpu"])
+    ap.add_argument("--only", nargs="+", choices=sorted(set(BENCHMARKS) | set(HEADLINE)), default=None)
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--report", action="store_true", help="regenerate benchmarks/README.md and print it")
     a = ap.parse_args(argv)
@@ -210,20 +237,27 @@ def main(argv=None) -> int:
         print(text)
         return 0
     if a.suite is None:
-        ap.error("give --suite gpu|cpu or --report")
-    if a.suite == "gpu":
+        ap.error("give --suite gpu|all|cpu or --report")
+    if a.suite in ("gpu", "all"):
         import jax
 
         if jax.devices()[0].platform != "gpu":
-            print(f"--suite gpu needs a GPU; this machine has only {jax.devices()[0].platform}: nothing run")
+            print(f"--suite {a.suite} needs a GPU; this machine has only {jax.devices()[0].platform}: nothing run")
             return 0
+    if a.suite == "gpu":
+        table = {k: v for k, v in HEADLINE.items() if a.only is None or k in a.only}
+    else:
+        table = {k: (BENCHMARKS[k][0] + (BENCHMARKS[k][1] if a.suite == "cpu" else []), None)
+                 for k in (a.only or BENCHMARKS) if k in BENCHMARKS}
     failed = []
-    for name in a.only or BENCHMARKS:
-        cmd, small = BENCHMARKS[name]
-        args = [sys.executable, *cmd, "--out-dir", a.out_dir, *(small if a.suite == "cpu" else [])]
-        print("==", name, " ".join(args[1:]), flush=True)
-        if subprocess.run(args, cwd=HERE.parent).returncode:
-            failed.append(name)
+    for name, (cmd, cap) in table.items():
+        args = [sys.executable, *cmd, "--out-dir", a.out_dir]
+        print("==", name, " ".join(args[1:]), f"(cap {cap} s)" if cap else "", flush=True)
+        try:
+            if subprocess.run(args, cwd=HERE.parent, timeout=cap).returncode:
+                failed.append(name)
+        except subprocess.TimeoutExpired:  # what it saved so far stays in --out-dir
+            failed.append(f"{name} (stopped at its {cap} s cap)")
     print("failed:", ", ".join(failed) if failed else "none")
     return 1 if failed else 0
 
