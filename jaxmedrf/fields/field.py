@@ -206,13 +206,14 @@ def resolved_implementation(config: FieldConfig) -> str:
 
 
 def _use_fused(config: FieldConfig) -> bool:
-    if config.implementation == "xla":
-        return False
-    reason = fused_unsupported(config)
-    if reason is not None and config.implementation == "fused" and reason not in _WARNED:
+    """:func:`resolved_implementation` is ``"fused"``; a requested ``"fused"`` that cannot run warns once."""
+    if resolved_implementation(config) == "fused":
+        return True
+    reason = fused_unsupported(config) if config.implementation == "fused" else None
+    if reason is not None and reason not in _WARNED:
         _WARNED.add(reason)
         warnings.warn(f"field_apply: fused kernel unavailable ({reason}); using the XLA path", stacklevel=3)
-    return reason is None
+    return False
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

@@ -163,7 +163,7 @@ def _part_layout(mlp: FusedMLP) -> tuple[list[tuple[int | None, int | None, int]
     of the encoding rows padded to :func:`_padded` rows (or ``None``), of the hidden rows (or
     ``None``) and of the bias; and the row length. Padding the encoding rows to the tile keeps
     every store unmasked."""
-    enc, width_e = mlp.sizes[0], _padded(mlp.sizes[0])
+    width_e = _padded(mlp.sizes[0])
     out, off = [], 0
     for i, (fi, fo) in enumerate(zip(mlp.sizes[:-1], mlp.sizes[1:])):
         e = h = None
@@ -173,7 +173,6 @@ def _part_layout(mlp: FusedMLP) -> tuple[list[tuple[int | None, int | None, int]
             h, off = off, off + fi * fo
         out.append((e, h, off))
         off += fo
-    del enc
     return out, off
 
 
