@@ -57,6 +57,7 @@ def lower_to_triton(fn, *specs) -> dict[str, tuple[str, int]]:
 
     def spy(*args, **kwargs):
         result = lower(*args, **kwargs)
+        result.module.operation.verify()  # an invalid module raises here, naming the op (get_asm would print it generic)
         text = result.module.operation.get_asm(enable_debug_info=False)
         name = re.search(r"tt\.func public @([\w.]+)", text).group(1)
         warps = sys._getframe(1).f_locals.get("num_warps", 4)  # pallas_call_lowering's launch setting
@@ -108,19 +109,23 @@ def projector_cases(small: bool = False):
                      DSO=1000.0, n_views=1)
     kw = dict(chunk=P.DEFAULT_CHUNK, block_rays=P.DEFAULT_BLOCK, tile=P.default_tile(P.DEFAULT_BLOCK), lanes="u",
               unroll=2, num_warps=P.DEFAULT_WARPS, interpret=False)
-    layouts = [("float32", None), ("float32", "z"), ("float32", "yz"), ("bfloat16", None), ("bfloat16", "z"),
-               ("bfloat16", "yz")]
-    for dtype, pack in layouts:
-        def fn(v, dtype=dtype, pack=pack):
+    layouts = [("float32", None, "corners"), ("float32", "z", "corners"), ("float32", "yz", "corners"),
+               ("bfloat16", None, "corners"), ("bfloat16", "z", "corners"), ("bfloat16", "yz", "corners"),
+               ("float32", None, "quads"), ("bfloat16", "z", "quads")]
+    for dtype, pack, adjoint in layouts:
+        def fn(v, dtype=dtype, pack=pack, adjoint=adjoint):
             def loss(v, rot):
-                drr = P.project_kernel(v, g.replace(rotation=rot), method="trilinear", n_samples=samples, pack=pack, **kw)
+                drr = P.project_kernel(v, g.replace(rotation=rot), method="trilinear", n_samples=samples, pack=pack,
+                                       adjoint=adjoint, **kw)
                 return jnp.sum(drr**2)
 
             return jax.grad(loss, argnums=(0, 1))(v, jnp.broadcast_to(jnp.eye(3), (1, 3, 3)))
 
-        meta = {"n_samples": samples, "counts": "static SASS instructions; the march loop body holds unroll = 2 "
-                "samples of one ray a thread (8 corners each: 16 plain gathers, 8 with pack='z', 4 with 'yz')"}
-        yield f"trilinear_{dtype}_{pack or 'plain'}", meta, fn, (jax.ShapeDtypeStruct((n,) * 3, jnp.dtype(dtype)),)
+        meta = {"n_samples": samples, "adjoint": adjoint, "counts": "static SASS instructions; the march loop body "
+                "holds unroll = 2 samples of one ray a thread (8 corners each: 16 plain gathers, 8 with pack='z', 4 "
+                "with 'yz'; 16 atomic adds in the adjoint, 4 four-wide ones with adjoint='quads')"}
+        name = f"trilinear_{dtype}_{pack or 'plain'}" + ("_quads" if adjoint == "quads" else "")
+        yield name, meta, fn, (jax.ShapeDtypeStruct((n,) * 3, jnp.dtype(dtype)),)
 
     def siddon(v):
         return jax.grad(lambda v: jnp.sum(P.project_kernel(v, g, method="siddon", n_samples=1, pack=None, **kw) ** 2))(v)

@@ -89,7 +89,8 @@ def run_kernel_case(n: int, det: int, views: int, n_samples: int, configs: list,
         method = c.get("method", "trilinear")
         if c["implementation"] == "xla":
             return lambda v, geo: jm.project(v, geo, method=method, step=step, chunk_size=c.get("chunk"))
-        kw = {k: c[k] for k in ("block_rays", "tile", "lanes", "num_warps", "unroll", "pack", "interpret") if k in c}
+        kw = {k: c[k] for k in ("block_rays", "tile", "lanes", "num_warps", "unroll", "pack", "adjoint", "interpret")
+              if k in c}
         return lambda v, geo: project_pallas(v, geo, method=method, n_samples=n_samples, **kw)
 
     target = jax.jit(projector({"implementation": "xla"}))(vol32, g) * 1.01
@@ -147,6 +148,8 @@ KERNEL_CONFIGS = [
     {"implementation": "pallas", "dtype": "bfloat16"},
     {"implementation": "pallas", "dtype": "float16"},
     {"implementation": "pallas", "dtype": "bfloat16", "pack": "z"},
+    {"implementation": "pallas", "dtype": "float32", "adjoint": "quads"},
+    {"implementation": "pallas", "dtype": "bfloat16", "pack": "z", "adjoint": "quads"},
     {"implementation": "pallas", "dtype": "float32", "pack": "z"},
     {"implementation": "pallas", "dtype": "float32", "pack": "yz"},
     {"implementation": "pallas", "dtype": "bfloat16", "pack": "yz"},
@@ -172,7 +175,7 @@ def _subprocess_case(case: dict) -> dict:
 
 
 def kernels_main(a) -> dict:
-    sizes = (16,) if a.small else (128, 256)
+    sizes = (16,) if a.small else tuple(a.sizes)
     det, views, n_samples, repeats = (8, 2, 32, 2) if a.small else (256, 8, 512, 10)
     best, tuning = {}, None
     if not a.small and not a.no_tune:
@@ -188,7 +191,7 @@ def kernels_main(a) -> dict:
     results = []
     for n in sizes:
         configs = []
-        for c in KERNEL_CONFIGS:
+        for c in json.loads(a.configs) if a.configs else KERNEL_CONFIGS:
             if c["implementation"] == "pallas":
                 c = {**c, **best, **({"interpret": True} if a.small else {})}
             configs.append(c)
@@ -208,7 +211,8 @@ def kernels_main(a) -> dict:
     print(f"{'case':34s} {'fwd':>8s} {'f+b vol':>8s} {'f+b pose':>8s}  ms per DRR")
     for res in results:
         for r in res.get("rows", []):
-            name = f"{r['implementation']} {r.get('method', 'trilinear')} {r['dtype']} {r.get('pack') or ''} {r['n_voxel']}³"
+            name = (f"{r['implementation']} {r.get('method', 'trilinear')} {r['dtype']} {r.get('pack') or ''} "
+                    f"{r.get('adjoint', '')} {r['n_voxel']}³")
             f = lambda k: f"{r[k]:8.3f}" if k in r else f"{'-':>8s}"  # noqa: E731
             print(f"{name:34s} {f('forward_ms_per_drr')} {f('forward_backward_volume_ms_per_drr')} "
                   f"{f('forward_backward_pose_ms_per_drr')} {r.get('error', '')}")
@@ -222,6 +226,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out-dir", default=None)
     ap.add_argument("--kernels", action="store_true", help="fused Pallas kernel vs XLA trilinear")
     ap.add_argument("--no-tune", action="store_true", help="--kernels: skip the kernel configuration sweep")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="--kernels: volume sizes (n³)")
+    ap.add_argument("--configs", default=None, help="--kernels: a JSON list of configurations (default KERNEL_CONFIGS)")
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--kernel-case", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -923,8 +923,10 @@ def jaxmedrf_reference(volume: np.ndarray, geometry, *, n_samples: int = 512, me
 
 
 def time_jaxmedrf(volume: np.ndarray, geometry, *, n_samples: int = 512, warmup: int = 2, repeats: int = 10,
+                  method: str = "trilinear", implementation: str = "xla", dtype: str = "float32", pack: str | None = None,
                   **_) -> dict:
-    """jaxmedrf's XLA trilinear projector (``jm.project``), same figures as the torch peers."""
+    """jaxmedrf's projector (``jm.project``, or the fused Pallas kernel with ``implementation="pallas"``:
+    ``dtype`` storage, ``pack``ed gathers), same figures as the torch peers plus the volume gradient."""
     import jax
     import jax.numpy as jnp
 
@@ -933,25 +935,33 @@ def time_jaxmedrf(volume: np.ndarray, geometry, *, n_samples: int = 512, warmup:
 
     step = _step_for(geometry.n_voxel, n_samples)
     views = geometry.n_views
-    out = {"peer": "jaxmedrf", "version": getattr(jm, "__version__", "dev"), "projector": "XLA trilinear",
+    label = f"{'Pallas' if implementation == 'pallas' else 'XLA'} {method} {dtype}" + (f" pack={pack}" if pack else "")
+    out = {"peer": "jaxmedrf", "version": getattr(jm, "__version__", "dev"), "projector": label,
            "device": jax.devices()[0].device_kind, "jax": jax.__version__, "n_samples": n_samples, "step_voxels": step,
            "views": views, "n_voxel": list(geometry.n_voxel), "n_detector": list(geometry.n_detector)}
-    vol = jnp.asarray(volume)
-    fwd = jax.jit(lambda v: jm.project(v, geometry, method="trilinear", step=step))
-    target = fwd(vol) * 1.01
+    if implementation == "pallas":
+        from jaxmedrf.projectors.pallas import project_pallas
+
+        project = lambda v, g, **_: project_pallas(v, g, method=method, n_samples=n_samples, pack=pack)  # noqa: E731
+    else:
+        project = jm.project
+    vol = jnp.asarray(volume).astype(dtype)
+    fwd = jax.jit(lambda v: project(v, geometry, method=method, step=step))
+    target = jax.jit(lambda v: jm.project(v, geometry, method=method, step=step))(jnp.asarray(volume)) * 1.01
+    out["max_rel_diff_vs_xla"] = float(jnp.max(jnp.abs(fwd(vol) - target / 1.01)) / jnp.max(jnp.abs(target / 1.01)))
     out["forward"] = _time_jax(lambda: fwd(vol), warmup=warmup, repeats=repeats, views=views)
     r0 = np.stack([np.asarray(P.from_geometry(geometry, i).rotation) for i in range(views)]).astype(np.float32)
 
     def loss_pose(p):
         d = P.se3_exp(p)
         g = geometry.replace(angles=jnp.zeros((views,), jnp.float32), rotation=d.rotation @ r0, translation=d.translation)
-        return jnp.sum((jm.project(vol, g, method="trilinear", step=step) - target) ** 2)
+        return jnp.sum((project(vol, g, method=method, step=step) - target) ** 2)
 
     gp = jax.jit(jax.grad(loss_pose))
     p0 = jnp.full((views, 6), 1e-4, jnp.float32)
     out["forward_backward_pose"] = _time_jax(lambda: gp(p0), warmup=warmup, repeats=repeats, views=views)
     out["pose_gradient_finite"] = bool(jnp.all(jnp.isfinite(gp(p0))))
-    gv = jax.jit(jax.grad(lambda v: jnp.sum((jm.project(v, geometry, method="trilinear", step=step) - target) ** 2)))
+    gv = jax.jit(jax.grad(lambda v: jnp.sum((project(v, geometry, method=method, step=step) - target) ** 2)))
     out["forward_backward_volume"] = _time_jax(lambda: gv(vol), warmup=warmup, repeats=repeats, views=views)
     for k in ("forward", "forward_backward_pose", "forward_backward_volume"):
         out[f"{k}_ms_per_drr"] = out[k]["ms_per_drr"]
@@ -969,6 +979,8 @@ def _version(name: str, mod) -> str:
 
 PEERS: dict[str, tuple[Callable[..., dict], dict]] = {
     "jaxmedrf_xla_trilinear": (time_jaxmedrf, {}),
+    "jaxmedrf_pallas_siddon": (time_jaxmedrf, {"implementation": "pallas", "method": "siddon"}),
+    "jaxmedrf_pallas_trilinear_bf16z": (time_jaxmedrf, {"implementation": "pallas", "dtype": "bfloat16", "pack": "z"}),
     "nanodrr_triton": (time_nanodrr, {"backend": "triton"}),
     "nanodrr_torch": (time_nanodrr, {"backend": "torch"}),
     "diffdrr_siddon": (time_diffdrr, {"renderer": "siddon"}),

@@ -43,8 +43,9 @@ BENCHMARKS = {
 
 # The headline tables of ``--suite gpu``: name -> (command after `python`, time cap in seconds).
 HEADLINE = {
-    "projector_peers": (["-m", "benchmarks.projector_peers", "--peers", "jaxmedrf_xla_trilinear", "nanodrr_triton",
-                         "nanodrr_torch", "--budget-s", "150"], 200),
+    "projector_peers": (["-m", "benchmarks.projector_peers", "--peers", "jaxmedrf_pallas_siddon",
+                         "jaxmedrf_pallas_trilinear_bf16z", "jaxmedrf_xla_trilinear", "nanodrr_triton", "nanodrr_torch",
+                         "--budget-s", "150"], 200),
     "hashgrid": ([str(HERE / "hashgrid.py"), "--impls", "level_major", "pallas", "--backwards", "segment_sum",
                   "--dtypes", "float32", "--peer", "--peer-dtypes", "float32", "--deadline-s", "120"], 180),
     "field": ([str(HERE / "field.py"), "--tunings", "128:4:64:4:1:0", "--dtypes", "float32"], 90),
@@ -111,9 +112,11 @@ def report(results: Path = HERE / "results") -> str:
             return f"{r['forward_ms_per_drr']:.2f} / " + (f"{fb:.2f}" if fb is not None else "–")
 
         peers = "; ".join(f"{k} {figs(v)}" for k, v in res.items() if not k.startswith("jaxmedrf"))
-        ours = res.get("jaxmedrf_xla_trilinear", {})
+        ours = "; ".join(f"{v.get('projector', k)} {figs(v)}"
+                         + (f" / {v['forward_backward_volume_ms_per_drr']:.2f}" if "forward_backward_volume_ms_per_drr" in v
+                            else "") for k, v in res.items() if k.startswith("jaxmedrf"))
         rows.append(f"| DRR peers {c['n_voxel']}³ → {c['n_detector']}², {c['views']} views, {c['n_samples']} samples | "
-                    f"ms per DRR fwd / fwd+bwd (pose) | XLA trilinear {figs(ours)} | {peers} | "
+                    f"ms per DRR fwd / fwd+bwd (pose) [/ fwd+bwd (volume), ours] | {ours} | {peers} | "
                     f"projector_peers ({pp['environment']['device']}) |")
     hs = _all("hashgrid_*.json", results)
     # the newest run that timed the Pallas kernel, and the newest one with the torch-ngp peer

@@ -65,8 +65,8 @@ from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.kernels._atomics import scatter_add
 from jaxmedrf.rays import Rays, box_intersect, pixel_rays
 
-__all__ = ["KERNEL_DTYPES", "check_block", "check_pack", "default_tile", "project_kernel", "siddon_kernel",
-           "trilinear_kernel", "unsupported"]
+__all__ = ["ADJOINTS", "KERNEL_DTYPES", "check_adjoint", "check_block", "check_pack", "default_tile", "project_kernel",
+           "siddon_kernel", "trilinear_kernel", "unsupported"]
 
 KERNEL_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 _ROWS = 8  # ray table rows: start (3), segment (3), unused (2); a power of two for Triton
@@ -75,6 +75,7 @@ _ROWS = 8  # ray table rows: start (3), segment (3), unused (2); a power of two 
 DEFAULT_BLOCK = 32
 DEFAULT_WARPS = 1
 DEFAULT_CHUNK = 1 << 19  # rays per kernel launch in project_pallas (8 views of 256²)
+DEFAULT_ADJOINT = "corners"  # the trilinear volume gradient: eight 4-byte atomic adds a sample
 
 
 # --------------------------------------------------------------------------- the kernels
@@ -258,14 +259,58 @@ def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, i
     _march(body, 0, n_samples, unroll)
 
 
+def _quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unroll, interpret):
+    """Adjoint into a ``(N, 4)`` buffer: row = a cell's lower corner, column ``k`` = its corner
+    ``(dy, dz) = (k >> 1, k & 1)``; two 16-byte adds a sample (one per x corner) instead of eight
+    4-byte ones. :func:`_sum_quads` folds the columns back onto the voxels."""
+    nx, ny, nz = shape
+    sx, sy, sz, ex, ey, ez = _load_rays(ray_ref)
+    ct = ct_ref[...]
+    inv_n = 1.0 / n_samples
+    ox = ny * nz if nx > 1 else 0
+    k = jnp.arange(4, dtype=jnp.int32)[None, :]
+    hy, hz = (k & 2) == 2, (k & 1) == 1
+
+    def body(i, carry):
+        a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
+        ix_in, i0x, fx, _ = _axis(sx + a * ex, nx)
+        iy_in, i0y, fy, _ = _axis(sy + a * ey, ny)
+        iz_in, i0z, fz, _ = _axis(sz + a * ez, nz)
+        inside = ix_in & iy_in & iz_in
+        c = jnp.where(inside, ct, 0.0)
+        wyz = jnp.where(hy, fy[:, None], 1.0 - fy[:, None]) * jnp.where(hz, fz[:, None], 1.0 - fz[:, None])
+        base = (i0x * ny + i0y) * nz + i0z
+        mask = jnp.broadcast_to(inside[:, None], wyz.shape)  # Triton wants the mask in the values' shape
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            scatter_add(gbuf_ref, ((base + dx * ox) * 4)[:, None] + k, (c * wx)[:, None] * wyz, mask, interpret)
+        return carry
+
+    _march(body, 0, n_samples, unroll)
+
+
+def _sum_quads(buf, shape):
+    """Voxel sums of a :func:`_quad_scatter_kernel` buffer: ``g[x, y, z] = b[x, y, z, 0] +
+    b[x, y, z−1, 1] + b[x, y−1, z, 2] + b[x, y−1, z−1, 3]`` (a corner past the edge of a
+    one-voxel axis has weight 0, so nothing is lost at the border)."""
+    b = buf.reshape(*shape, 4)
+    down = lambda v, axis: jnp.concatenate(  # noqa: E731 - v shifted by one towards +axis, zero first
+        [jnp.zeros_like(jax.lax.slice_in_dim(v, 0, 1, axis=axis)), jax.lax.slice_in_dim(v, 0, -1, axis=axis)],
+        axis=axis)
+    return (b[..., 0] + down(b[..., 1], 2) + down(b[..., 2] + down(b[..., 3], 2), 1)).reshape(-1)
+
+
+ADJOINTS = ("corners", "quads")
+
+
 def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpret, name, prepare=None,
-              n_vox_in=None):
+              n_vox_in=None, adj_width=1):
     """The custom-VJP op ``(flat volume, (8, R) ray table) → (R,) sums`` from a forward
     kernel (optionally writing the per-ray gradient table) and an atomic adjoint kernel.
-    ``prepare`` maps the flat volume to the forward kernel's input (``n_vox_in`` entries)."""
+    ``prepare`` maps the flat volume to the forward kernel's input (``n_vox_in`` entries);
+    ``adj_width``: 1, the adjoint adds into the volume, or 4, into :func:`_quad_scatter_kernel`'s buffer."""
     n_vox = math.prod(shape)
     params = None if interpret else plgpu.CompilerParams(num_warps=num_warps, num_stages=1)
-    vol_spec = pl.BlockSpec((n_vox,), lambda i: (0,))
+    adj_spec = pl.BlockSpec((n_vox * adj_width,), lambda i: (0,))
     in_spec = pl.BlockSpec((n_vox_in or n_vox,), lambda i: (0,))
     ray_spec = pl.BlockSpec((_ROWS, block), lambda i: (0, i))
     row_spec = pl.BlockSpec((block,), lambda i: (i,))
@@ -285,19 +330,21 @@ def _build_op(fwd_kernel, adj_kernel, *, shape, dtype, block, num_warps, interpr
 
     def scatter(table, ct):
         r = table.shape[1]
-        return pl.pallas_call(
-            adj_kernel, grid=(r // block,), in_specs=[ray_spec, row_spec, vol_spec], out_specs=vol_spec,
-            out_shape=jax.ShapeDtypeStruct((n_vox,), jnp.float32), input_output_aliases={2: 0},
+        out = pl.pallas_call(
+            adj_kernel, grid=(r // block,), in_specs=[ray_spec, row_spec, adj_spec], out_specs=adj_spec,
+            out_shape=jax.ShapeDtypeStruct((n_vox * adj_width,), jnp.float32), input_output_aliases={2: 0},
             interpret=interpret, compiler_params=params, name=f"{name}_adjoint",
-        )(table, ct, jnp.zeros((n_vox,), jnp.float32))
+        )(table, ct, jnp.zeros((n_vox * adj_width,), jnp.float32))
+        return out if adj_width == 1 else _sum_quads(out, shape)
 
     return _custom_vjp_op(forward, scatter, dtype)
 
 
 @functools.lru_cache(maxsize=None)
-def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack):
+def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack, adjoint):
     """The trilinear march for one configuration."""
     columns, bit_packed = _pack_layout(dtype, pack)
+    quads = adjoint == "quads" and 4 * math.prod(shape) < 2**31  # else 32-bit buffer offsets would overflow
     kw = dict(shape=shape, n_samples=n_samples, unroll=unroll)
     if pack is None:
         prepare = None
@@ -307,9 +354,9 @@ def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack
         prepare = lambda v: _pack_columns(v.reshape(shape), pack)  # noqa: E731
     return _build_op(
         functools.partial(_forward_kernel, columns=columns, bits=dtype if bit_packed else None, **kw),
-        functools.partial(_scatter_kernel, interpret=interpret, **kw),
+        functools.partial(_quad_scatter_kernel if quads else _scatter_kernel, interpret=interpret, **kw),
         shape=shape, dtype=dtype, block=block, num_warps=num_warps, interpret=interpret, name="trilinear_march",
-        prepare=prepare, n_vox_in=math.prod(shape) * columns)
+        prepare=prepare, n_vox_in=math.prod(shape) * columns, adj_width=4 if quads else 1)
 
 
 # --------------------------------------------------------------------------- Siddon
@@ -467,7 +514,13 @@ def check_pack(pack) -> None:
         raise ValueError(f"pack must be one of {PACKS}, got {pack!r}")
 
 
-def trilinear_kernel(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack):
+def check_adjoint(adjoint) -> None:
+    if adjoint not in ADJOINTS:
+        raise ValueError(f"adjoint must be one of {ADJOINTS}, got {adjoint!r}")
+
+
+def trilinear_kernel(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack,
+                     adjoint=DEFAULT_ADJOINT):
     """Line integrals by the fused trilinear kernel; inputs checked by :func:`jaxmedrf.projectors.pallas.trilinear_integrals_pallas`."""
     f32 = jnp.float32
     o, d = rays.origins.astype(f32), rays.directions.astype(f32)
@@ -483,7 +536,7 @@ def trilinear_kernel(volume, rays, lo, d_voxel, n_samples, block_rays, unroll, n
     # Padding rays start outside the box (-1 voxel) with a zero segment: they add nothing.
     table = jnp.pad(table, ((0, 0), (0, r_pad - r)), constant_values=-1.0).at[3:, r:].set(0.0)
     op = _fused_op(tuple(volume.shape), jnp.dtype(volume.dtype), n_samples, block_rays, unroll, num_warps, interpret,
-                   pack)
+                   pack, adjoint)
     s = op(volume.reshape(-1), table)[:r]
     return s * (span / n_samples) * Rays(o, d).lengths
 
@@ -528,9 +581,9 @@ def default_tile(block_rays: int) -> tuple[int, int]:
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n_samples", "chunk", "block_rays", "tile", "lanes", "unroll",
-                                             "num_warps", "interpret", "pack"))
+                                             "num_warps", "interpret", "pack", "adjoint"))
 def project_kernel(volume, geometry, *, method, n_samples, chunk, block_rays, tile, lanes, unroll, num_warps, interpret,
-             pack):
+                   pack, adjoint=DEFAULT_ADJOINT):
     n_views, nv, nu = geometry.projection_shape
     rows, cols = _tile_order(nv, nu, tile, lanes)
     inverse = np.argsort(rows * nu + cols)
@@ -547,7 +600,8 @@ def project_kernel(volume, geometry, *, method, n_samples, chunk, block_rays, ti
         if method == "siddon":
             out = siddon_kernel(volume, flat, lo, d_voxel, block_rays, num_warps, interpret)
         else:
-            out = trilinear_kernel(volume, flat, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack)
+            out = trilinear_kernel(volume, flat, lo, d_voxel, n_samples, block_rays, unroll, num_warps, interpret, pack,
+                                   adjoint)
         return out.reshape(per, nv * nu)
 
     out = body(views[0]) if n_chunks == 1 else jax.lax.map(body, views).reshape(-1, nv * nu)

@@ -38,6 +38,7 @@ def trilinear_integrals_pallas(
     unroll: int = 2,
     num_warps: int = K.DEFAULT_WARPS,
     pack: str | None = None,
+    adjoint: str = K.DEFAULT_ADJOINT,
     interpret: bool | None = None,
 ) -> Float[Array, " rays"]:
     """Line integrals of the trilinear field along ``(R, 3)`` rays, by the fused kernel.
@@ -60,6 +61,10 @@ def trilinear_integrals_pallas(
         32-bit word, a float32 pair 8 bytes; the copy is twice the volume), ``"yz"`` the four
         (y, z) corners (a quarter of the loads, 8 or 16 bytes each; the copy is four times
         the volume). ``None``: the volume itself, eight loads a sample.
+      adjoint: how the volume gradient adds each sample's eight weights: ``"corners"``, eight
+        4-byte atomic adds into the gradient; ``"quads"``, two 16-byte adds (the four (y, z)
+        corners of each x face) into a buffer four times the volume, summed onto the voxels
+        afterwards. Same values either way (up to the order of float32 sums).
       interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests).
         ``None``: compiled on GPU; elsewhere the XLA projector runs, with a warning.
 
@@ -67,17 +72,19 @@ def trilinear_integrals_pallas(
       ``(R,)`` line integrals, dimensionless, float32.
 
     Raises:
-      ValueError: a bad ``n_samples``, ``block_rays``, ``unroll`` or ``pack``.
+      ValueError: a bad ``n_samples``, ``block_rays``, ``unroll``, ``pack`` or ``adjoint``.
     """
     if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     K.check_block(block_rays, unroll)
     K.check_pack(pack)
+    K.check_adjoint(adjoint)
     reason = K.unsupported(volume, interpret)
     if reason:
         _warn(reason)
         return trilinear_integrals(volume, rays, lo, d_voxel, n_samples=int(n_samples))
-    return K.trilinear_kernel(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret), pack)
+    return K.trilinear_kernel(volume, rays, lo, d_voxel, int(n_samples), block_rays, unroll, num_warps, bool(interpret), pack,
+                              adjoint)
 
 
 def siddon_integrals_pallas(
@@ -126,6 +133,7 @@ def project_pallas(
     unroll: int = 2,
     num_warps: int = K.DEFAULT_WARPS,
     pack: str | None = None,
+    adjoint: str = K.DEFAULT_ADJOINT,
     interpret: bool | None = None,
 ) -> Float[Array, "views nv nu"]:
     """:func:`jaxmedrf.project` by the fused trilinear kernel (same values and gradients).
@@ -141,7 +149,7 @@ def project_pallas(
       n_samples: samples per ray (overrides ``step``).
       chunk_size: rays per kernel launch.
       mesh: not supported by the kernel (the XLA projector runs, with a warning).
-      block_rays, unroll, num_warps, pack, interpret: see :func:`trilinear_integrals_pallas`.
+      block_rays, unroll, num_warps, pack, adjoint, interpret: see :func:`trilinear_integrals_pallas`.
       tile: ``(tv, tu)`` detector pixels marched by one program (``tv · tu == block_rays``);
         default near-square, ``(4, 8)`` for 32 rays.
       lanes: consecutive rays of a tile along a detector row (``"u"``) or column (``"v"``).
@@ -161,6 +169,7 @@ def project_pallas(
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     K.check_block(block_rays, unroll)
     K.check_pack(pack)
+    K.check_adjoint(adjoint)
     tile = K.default_tile(block_rays) if tile is None else tuple(int(t) for t in tile)
     if len(tile) != 2 or min(tile) < 1 or tile[0] * tile[1] != block_rays:
         raise ValueError(f"tile must be two positive integers with tv * tu == block_rays ({block_rays}), got {tile!r}")
@@ -176,4 +185,5 @@ def project_pallas(
             step = math.sqrt(sum(k * k for k in geometry.n_voxel)) / (n - 0.5)
         return project_xla(volume, geometry, method=method, step=step, chunk_size=chunk_size, mesh=mesh)
     return K.project_kernel(volume, geometry, method=method, n_samples=int(n), chunk=chunk, block_rays=block_rays, tile=tile,
-                    lanes=lanes, unroll=unroll, num_warps=num_warps, interpret=bool(interpret), pack=pack)
+                    lanes=lanes, unroll=unroll, num_warps=num_warps, interpret=bool(interpret), pack=pack,
+                    adjoint=adjoint)
