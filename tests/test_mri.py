@@ -159,6 +159,30 @@ def test_protocol_scores_only_removed_slices():
     assert r2["removed"]["psnr_pooled"] != r1["removed"]["psnr_pooled"]
 
 
+def test_reports_leave_the_matplotlib_backend_and_figures_alone(tmp_path):
+    """save_report / save_slice_report draw on their own Figure: a notebook's backend and open
+    pyplot figures are as they were (they used to switch the backend to Agg)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from jaxmedrf.mri import save_report, save_slice_report
+
+    v, a = brain_phantom(None, (20, 20, 13), 3.0)
+    res = evaluate_interpolation(v, a, 4, ("nearest", "cubic"))
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        fig = plt.figure()
+        paths = save_report(res, v, tmp_path) + save_slice_report(res, v, tmp_path, method="cubic")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [fig.number]
+        plt.close(fig)
+    finally:
+        matplotlib.use(before)
+    assert [p.name for p in paths] == ["interpolation.json", "interpolation.png", "interpolation_slices.csv",
+                                       "interpolation_slices.png"]
+    assert all(p.stat().st_size > 0 for p in paths) and paths[1].read_bytes()[:4] == b"\x89PNG"
+
+
 def test_inr_beats_linear_on_smooth_volume():
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (20, 20, 25)], indexing="ij")
     v = (0.5 + 0.3 * np.sin(2.2 * x + 1.0) * np.cos(1.7 * y) * np.sin(3.0 * z + 0.5)).astype(np.float32)

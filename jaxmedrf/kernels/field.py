@@ -1,7 +1,7 @@
 """Fused attenuation field: hash encoding + MLP + output activation in one Pallas kernel per pass.
 
-A NAF step spends its time in the field (``benchmarks/naf_profile.py`` on one H200, 1M points:
-encoding + gradient 2.0 ms, MLP + gradients 1.9 ms, the whole step 4.0 ms). Most of the MLP's
+A NAF step spends its time in the field, about half in the encoding and half in the MLP
+(``benchmarks/naf_profile.py``; figures in ``benchmarks/README.md``). Most of the MLP's
 time is memory traffic, not arithmetic: each ``(N, 32)`` float32 activation is 128 MB, written
 and read again by every unfused XLA op of the forward and the backward pass. Here, after
 tiny-cuda-nn's fully fused MLP (Müller et al., "Real-time Neural Radiance Caching for Path
@@ -20,9 +20,8 @@ features and hidden states of a block of points stay on chip:
   that XLA sums (``P`` = number of MLP parameters), the feature gradient as ``(N, L·F)``.
   The hash grid's table-gradient kernel (:mod:`jaxmedrf.kernels.hashgrid`: atomic adds,
   dense-level replicas) scatters that into the table. A first version recomputed the
-  gathers and scattered inside the same kernel: on one H200 it took 212 s to compile and
-  6.4 ms for forward + backward of 1M points, against 4.1 ms for the XLA ops
-  (``benchmarks/results/field_nvidia-h200_2026-12-03_v1_recompute.json``).
+  gathers and scattered inside the same kernel: it compiled for minutes and was slower than
+  the XLA ops (``benchmarks/results/field_nvidia-h200_2026-12-03_v1_recompute.json``).
 
 The field computed is exactly :func:`jaxmedrf.fields.field_apply` on normalised points
 ``u ∈ [0, 1]³``: ``μ = mu_scale · out_act(MLP(hash(u)))``, 0 where ``u`` leaves the cube, the

@@ -51,8 +51,8 @@ class HashGridConfig:
         once and uses ``"level_major"``; ``backward`` is then the XLA path's, and ignored
         by the kernel.
         ``"auto"``: ``"per_level"`` on the CPU (one level's table at a time stays in the
-        cache: 38 against 50 ms a step of the README's NAF demo on 2 cores,
-        ``benchmarks/naf_cpu_profile.py``), ``"level_major"`` on other backends.
+        cache; ``benchmarks/naf_cpu_profile.py`` times it against the others), ``"level_major"``
+        on other backends.
         Default ``"level_major"``: one fused gather per run (few kernels) whose working set at any
         moment is one level's table (4 MB at 2^19 × 2 float32), which fits a GPU's L2 cache,
         for the forward gather and the backward atomics alike; ``benchmarks/hashgrid.py``

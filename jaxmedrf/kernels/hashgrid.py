@@ -27,23 +27,13 @@ any time only ``G`` levels' tables (4 MB each at ``2^19 × 2`` float32) are the 
 L2 for the gathers and the atomics, at the price of ``L / G`` reads of the positions and
 ``G·F``-wide partial writes of each output row (``G = 1``: one level per program).
 
-Measured on one H100 (JAX 0.11.2, ``benchmarks/results/hashgrid_*20261125-161143.json``;
-L = 16, F = 2, T = 2^19, resolutions 16…2048, 4M points, default tuning): forward
-0.57e9 points/s (float32 table) and 0.75e9 (bfloat16 / float16), 1.4× / 1.2× the XLA
-``level_major`` path; forward + table gradient 0.18e9 / 0.21e9, on par with XLA's
-segment-sum (0.20e9 / 0.22e9); forward + table and position gradients 0.15e9, 2.5× XLA.
-The compulsory traffic (positions in, features out: 560 MB
-per 4M points) runs at 0.08 TB/s, under 3 % of the card's ~3 TB/s; the time goes into the
-128 corner gathers per point (up to 17 GB of 32-byte sectors when they miss L2: a
-float32 table touches 47 MB, 11 hashed levels of 4 MB, against a 50 MB L2 that the streamed
-inputs and outputs share; half tables take half, hence their lead), and in the backward into
-~1.1·10^9 float32 adds per 4M points, issued as 5.4·10^8 float2 reductions (~7·10^10 adds/s
-reached).
-``benchmarks/hashgrid.py --pallas-sweep`` times the other schedules (level groups, block
-sizes, replicas, atomic ordering), which were not measured yet. The sm_90 SASS
-(``benchmarks/kernel_asm.py``, ``benchmarks/results/kernel_asm_sm90_2026-11-29.json``) has one
-8-byte gather per corner in the forward (128 per point) and one float2 reduction
-(``REDG.E.ADD.F32x2``) per corner in the table gradient, 32 registers and no spills in both.
+Where the time goes (at L = 16, F = 2, T = 2^19): not the compulsory traffic (positions in,
+features out), but the 128 corner gathers per point (a float32 table of 11 hashed 4 MB levels
+competes for L2 with the streamed inputs and outputs; half tables take half the space) and, in
+the backward, the float32 atomic adds (one float2 reduction, ``REDG.E.ADD.F32x2``, per corner
+in the sm_90 SASS read by ``benchmarks/kernel_asm.py``). ``benchmarks/hashgrid.py`` times the
+kernel against the XLA paths and torch-ngp's CUDA kernel (``--pallas-sweep``: the schedules);
+the figures are in ``benchmarks/README.md``, regenerated from ``benchmarks/results/``.
 
 On CPU the kernels run only in Pallas' interpret mode (``interpret=True``), which the tests
 use; in interpret mode the atomic adds are replaced by an equivalent ``.at[].add`` (Pallas'

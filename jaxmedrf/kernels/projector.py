@@ -20,9 +20,11 @@ The kernel itself maps ``(volume, start, segment)`` (in voxel units, per ray) to
   trilinear interpolant, accumulated per ray in the *forward* pass when the rays are being
   differentiated (the eight gathers serve value and gradient), so a pose gradient costs one
   march.
-* ``∂S/∂volume``: the exact adjoint, a second march that adds ``weight × cotangent`` into a
-  float32 volume with relaxed atomic adds (:mod:`jaxmedrf.kernels._atomics`; run only when
-  the volume is being differentiated).
+* ``∂S/∂volume``: the exact adjoint, a second march that adds ``weight × cotangent`` with
+  relaxed atomic adds (:mod:`jaxmedrf.kernels._atomics`; run only when the volume is being
+  differentiated): by default the four (y, z) corners of each x face in one 16-byte add into a
+  float32 buffer of four columns per voxel, summed onto the voxels afterwards (the buffer is
+  four times the volume; ``adjoint="corners"`` adds into the volume, eight adds a sample).
 
 Sample placement, clamping and the zero outside the box follow
 :func:`jaxmedrf.projectors.trilinear.interpolate_trilinear`. On a machine without GPU the
@@ -34,17 +36,13 @@ A Siddon kernel (:func:`siddon_integrals_pallas`, an Amanatides–Woo voxel walk
 custom-VJP structure: pose gradient in the forward walk, one atomic per segment for the
 volume gradient) sits beside it.
 
-Measured on an H100 (JAX 0.11.2, ``benchmarks/results/projector_kernels_*2026-11-25.json``;
-256³ Shepp–Logan, 256² detector, 512 samples per ray, 8 views a batch, per DRR, forward /
-forward + pose gradient / forward + volume gradient): trilinear float32 0.49 / 0.46 / 3.55 ms,
-bfloat16 with z-pairs in one word (``pack="z"``) 0.30 / 0.30 / 3.39 ms, Siddon float32
-0.31 / 0.35 / 0.53 ms; the XLA trilinear projector in the same process 1.31 / 6.80 / 7.31 ms.
 The trilinear forward is bound by the gathers (eight scattered loads per sample: L1
-transactions rather than DRAM bandwidth, so bfloat16 storage alone gives the same time and
-halving the loads gives 1.6×); its volume gradient by the float32 atomics (eight per sample,
-~80e9 a second, timed with Pallas' acq_rel add: a fence and an L1 invalidation around every
-add; the relaxed reduction now used is not timed yet). Float32 pairs and the four-corner ``pack="yz"`` layout (two 8- or 16-byte
-loads per sample) are tested in interpret mode and not yet timed on a GPU.
+transactions rather than DRAM bandwidth, so bfloat16 storage alone changes little and halving
+the loads with ``pack="z"`` helps most); its volume gradient by the float32 atomic adds, which
+``adjoint="quads"`` (the default) issues four corners at a time (:func:`_quad_scatter_kernel`).
+``benchmarks/projector.py --kernels`` times every layout against the XLA projector, and
+``benchmarks/kernel_asm.py`` reads the loads and atomics off the sm_90 SASS; the figures are in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -75,7 +73,7 @@ _ROWS = 8  # ray table rows: start (3), segment (3), unused (2); a power of two 
 DEFAULT_BLOCK = 32
 DEFAULT_WARPS = 1
 DEFAULT_CHUNK = 1 << 19  # rays per kernel launch in project_pallas (8 views of 256²)
-DEFAULT_ADJOINT = "corners"  # the trilinear volume gradient: eight 4-byte atomic adds a sample
+DEFAULT_ADJOINT = "quads"  # the trilinear volume gradient: two 16-byte atomic adds a sample (else eight of 4)
 
 
 # --------------------------------------------------------------------------- the kernels

@@ -195,10 +195,7 @@ def save_slice_report(result: dict, reference, out_dir, *, name: str = "interpol
     Raises:
       ValueError: ``result`` has no removed slice with structure, or ``method`` was not run.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the user's backend and open figures stay as they are
 
     from jaxmedrf._files import atomic_path
 
@@ -226,8 +223,8 @@ def save_slice_report(result: dict, reference, out_dir, *, name: str = "interpol
     ax = result["axis"]
     ref = np.moveaxis(np.asarray(reference, np.float32), ax, 0)
     vmax = float(ref.max()) or 1.0
-    fig, axs = plt.subplots(2 * len(picks), len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 6.4 * len(picks)),
-                            squeeze=False)
+    fig = Figure(figsize=(3.2 * (len(shown) + 1), 6.4 * len(picks)))
+    axs = fig.subplots(2 * len(picks), len(shown) + 1, squeeze=False)
     for r, (label, i) in enumerate(picks):
         sl = removed[i]
         truth = ref[sl]
@@ -248,17 +245,13 @@ def save_slice_report(result: dict, reference, out_dir, *, name: str = "interpol
     png = out_dir / f"{name}_slices.png"
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
     return csv, png
 
 
 def save_report(result: dict, reference, out_dir, *, name: str = "interpolation") -> tuple[Path, Path]:
     """Writes ``<name>.json`` and ``<name>.png`` (a removed slice: truth, each method, error maps);
     see :func:`save_slice_report` for the per-slice CSV and the worst/median-slice figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the user's backend and open figures stay as they are
 
     from jaxmedrf._files import atomic_path
 
@@ -273,7 +266,8 @@ def save_report(result: dict, reference, out_dir, *, name: str = "interpolation"
     i = removed[len(removed) // 2] if removed else 0
     truth = ref[i]
     ms = list(result["volumes"])
-    fig, axs = plt.subplots(2, len(ms) + 1, figsize=(3 * (len(ms) + 1), 6), squeeze=False)
+    fig = Figure(figsize=(3 * (len(ms) + 1), 6))
+    axs = fig.subplots(2, len(ms) + 1, squeeze=False)
     axs[0, 0].imshow(truth.T, cmap="gray", origin="lower", vmin=0, vmax=ref.max())
     axs[0, 0].set_title(f"truth (removed slice {i})")
     axs[1, 0].axis("off")
@@ -292,5 +286,4 @@ def save_report(result: dict, reference, out_dir, *, name: str = "interpolation"
     png = out_dir / f"{name}.png"
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return js, png

@@ -23,10 +23,7 @@ volumes accepted); elsewhere, and with a mesh, it warns and runs the XLA code.
 With ``mesh`` the rays of each chunk are sharded over the mesh's devices (``NamedSharding``)
 while the volume is replicated: the compiler partitions the work and sums the adjoint.
 
-Peak device memory, measured by ``benchmarks/projector.py`` on an H100 (JAX 0.11.2,
-``benchmarks/results/projector_nvidia-h100-80gb-hbm3_2026-11-25.json``), projecting a 256³
-float32 volume to 360 views of 256²: 0.36 GB with Siddon (chunks of 16384 rays) and 1.30 GB
-with trilinear (chunks of 32768 rays), volume and projections included.
+``benchmarks/projector.py`` measures time and peak device memory (figures in the README).
 """
 
 from __future__ import annotations
