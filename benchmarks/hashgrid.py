@@ -51,7 +51,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from jaxmedrf._files import atomic_path
-from jaxmedrf.fields.encodings import _BACKWARDS, _DTYPES, _IMPLEMENTATIONS, HashGridConfig, hash_grid_encode, hash_grid_init
+from jaxmedrf.fields.encodings import _BACKWARDS, _DTYPES, HASH_IMPLEMENTATIONS, HashGridConfig, hash_grid_encode, hash_grid_init
 from jaxmedrf.kernels.hashgrid import (
     DEFAULT_TUNING,
     Tuning,
@@ -334,7 +334,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs after warm-up (default 10; 2 with --small)")
     ap.add_argument("--log2-table-size", type=int, default=None)
     ap.add_argument("--per-level-scale", type=float, default=None, help="e.g. 2.0 for NAF's torch-ngp setting")
-    ap.add_argument("--impls", nargs="+", default=list(_IMPLEMENTATIONS), choices=_IMPLEMENTATIONS)
+    ap.add_argument("--impls", nargs="+", default=list(HASH_IMPLEMENTATIONS), choices=HASH_IMPLEMENTATIONS)
     ap.add_argument("--backwards", nargs="+", default=list(_BACKWARDS), choices=_BACKWARDS)
     ap.add_argument("--dtypes", nargs="+", default=list(_DTYPES), choices=list(_DTYPES))
     ap.add_argument("--position-grad", action="store_true", help="also time the gradient w.r.t. the positions")

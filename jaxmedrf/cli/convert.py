@@ -6,10 +6,12 @@ import argparse
 
 __all__ = ["add_parser", "run"]
 
+HELP = "convert a volume: DICOM series <-> NIfTI <-> .npz"  # one line in `jaxmedrf --help`
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "convert", help="convert a volume: DICOM series <-> NIfTI <-> .npz",
+        "convert", help=HELP,
         description="Reads IN (DICOM series directory, multi-frame DICOM, .nii/.nii.gz or .npz) and writes OUT, "
                     "chosen by its name: .nii/.nii.gz -> NIfTI, .npz -> volume+spacing+affine, anything else -> a "
                     "directory of de-identified DICOM images (new UIDs, no patient data). Geometry (LPS affine) "

@@ -26,6 +26,8 @@ from jaxmedrf.cli._units import add_units_argument, to_attenuation
 
 __all__ = ["add_parser", "run", "load_volume", "evaluate_volume"]
 
+HELP = "metrics of reconstructions against a reference volume"  # one line in `jaxmedrf --help`
+
 # metric -> True if higher is better
 HIGHER_IS_BETTER = {
     "psnr": True, "ssim3d": True, "ssim_slices": True, "gmsd": False, "mae": False, "rmse": False,
@@ -37,7 +39,7 @@ LPIPS_UNAVAILABLE = "unavailable (no backbone weights: pass --lpips-backbone FIL
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "evaluate",
-        help="metrics of reconstructions against a reference volume",
+        help=HELP,
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

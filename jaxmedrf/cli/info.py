@@ -7,10 +7,12 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run", "describe"]
 
+HELP = "summarise a DICOM file/series directory, NIfTI or .npz volume"  # one line in `jaxmedrf --help`
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "info", help="summarise a DICOM file/series directory, NIfTI or .npz volume",
+        "info", help=HELP,
         description="Modality, size, spacing, orientation, series found, transfer syntax, intensity range, "
                     "and a clear note of anything that prevents loading it as a volume or radiograph.",
     )

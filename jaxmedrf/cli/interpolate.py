@@ -20,10 +20,46 @@ import numpy as np
 
 __all__ = ["add_parser", "run"]
 
+HELP = "MRI slice interpolation / super-resolution (INR or nearest/linear/cubic)"  # one line in `jaxmedrf --help`
+
+
+def inr_args():
+    """The flags of :class:`~jaxmedrf.mri.inr.INRConfig` fields: defaults, types, choices and
+    ranges are the config's (``args.inr_config`` receives the config). ``--seed`` also seeds SMORE."""
+    from jaxmedrf.cli._config_args import ConfigArgs, Flag
+    from jaxmedrf.mri.inr import BASES, SINGLE_STACK_SMOOTHNESS, INRConfig
+
+    flags = [
+        Flag("n_iters", "--iters", "INR optimisation steps (default: 300 over its base, 1000 with --inr-base none)"),
+        Flag("batch", "--batch", "INR voxels per step"),
+        Flag("base", "--inr-base", "what the INR corrects (auto: for thin slices smore with one stack, fusion with "
+                                   "several; for thick slices none, the field alone)", choices=BASES),
+        Flag("smoothness", "--smoothness",
+             f"INR through-plane curvature prior weight (default: {SINGLE_STACK_SMOOTHNESS:g} for one stack, 0 for "
+             "several; 0 = off)", metavar="W"),
+        Flag("seed", "--seed", "seed of the INR fit and of the SMORE key"),
+    ]
+    return ConfigArgs("inr_config", INRConfig(), flags)
+
+
+def smore_args():
+    """The flags of :class:`~jaxmedrf.mri.smore.SMOREConfig` fields (``args.smore_config``)."""
+    from jaxmedrf.cli._config_args import ConfigArgs, Flag
+    from jaxmedrf.mri.smore import ACCELERATOR_PRESET, CPU_PRESET, SMOREConfig
+
+    steps = " or ".join(map(str, sorted({ACCELERATOR_PRESET["n_iters"], CPU_PRESET["n_iters"]})))
+    return ConfigArgs("smore_config", SMOREConfig(), [
+        Flag("n_iters", "--smore-iters", f"SMORE training steps (default: the backend's preset, {steps})"),
+    ])
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from jaxmedrf.cli._config_args import field_default
+    from jaxmedrf.mri.interpolate import METHODS
+    from jaxmedrf.mri.slices import PROFILES, SliceStack
+
     p = subparsers.add_parser(
-        "interpolate", help="MRI slice interpolation / super-resolution (INR or nearest/linear/cubic)",
+        "interpolate", help=HELP,
         description="Restore thin slices from thick-slice stacks; or --evaluate K: remove slices and score.",
     )
     p.add_argument("inputs", nargs="*", metavar="IN", help="volumes (DICOM dir, .nii/.nii.gz, .npz); one stack each")
@@ -31,14 +67,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--spacing", type=float, metavar="MM", help="target slice spacing, mm")
     g.add_argument("--factor", type=float, metavar="K", help="refine the slice spacing K times")
-    p.add_argument("--method", default="inr", choices=("inr", "fusion", "smore", "cubic", "linear", "nearest"),
+    # CLI default on purpose: the INR (the command's reason to exist), where the library's
+    # interpolate(method=...) defaults to the cheap "cubic".
+    p.add_argument("--method", default="inr", choices=METHODS,
                    help="inr: hash-grid INR fitted to all inputs; fusion: per-stack filters learned from the inputs' "
                         "own in-plane slices, fused with local error weights (seconds, no fit loop); smore: self-supervised through-plane CNN "
-                        "trained on the first input's in-plane slices (SMORE); cubic/linear/nearest along the slice axis")
+                        "trained on the first input's in-plane slices (SMORE); cubic/linear/nearest along the slice axis "
+                        "(default: %(default)s)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
                    help="slice axis of the first input (default: its largest spacing)")
     p.add_argument("--thickness", type=float, default=None, metavar="MM", help="slice thickness (default: spacing)")
-    p.add_argument("--profile", default="box", choices=("box", "gaussian"), help="through-plane PSF")
+    p.add_argument("--profile", default=field_default(SliceStack, "profile"), choices=PROFILES,
+                   help="through-plane PSF (default: %(default)s)")
     p.add_argument("--out", metavar="OUT", help="output volume (.nii/.nii.gz, .npz, or a DICOM directory)")
     p.add_argument("--evaluate", type=int, metavar="K",
                    help="keep every K-th slice of each IN, restore, print the table; several IN (or --phantom and "
@@ -48,16 +88,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "interpolation_slices.csv (PSNR/SSIM of each removed slice) and _slices.png (truth, cubic and "
                         "--method on the worst and the median removed slice, error maps) here (several volumes: one "
                         "folder each, and summary.json)")
-    p.add_argument("--iters", type=int, default=None,
-                   help="INR optimisation steps (default 300 over its base, 1000 with --inr-base none)")
-    p.add_argument("--batch", type=int, default=None, help="INR voxels per step (default 16384)")
-    p.add_argument("--inr-base", default=None, choices=("auto", "smore", "fusion", "none"),
-                   help="what the INR corrects (default auto: for thin slices smore with one stack, fusion with "
-                        "several; for thick slices none, the field alone)")
-    p.add_argument("--smoothness", type=float, default=None, metavar="W",
-                   help="INR through-plane curvature prior weight (default 3e-4 for one stack, 0 for several; 0 = off)")
-    p.add_argument("--smore-iters", type=int, default=None, help="SMORE training steps (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the INR fit and of the SMORE key")
+    inr_args().add_to(p)
+    smore_args().add_to(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -133,14 +165,12 @@ def _evaluate(vols, args, cfg, smore_kw) -> int:
 def run(args) -> int:
     import jax
 
-    from jaxmedrf.mri.inr import INRConfig, check_overlap
+    from jaxmedrf.mri.inr import check_overlap
     from jaxmedrf.mri.slices import SliceStack
-    from jaxmedrf.mri.smore import SMOREConfig
 
     vols = _load(args)
-    given = {"n_iters": args.iters, "batch": args.batch, "smoothness": args.smoothness, "base": args.inr_base}
-    cfg = INRConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
-    smore_kw = {"smore_config": SMOREConfig(n_iters=args.smore_iters), "key": jax.random.key(args.seed)}
+    cfg = args.inr_config
+    smore_kw = {"smore_config": args.smore_config, "key": jax.random.key(args.seed)}
     if args.evaluate is not None:
         return _evaluate(vols, args, cfg, smore_kw)
     if args.out is None:

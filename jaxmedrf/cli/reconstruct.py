@@ -17,13 +17,19 @@ import numpy as np
 
 __all__ = ["add_parser", "load_scan", "run", "save_recon"]
 
+HELP = "reconstruct a volume from projections (NAF, FDK, SART, CGLS)"  # one line in `jaxmedrf --help`
+
 REQUIRED = ("projections", "geometry")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from jaxmedrf.cli._config_args import param_default
+    from jaxmedrf.projectors import IMPLEMENTATIONS
+    from jaxmedrf.recon import METHODS, cgls, sart
+
     p = sub.add_parser(
         "reconstruct",
-        help="reconstruct a volume from projections (NAF, FDK, SART, CGLS)",
+        help=HELP,
         description="Reconstruct μ (mm⁻¹) on the scan's voxel grid from the projections of one or more "
                     ".npz files written by `jaxmedrf simulate` (keys: projections, geometry; volume optional, "
                     "used as ground truth for PSNR3D/SSIM3D).",
@@ -33,50 +39,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="output for one input: .npz, .nii/.nii.gz (μ in mm⁻¹) or a folder name (DICOM CT series "
                         "in HU); several inputs: a folder of .npz files")
-    p.add_argument("--method", default="naf", help="naf | fdk | sart | cgls")
-    p.add_argument("--iters", type=int, default=None,
-                   help="iterations (default: SART/CGLS 20; NAF steps 1500 up to 128³ voxels, 1500 × N / 128 above, "
-                        "N the grid's largest side)")
-    p.add_argument("--backprojector", default="auto", choices=("auto", "matched", "voxel"),
+    p.add_argument("--method", default="naf", choices=("naf", *METHODS), help="reconstruction method")
+    p.add_argument("--backprojector", default=param_default(sart, "backprojector"), choices=("auto", "matched", "voxel"),
                    help="SART: exact adjoint of the projector (matched), the voxel-driven one (voxel: unmatched, "
                         "interpolating, robust where the detector samples the volume more coarsely than its voxels), "
                         "or auto: voxel where the detector pixel at the isocentre is larger than a voxel, else matched")
-    p.add_argument("--implementation", default="auto", choices=("auto", "xla", "pallas"),
+    p.add_argument("--implementation", default=param_default(cgls, "implementation"), choices=("auto", *IMPLEMENTATIONS),
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
                         "(falls back to XLA with a warning on CPU); auto = pallas on a GPU, xla elsewhere")
-    p.add_argument("--batch-rays", type=int, default=8192, help="NAF: rays per step (split over devices)")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help="NAF: samples per ray (default: N, one per voxel along the grid's largest side)")
-    p.add_argument("--n-importance", type=int, default=0,
-                   help="NAF: extra samples per ray drawn where attenuation is (hierarchical sampling; 0 = off)")
-    p.add_argument("--occupancy-resolution", type=int, default=0,
-                   help="NAF: empty-space skipping with an occupancy grid of N³ cells, refreshed during training "
-                        "(samples go only where the field has attenuation; 0 = off)")
-    p.add_argument("--occupancy-update-every", type=int, default=16, help="NAF: steps between occupancy-grid refreshes")
-    p.add_argument("--occupancy-threshold", type=float, default=0.01,
-                   help="NAF: a cell is empty below this fraction of the largest μ in the grid")
-    p.add_argument("--grid-supersample", type=int, default=2,
-                   help="NAF: output voxel = mean of the field at N³ points in the voxel (1: value at the centre)")
-    p.add_argument("--lr", type=float, default=1e-2, help="NAF: peak learning rate")
-    p.add_argument("--tv", type=float, default=0.0, help="NAF: total-variation weight")
-    p.add_argument("--log2-table-size", type=int, default=19, help="NAF: hash table size T = 2^this per level")
-    p.add_argument("--hash-levels", type=int, default=16, help="NAF: hash-grid resolution levels")
-    p.add_argument("--hash-base-resolution", type=int, default=16, help="NAF: cells across the box at the coarsest level")
-    p.add_argument("--hash-finest-resolution", type=int, default=512,
-                   help="NAF: cells across the box at the finest level (512: 4 per voxel at 128³)")
-    p.add_argument("--hash-implementation", default="auto", choices=("auto", "level_major", "per_level", "fused", "pallas"),
-                   help="NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)")
-    p.add_argument("--field-implementation", default="auto", choices=("auto", "fused", "xla"),
-                   help="NAF: fused = encoding + MLP in one GPU kernel per pass (auto: where it runs, i.e. one "
-                        "GPU; xla = separate XLA ops; --hash-implementation applies to xla only)")
-    p.add_argument("--precision", default="float32", choices=("float32", "mixed"),
-                   help="NAF: mixed = the MLP's matmuls in bfloat16 on the tensor cores (float32 accumulation, "
-                        "float32 parameters, hash table and loss)")
-    p.add_argument("--checkpoint-dir", default=None, help="NAF: orbax checkpoints go here")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="NAF: steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
-    p.add_argument("--devices", type=int, default=None, help="NAF: devices to split rays over (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    naf = naf_args().add_to(p)
+    naf.add_argument("--checkpoint-dir", default=None, help="NAF: orbax checkpoints go here")
+    # CLI default on purpose: train_naf's checkpoint_every=0 means "none"; here checkpoints are
+    # asked for by --checkpoint-dir, and this is their interval.
+    naf.add_argument("--checkpoint-every", type=int, default=500, help="NAF: steps between checkpoints")
+    naf.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
+    naf.add_argument("--devices", type=int, default=None, help="NAF: devices to split rays over (default: all)")
     p.add_argument("--distributed", action="store_true",
                    help="multi-host: jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID (every process runs the same command; the mesh spans all hosts' devices)")
@@ -85,6 +62,55 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-png", action="store_true", help="do not write the slice PNG")
     return p
+
+
+def naf_args():
+    """The flags of :class:`~jaxmedrf.recon.naf.NAFConfig` fields: defaults, types, choices and
+    ranges are the config's (``args.naf_config`` receives the config they build)."""
+    from jaxmedrf.cli._config_args import ConfigArgs, Flag, param_default
+    from jaxmedrf.fields.field import FIELD_IMPLEMENTATIONS
+    from jaxmedrf.kernels.hash_config import HASH_IMPLEMENTATIONS
+    from jaxmedrf.recon import sart
+    from jaxmedrf.recon.naf import NAFConfig
+
+    flags = [
+        Flag("n_iters", "--iters",
+             f"iterations (default: SART/CGLS {param_default(sart, 'n_iters')}; NAF steps 1500 up to 128³ voxels, "
+             "1500 × N / 128 above, N the grid's largest side)"),
+        Flag("batch_rays", "--batch-rays", "NAF: rays per step (split over devices)"),
+        Flag("n_samples", "--n-samples", "NAF: samples per ray (default: N, one per voxel along the grid's largest side)"),
+        Flag("n_importance", "--n-importance",
+             "NAF: extra samples per ray drawn where attenuation is (hierarchical sampling; 0 = off)"),
+        Flag("occupancy_resolution", "--occupancy-resolution",
+             "NAF: empty-space skipping with an occupancy grid of N³ cells, refreshed during training "
+             "(samples go only where the field has attenuation; 0 = off)"),
+        Flag("occupancy_update_every", "--occupancy-update-every", "NAF: steps between occupancy-grid refreshes"),
+        Flag("occupancy_threshold", "--occupancy-threshold",
+             "NAF: a cell is empty below this fraction of the largest μ in the grid"),
+        Flag("grid_supersample", "--grid-supersample",
+             "NAF: output voxel = mean of the field at N³ points in the voxel (1: value at the centre)"),
+        Flag("lr", "--lr", "NAF: peak learning rate (the final one is a tenth of it)"),
+        Flag("tv_weight", "--tv", "NAF: total-variation weight"),
+        Flag("field.encoding.log2_table_size", "--log2-table-size", "NAF: hash table size T = 2^this per level"),
+        Flag("field.encoding.n_levels", "--hash-levels", "NAF: hash-grid resolution levels"),
+        Flag("field.encoding.base_resolution", "--hash-base-resolution", "NAF: cells across the box at the coarsest level"),
+        Flag("field.encoding.finest_resolution", "--hash-finest-resolution",
+             "NAF: cells across the box at the finest level (512: 4 per voxel at 128³)"),
+        Flag("field.encoding.implementation", "--hash-implementation",
+             "NAF: hash-grid implementation (pallas = the fused GPU kernel; XLA with a warning elsewhere)",
+             choices=HASH_IMPLEMENTATIONS),
+        Flag("field.implementation", "--field-implementation",
+             "NAF: fused = encoding + MLP in one GPU kernel per pass (auto: where it runs, i.e. one "
+             "GPU; xla = separate XLA ops; --hash-implementation applies to xla only)", choices=FIELD_IMPLEMENTATIONS),
+        Flag("field.compute_dtype", "--precision",
+             "NAF: mixed = the MLP's matmuls in bfloat16 on the tensor cores (float32 accumulation, "
+             "float32 parameters, hash table and loss)", cli_values={"float32": "float32", "mixed": "bfloat16"}),
+        Flag("seed", "--seed", "PRNG seed"),
+    ]
+    # The one CLI rule beside NAFConfig's defaults: lr_final follows --lr at the library
+    # defaults' ratio (NAFConfig: lr 1e-2, lr_final 1e-3), so that the default is NAFConfig().
+    return ConfigArgs("naf_config", NAFConfig(), flags, title="NAF (jaxmedrf.recon.NAFConfig, train_naf)",
+                      finish=lambda c: dataclasses.replace(c, lr_final=c.lr / 10))
 
 
 def load_scan(path: str | Path):
@@ -188,10 +214,10 @@ def quality(volume, truth) -> dict:
 def _classical(method, proj, geometry, a):
     from jaxmedrf.recon import METHODS
 
-    fn = METHODS.get(method)
-    if fn is None:
-        raise ValueError(f"--method must be one of naf, {', '.join(sorted(METHODS))}; got {method!r}")
-    kw = {} if method == "fdk" else {"n_iters": a.iters or 20, "progress": not a.no_progress}
+    fn = METHODS[method]  # --method has the choices
+    kw = {} if method == "fdk" else {"progress": not a.no_progress}
+    if method != "fdk" and a.iters is not None:  # else the method's own default
+        kw["n_iters"] = a.iters
     if method == "sart":
         kw["backprojector"] = a.backprojector
     if method != "fdk":
@@ -207,7 +233,7 @@ def run(a) -> int:
             initialize_from_env(timeout_s=a.distributed_timeout)
         except RuntimeError as e:
             raise ValueError(str(e)) from e
-    from jaxmedrf.recon.naf import NAFConfig, train_naf
+    from jaxmedrf.recon.naf import train_naf
 
     scans = [load_scan(p) for p in a.inputs]
     geometry = scans[0][1]
@@ -216,8 +242,6 @@ def run(a) -> int:
             raise ValueError(f"{p}: its geometry differs from {a.inputs[0]}'s; several inputs must share one geometry")
     out = Path(a.out)
     many = len(scans) > 1
-    if a.iters is not None and a.iters <= 0:
-        raise ValueError(f"--iters must be positive, got {a.iters}")
     proj = np.stack([s[0] for s in scans])
     truths = [s[2] for s in scans]
     t0 = time.perf_counter()
@@ -230,20 +254,7 @@ def run(a) -> int:
         mesh = make_mesh(n_devices=n_dev) if n_dev > 1 else None
         if mesh is not None and a.batch_rays % n_dev:
             raise ValueError(f"--batch-rays {a.batch_rays} does not divide over {n_dev} devices; use a multiple of {n_dev}")
-        if not 10 <= a.log2_table_size <= 24:
-            raise ValueError(f"--log2-table-size must be between 10 and 24, got {a.log2_table_size}")
-        cfg = NAFConfig(
-            field=dataclasses.replace(
-                NAFConfig.field, compute_dtype="bfloat16" if a.precision == "mixed" else "float32",
-                implementation=a.field_implementation,
-                encoding=dataclasses.replace(NAFConfig.field.encoding, log2_table_size=a.log2_table_size,
-                                             implementation=a.hash_implementation, n_levels=a.hash_levels,
-                                             base_resolution=a.hash_base_resolution,
-                                             finest_resolution=a.hash_finest_resolution)),
-            n_iters=a.iters, batch_rays=a.batch_rays, n_samples=a.n_samples, n_importance=a.n_importance, grid_supersample=a.grid_supersample, lr=a.lr, lr_final=a.lr / 10,
-            tv_weight=a.tv, seed=a.seed, occupancy_resolution=a.occupancy_resolution,
-            occupancy_update_every=a.occupancy_update_every, occupancy_threshold=a.occupancy_threshold,
-        )
+        cfg = a.naf_config
         try:
             res = train_naf(proj, geometry, cfg, mesh=mesh, checkpoint_dir=a.checkpoint_dir,
                             checkpoint_every=a.checkpoint_every if a.checkpoint_dir else 0, resume=a.resume,

@@ -34,11 +34,37 @@ from jaxmedrf.cli._units import add_units_argument, to_attenuation
 
 __all__ = ["add_parser", "run"]
 
+HELP = "2D/3D registration: the pose of an X-ray relative to a CT"  # one line in `jaxmedrf --help`
+
+
+def registration_args():
+    """The flags of :class:`~jaxmedrf.registration.RegistrationConfig` fields: defaults, types,
+    choices and ranges are the config's (``args.registration_config`` receives the config)."""
+    from jaxmedrf.cli._config_args import ConfigArgs, Flag
+    from jaxmedrf.registration import LOSSES, RegistrationConfig
+
+    flags = [
+        Flag("multi_start_levels", "--multi-levels",
+             "multi-start: the K starts share the M coarsest levels, then the best continues alone "
+             "(much faster for large K); 0 = every start runs every level", none_as=0, metavar="M"),
+        Flag("levels", "--levels", "detector downsampling factors, coarse to fine", metavar="F"),
+        Flag("iterations", "--iterations", "maximum iterations per level"),
+        Flag("lr", "--lr", "Adam step (≈ degrees and mm per step) at the coarsest level"),
+        Flag("loss", "--loss", "image similarity: NCC, multiscale patch NCC, gradient NCC, mutual information, MSE",
+             choices=tuple(LOSSES)),
+        Flag("step", "--step", "DRR sampling step, voxels"),
+        Flag("intensity", "--intensity", "also optimise an intensity scale of the DRR"),
+    ]
+    return ConfigArgs("registration_config", RegistrationConfig(), flags)
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from jaxmedrf.cli._config_args import param_default
+    from jaxmedrf.registration import random_perturbations
+
     p = sub.add_parser(
         "register",
-        help="2D/3D registration: the pose of an X-ray relative to a CT",
+        help=HELP,
         description=(
             "Estimate the pose of the X-ray source–detector rig relative to a CT by matching a DRR of "
             "the CT to the X-ray (gradient descent through the differentiable projector, coarse to fine, "
@@ -61,17 +87,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--perturb-deg", type=float, default=0.0, help="rotate the initial pose by this angle about a random axis (testing)")
     p.add_argument("--perturb-mm", type=float, default=0.0, help="translate the initial pose by this distance in a random direction (testing)")
     p.add_argument("--starts", type=int, default=1, help="number of starts K (1 = the initial pose only)")
-    p.add_argument("--multi-levels", type=int, default=0, metavar="M",
-                   help="multi-start: the K starts share the M coarsest levels, then the best continues alone "
-                        "(much faster for large K); 0 = every start runs every level")
-    p.add_argument("--rot-range-deg", type=float, default=15.0, help="multi-start: ± range per rotation component, degrees")
-    p.add_argument("--trans-range-mm", type=float, default=20.0, help="multi-start: ± range per translation component, mm")
-    p.add_argument("--levels", type=int, nargs="+", default=[4, 2, 1], metavar="F", help="detector downsampling factors, coarse to fine")
-    p.add_argument("--iterations", type=int, default=200, help="maximum iterations per level")
-    p.add_argument("--lr", type=float, default=1.0, help="Adam step (≈ degrees and mm per step) at the coarsest level")
-    p.add_argument("--loss", default="ncc", help="ncc | mncc | gncc | mi | mse")
-    p.add_argument("--step", type=float, default=1.0, help="DRR sampling step, voxels")
-    p.add_argument("--intensity", action="store_true", help="also optimise an intensity scale of the DRR")
+    p.add_argument("--rot-range-deg", type=float, default=param_default(random_perturbations, "rot_range_deg"),
+                   help="multi-start: ± range per rotation component, degrees (default: %(default)s)")
+    p.add_argument("--trans-range-mm", type=float, default=param_default(random_perturbations, "trans_range_mm"),
+                   help="multi-start: ± range per translation component, mm (default: %(default)s)")
+    registration_args().add_to(p)
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (starts, perturbation)")
     p.add_argument("--out", default="pose.json", help="output JSON (a PNG with the same stem is written beside it)")
     p.add_argument("--no-png", action="store_true", help="do not write the PNG")
@@ -286,12 +306,11 @@ def run(args) -> int:
     import jax.numpy as jnp
 
     from jaxmedrf import pose as P
-    from jaxmedrf.registration import RegistrationConfig, drr, random_perturbations, register
+    from jaxmedrf.registration import drr, random_perturbations, register
 
     if args.starts < 1:
         raise ValueError(f"--starts must be ≥ 1, got {args.starts}")
-    config = RegistrationConfig(levels=tuple(args.levels), iterations=args.iterations, lr=args.lr, loss=args.loss,
-                                step=args.step, intensity=args.intensity, multi_start_levels=args.multi_levels or None)
+    config = args.registration_config
     vol, ct_geom, spacing = load_ct(args)
     img, geom, nominal, truth = load_xray(args, vol, ct_geom, spacing)
     for f in config.levels:
@@ -341,7 +360,7 @@ def run(args) -> int:
         "starts": args.starts,
         "best_start": res.best_start,
         "start_losses": [float(v) if np.isfinite(v) else None for v in res.losses],  # None: dropped (--multi-levels)
-        "multi_levels": args.multi_levels or None,
+        "multi_levels": config.multi_start_levels,
         "time_s": res.time_s,
         "compile_s": res.compile_s,
         "loss_history": [[v for v in h if np.isfinite(v)] for h in res.history[res.best_start].tolist()],

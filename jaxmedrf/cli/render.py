@@ -23,11 +23,13 @@ from jaxmedrf.cli._units import add_units_argument, to_attenuation
 
 __all__ = ["add_parser", "orbit_geometry", "run", "write_frames"]
 
+HELP = "render DRRs of a volume along an orbit (GIF or PNG sequence)"  # one line in `jaxmedrf --help`
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "render",
-        help="render DRRs of a volume along an orbit (GIF or PNG sequence)",
+        help=HELP,
         description="Render DRRs of a volume (a .npz with `volume` and `geometry` from simulate/reconstruct, "
                     "or any volume jaxmedrf.io reads) along a circular orbit; writes an animated GIF "
                     "(OUT.gif) or a folder of PNGs (any other OUT).",

@@ -18,11 +18,13 @@ from jaxmedrf.cli._units import add_units_argument, to_attenuation
 
 __all__ = ["add_parser", "run", "simulate"]
 
+HELP = "simulate X-ray projections (DRRs) of a phantom"  # one line in `jaxmedrf --help`
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "simulate",
-        help="simulate X-ray projections (DRRs) of a phantom",
+        help=HELP,
         description=(
             "Simulate cone- or parallel-beam projections (line integrals of μ in mm⁻¹) of a built-in "
             "analytic phantom and write OUT.npz (projections, angles, volume, geometry) and OUT.png. "

@@ -52,7 +52,7 @@ __all__ = [
     "hash_grid_init",
 ]
 
-from jaxmedrf.kernels.hash_config import _BACKWARDS, _DTYPES, _IMPLEMENTATIONS, HASH_PRIMES, HashGridConfig  # noqa: F401
+from jaxmedrf.kernels.hash_config import _BACKWARDS, _DTYPES, HASH_IMPLEMENTATIONS, HASH_PRIMES, HashGridConfig  # noqa: F401
 
 def hash_grid_init(key: PRNGKeyArray, config: HashGridConfig) -> Float[Array, "levels table features"]:
     """The ``(L, T, F)`` table, uniform in ``[-init_scale, init_scale]``, in ``config.dtype``."""

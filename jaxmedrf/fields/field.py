@@ -36,7 +36,7 @@ from jaxmedrf.fields.encodings import (
 from jaxmedrf.fields.mlp import leaky_relu, mlp_apply, mlp_init
 from jaxmedrf.geometry import Geometry, volume_box, voxel_centers
 
-__all__ = ["FieldConfig", "field_apply", "field_init", "make_field_fn", "query_grid"]
+__all__ = ["FIELD_IMPLEMENTATIONS", "FieldConfig", "field_apply", "field_init", "make_field_fn", "query_grid"]
 
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
@@ -45,7 +45,7 @@ _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "sigmoid": jax.nn.sigmoid,
 }
 _COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-_IMPLEMENTATIONS = ("auto", "fused", "xla")
+FIELD_IMPLEMENTATIONS = ("auto", "fused", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +101,8 @@ class FieldConfig:
             raise ValueError(f"FieldConfig.mu_scale must be a positive number (mm^-1), got {self.mu_scale}")
         if self.compute_dtype not in _COMPUTE_DTYPES:
             raise ValueError(f"FieldConfig.compute_dtype must be one of {sorted(_COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
-        if self.implementation not in _IMPLEMENTATIONS:
-            raise ValueError(f"FieldConfig.implementation must be one of {_IMPLEMENTATIONS}, got {self.implementation!r}")
+        if self.implementation not in FIELD_IMPLEMENTATIONS:
+            raise ValueError(f"FieldConfig.implementation must be one of {FIELD_IMPLEMENTATIONS}, got {self.implementation!r}")
 
     @property
     def encoding_dim(self) -> int:

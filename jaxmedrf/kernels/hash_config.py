@@ -12,13 +12,13 @@ import math
 
 import jax.numpy as jnp
 
-__all__ = ["HASH_PRIMES", "HashGridConfig"]
+__all__ = ["HASH_IMPLEMENTATIONS", "HASH_PRIMES", "HashGridConfig"]
 
 #: The spatial-hash primes of Instant-NGP (Eq. 4); the first is 1 for cache coherence.
 HASH_PRIMES = (1, 2654435761, 805459861)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-_IMPLEMENTATIONS = ("fused", "level_major", "per_level", "pallas", "auto")
+HASH_IMPLEMENTATIONS = ("fused", "level_major", "per_level", "pallas", "auto")
 _BACKWARDS = ("scatter", "segment_sum", "sorted", "autodiff")
 
 
@@ -95,9 +95,9 @@ class HashGridConfig:
             raise ValueError(f"HashGridConfig.per_level_scale must be >= 1, got {self.per_level_scale}")
         if self.table_dtype not in _DTYPES:
             raise ValueError(f"HashGridConfig.table_dtype must be one of {sorted(_DTYPES)}, got {self.table_dtype!r}")
-        if self.implementation not in _IMPLEMENTATIONS:
+        if self.implementation not in HASH_IMPLEMENTATIONS:
             raise ValueError(
-                f"HashGridConfig.implementation must be one of {_IMPLEMENTATIONS}, got {self.implementation!r}"
+                f"HashGridConfig.implementation must be one of {HASH_IMPLEMENTATIONS}, got {self.implementation!r}"
             )
         if self.backward not in _BACKWARDS:
             raise ValueError(f"HashGridConfig.backward must be one of {_BACKWARDS}, got {self.backward!r}")
