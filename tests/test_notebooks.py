@@ -1,14 +1,16 @@
-"""The tutorial notebooks: committed without outputs, equal to ``notebooks/_build.py``'s output,
-one repository URL, only the public API, and each one executed top to bottom (nbclient, a
-kernel running this interpreter, JAX on the CPU) with its ``parameters`` cell shrunk."""
+"""The tutorial notebooks: each ``notebooks/NN_name.ipynb`` equal to the conversion of its jupytext
+percent source ``NN_name.py`` by ``notebooks/_build.py`` (a check shown to fail on an edited copy),
+committed without outputs, one repository URL, only the public API, and each one executed top to
+bottom (nbclient, a kernel running this interpreter, JAX on the CPU) with its ``parameters`` cell
+shrunk."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+jupytext = pytest.importorskip("jupytext")
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
@@ -64,9 +67,48 @@ def _parameters_cell(nb):
 def test_notebook_files_are_the_built_ones():
     assert sorted(p.stem for p in NB_DIR.glob("*.ipynb")) == NAMES == sorted(TINY)
     for name in NAMES:
-        committed = json.loads((NB_DIR / f"{name}.ipynb").read_text(encoding="utf-8"))
-        assert committed == json.loads(BUILD.render(name)), (
-            f"{name}.ipynb differs from notebooks/_build.py: run `python notebooks/_build.py`")
+        committed = (NB_DIR / f"{name}.ipynb").read_text(encoding="utf-8")
+        assert committed == BUILD.render(name), (
+            f"{name}.ipynb differs from {name}.py: run `python notebooks/_build.py`")
+        assert BUILD.render(name) == BUILD.render(name), "the conversion is not deterministic"
+    assert BUILD.stale() == []
+    assert BUILD.main(["--check"]) == 0
+
+
+def test_check_fails_on_an_edited_copy(tmp_path, capsys):
+    """``--check`` catches a cell edited in the .py or in the .ipynb, and a notebook without a
+    source; rebuilding the copy carries the edit into its .ipynb."""
+    for path in [*NB_DIR.glob("[0-9][0-9]_*.py"), *NB_DIR.glob("*.ipynb")]:
+        shutil.copy(path, tmp_path / path.name)
+    assert BUILD.stale(tmp_path) == []
+    name = NAMES[0]
+    source, target = tmp_path / f"{name}.py", tmp_path / f"{name}.ipynb"
+
+    # A cell of the percent source changes: the committed .ipynb is stale.
+    text = source.read_text(encoding="utf-8")
+    marker = '# %% tags=["parameters"]\n'
+    assert text.count(marker) == 1
+    source.write_text(text.replace(marker, marker + "EDITED = 1\n"), encoding="utf-8")
+    assert BUILD.stale(tmp_path) == [f"{name}.ipynb differs from {name}.py"]
+    assert BUILD.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert "differs" in capsys.readouterr().err
+    assert BUILD.main(["--dir", str(tmp_path)]) == 0 and BUILD.stale(tmp_path) == []
+    nb = nbformat.read(target, as_version=4)
+    assert _parameters_cell(nb).source.startswith("EDITED = 1\n")
+    assert [c.id for c in nb.cells] == [f"{name[:2]}-{i:02d}" for i in range(len(nb.cells))]
+
+    # A cell of the .ipynb changes by hand: it no longer equals its source (and undoing the edit
+    # makes it equal again, so the check sees the edit, not the way the file was written).
+    title = nb.cells[0].source
+    for edited, problems in [(title + " edited", [f"{name}.ipynb differs from {name}.py"]), (title, [])]:
+        nb.cells[0].source = edited
+        target.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        assert BUILD.stale(tmp_path) == problems
+
+    # A notebook without its percent source, and a source without its notebook.
+    source.unlink()
+    (tmp_path / f"{NAMES[1]}.ipynb").unlink()
+    assert BUILD.stale(tmp_path) == [f"{name}.ipynb has no {name}.py source", f"{NAMES[1]}.ipynb is missing"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -82,6 +124,9 @@ def test_committed_notebook_has_no_outputs(name):
 def test_notebook_structure(name):
     nb = _read(name)
     title, install = nb.cells[0], nb.cells[1]
+    # The percent header carries the notebook metadata (Colab, kernel); jupytext's own is dropped.
+    assert sorted(nb.metadata) == ["colab", "kernelspec", "language_info"]
+    assert nb.metadata.kernelspec.name == "python3"
     assert title.cell_type == "markdown" and title.source.startswith("# ")
     colab = f"https://colab.research.google.com/github/{BUILD.REPO.removeprefix('https://github.com/')}/blob/main/notebooks/{name}.ipynb"
     assert colab in title.source and "**Time:**" in title.source and "**What it teaches:**" in title.source
