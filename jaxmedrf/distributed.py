@@ -37,11 +37,11 @@ ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 def _env_int(name: str, env) -> int:
     raw = env.get(name)
     if raw is None:
-        raise ValueError(f"--distributed: environment variable {name} is not set (need {', '.join(ENV_VARS)})")
+        raise ValueError(f"multi-host set-up: environment variable {name} is not set (need {', '.join(ENV_VARS)})")
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"--distributed: {name} must be an integer, got {raw!r}") from None
+        raise ValueError(f"multi-host set-up: {name} must be an integer, got {raw!r}") from None
 
 
 def initialize_from_env(*, timeout_s: int = 60, env=None) -> tuple[int, int]:
@@ -64,11 +64,11 @@ def initialize_from_env(*, timeout_s: int = 60, env=None) -> tuple[int, int]:
     env = os.environ if env is None else env
     address = env.get("JAX_COORDINATOR_ADDRESS")
     if not address or ":" not in address:
-        raise ValueError(f"--distributed: JAX_COORDINATOR_ADDRESS must be host:port, got {address!r}")
+        raise ValueError(f"multi-host set-up: JAX_COORDINATOR_ADDRESS must be host:port, got {address!r}")
     n = _env_int("JAX_NUM_PROCESSES", env)
     pid = _env_int("JAX_PROCESS_ID", env)
     if n < 1 or not 0 <= pid < n:
-        raise ValueError(f"--distributed: need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it, got {n}, {pid}")
+        raise ValueError(f"multi-host set-up: need JAX_NUM_PROCESSES >= 1 and 0 <= JAX_PROCESS_ID < it, got {n}, {pid}")
     if int(timeout_s) != timeout_s or timeout_s <= 0:
         raise ValueError(f"timeout_s must be a positive integer, got {timeout_s!r}")
     if pid != 0:

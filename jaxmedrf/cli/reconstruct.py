@@ -231,8 +231,8 @@ def run(a) -> int:
 
         try:
             initialize_from_env(timeout_s=a.distributed_timeout)
-        except RuntimeError as e:
-            raise ValueError(str(e)) from e
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"--distributed: {e}") from e
     from jaxmedrf.recon.naf import train_naf
 
     scans = [load_scan(p) for p in a.inputs]
