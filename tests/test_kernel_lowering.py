@@ -25,3 +25,23 @@ def test_every_kernel_lowers_for_cuda_with_relaxed_atomics(kind):
                 "field": {"fused_field_forward", "fused_field_backward", "hash_grid_table_grad"},
                 "projector": {"trilinear_march_grad", "trilinear_march_adjoint", "siddon_walk", "siddon_walk_adjoint"}}[kind]
     assert names == expected
+
+
+def test_fused_field_dots_follow_the_default_matmul_precision():
+    """Pallas-Triton reads only a dot's own precision (None: TF32); the fused field passes on
+    ``jax_default_matmul_precision`` as XLA's dots do, so at "highest" both paths are exact float32."""
+    import jax
+
+    def precisions():
+        out = set()
+        for case, _, fn, specs in kernel_asm.CASES["field"](small=True):
+            if case == "field_float32":
+                for name, (ir, _) in kernel_asm.lower_to_triton(fn, *specs).items():
+                    if name.startswith("fused_field"):
+                        assert "tt.dot " in ir, name
+                        out |= set(re.findall(r"tt\.dot .*inputPrecision = (\w+)", ir)) or {"ieee"}
+        return out
+
+    assert precisions() == {"tf32"}
+    with jax.default_matmul_precision("highest"):
+        assert precisions() == {"ieee"}

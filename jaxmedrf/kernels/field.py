@@ -77,7 +77,7 @@ class FusedMLP(NamedTuple):
     activation: str  # relu | leaky_relu | softplus
     out_activation: str  # sigmoid | softplus | relu
     mu_scale: float
-    dot_dtype: str = "float32"  # float32 (TF32 tensor cores, as XLA's default dot) | bfloat16 | float16
+    dot_dtype: str = "float32"  # float32 (TF32 tensor cores as XLA's default dot; exact at "highest") | bfloat16 | float16
 
 
 class FusedTuning(NamedTuple):
@@ -226,20 +226,28 @@ def _act_grad(name, x):
     raise ValueError(name)
 
 
+def _f32_precision():
+    """The float32 dots' precision: XLA's dots follow ``jax_default_matmul_precision`` (TF32 tensor
+    cores by default on GPU, exact float32 at ``"highest"``/``"float32"``), but Pallas-Triton reads
+    only a dot's own ``precision`` (``None``: TF32), so the kernel passes the setting on."""
+    setting = jax.config.jax_default_matmul_precision
+    return jax.lax.Precision.HIGHEST if setting in ("highest", "float32", "HIGHEST") else None
+
+
 def _dot(a, b, mlp: FusedMLP):
-    if mlp.dot_dtype == "float32":
-        return jnp.dot(a, b, preferred_element_type=jnp.float32)
-    dt = jnp.dtype(mlp.dot_dtype)
-    return jnp.dot(a.astype(dt), b.astype(dt), preferred_element_type=jnp.float32)
+    return _dot_general(a, b, (((1,), (0,)), ((), ())), mlp)
 
 
 def _dot_tn(a, b, mlp: FusedMLP):
     """``a.T @ b`` (contracting the rows, i.e. the block's points)."""
-    dims = (((0,), (0,)), ((), ()))
-    if mlp.dot_dtype != "float32":
-        dt = jnp.dtype(mlp.dot_dtype)
-        a, b = a.astype(dt), b.astype(dt)
-    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+    return _dot_general(a, b, (((0,), (0,)), ((), ())), mlp)
+
+
+def _dot_general(a, b, dims, mlp: FusedMLP):
+    if mlp.dot_dtype == "float32":
+        return jax.lax.dot_general(a, b, dims, precision=_f32_precision(), preferred_element_type=jnp.float32)
+    dt = jnp.dtype(mlp.dot_dtype)
+    return jax.lax.dot_general(a.astype(dt), b.astype(dt), dims, preferred_element_type=jnp.float32)
 
 
 def _tile(w_ref, off: int, rows: int, cols: int, *, valid_rows: int | None = None, transpose: bool = False):
