@@ -16,7 +16,7 @@ registration (compilation excluded: :func:`jaxmedrf.registration.register` compi
 shapes and settings, ahead of time, and reports that time as ``compile_s``, recorded here
 apart). nanodrr runs in the same process when importable; otherwise the reason is recorded.
 Stubs: torchio (imported by nanodrr only for file loading) is replaced by an empty module
-when it does not import, as ``benchmarks/projector_peers.py`` does, and listed in the JSON.
+when it does not import, as ``benchmarks/peers/common.py`` does, and listed in the JSON.
 
 Writes ``benchmarks/results/register_<device>_<date>.json`` after every trial (so a run that is
 cut short still leaves its results) and, at the end, a PNG (mTRE before vs after).
@@ -104,15 +104,15 @@ class NanoDRR:
     same levels (``rescale_`` of the intrinsics, target block-averaged), Adam with the same
     step sizes (``lr`` degrees ≈ ``lr·π/180`` rad, ``lr`` mm), decay and stopping rule, loss
     ``1 − NCC``, and as many samples per ray as our projector takes. Geometry: camera → CT
-    ``rt_inv = T · [u | v | w | S]`` for a rig pose ``T`` (see ``benchmarks/projector_peers.py``),
+    ``rt_inv = T · [u | v | w | S]`` for a rig pose ``T`` (see ``benchmarks/peers/nanodrr.py``),
     so the estimate maps back to ``T = pose · [u | v | w | S]⁻¹``. One start: the module
     optimises one perturbation.
     """
 
     def __init__(self, vol, geom, cfg, *, device: str | None = None):
-        from benchmarks.projector_peers import _frames, _import_peer, _matrices
+        from benchmarks.peers.common import frames, import_peer, matrices
 
-        nanodrr, self.stubs = _import_peer("nanodrr")
+        nanodrr, self.stubs = import_peer("nanodrr")
         import torch
         from nanodrr.camera import make_k_inv
         from nanodrr.data import Subject
@@ -126,8 +126,8 @@ class NanoDRR:
         self.dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.backend = "triton" if self.dev.type == "cuda" else "torch"
         g0 = geom.replace(angles=np.zeros(1), rotation=None, translation=None)
-        fr = _frames(g0)
-        self.c0 = _matrices(fr, flip_v=False)[0]
+        fr = frames(g0)
+        self.c0 = matrices(fr, flip_v=False)[0]
         self.c0_inv = np.linalg.inv(self.c0)
         self.h, self.w = g0.n_detector
         v = np.asarray(vol, np.float32)

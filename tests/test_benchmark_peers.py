@@ -1,4 +1,5 @@
-"""benchmarks/projector_peers: a peer that cannot be imported is reported as skipped, never timed."""
+"""benchmarks/projector_peers and benchmarks/peers: a peer that cannot be imported is reported as skipped,
+never timed; the ASTRA plumbing checked against a fake astra."""
 
 import json
 import sys
@@ -8,6 +9,9 @@ import pytest
 
 import jaxmedrf as jm
 from benchmarks import projector_peers as PP
+from benchmarks.peers import astra as A
+from benchmarks.peers.common import frames
+from benchmarks.peers.jaxmedrf import step_for
 
 
 @pytest.fixture
@@ -31,20 +35,20 @@ def test_step_gives_the_requested_sample_count():
     from jaxmedrf.projectors.trilinear import n_samples_for_step
 
     for n in ((256,) * 3, (128, 96, 64), (7, 7, 7)):
-        assert n_samples_for_step(n, PP._step_for(n, 512)) == 512
+        assert n_samples_for_step(n, step_for(n, 512)) == 512
 
 
 # ----------------------------------------------------------------------------- ASTRA
 
 
 def test_missing_astra_is_skipped(monkeypatch, case, tmp_path):
-    monkeypatch.setattr(sys, "path", list(sys.path))  # _import_astra appends $ASTRA_SITE
+    monkeypatch.setattr(sys, "path", list(sys.path))  # import_astra appends $ASTRA_SITE
     monkeypatch.setitem(sys.modules, "astra", None)
     monkeypatch.delenv("ASTRA_SITE", raising=False)
-    out = PP.time_astra(*case, repeats=1, warmup=0)
+    out = A.time_astra(*case, repeats=1, warmup=0)
     assert set(out) == {"skipped"} and "astra" in out["skipped"]
     monkeypatch.setenv("ASTRA_SITE", str(tmp_path / "absent"))
-    out = PP.time_astra(*case, repeats=1, warmup=0)
+    out = A.time_astra(*case, repeats=1, warmup=0)
     assert set(out) == {"skipped"} and "ASTRA_SITE" in out["skipped"]
 
 
@@ -57,7 +61,7 @@ def _astra_case():
 
 def test_astra_vectors_by_hand():
     g = _astra_case()
-    vec = PP._astra_vectors(PP._frames(g))
+    vec = A.cone_vectors(frames(g))
     assert vec.shape == (2, 12)
     # (srcX, srcY, srcZ, dX, dY, dZ, uX, uY, uZ, vX, vY, vZ); off_u = -2, off_v = 1.5, du = 3, dv = 2.
     # View 0: S = (400, 0, 0), centre (-400, 0, 0), u = (0, 1, 0), v = (0, 0, 1).
@@ -68,8 +72,8 @@ def test_astra_vectors_by_hand():
 
 def test_astra_vectors_put_every_pixel_where_ours_is():
     g = _astra_case()
-    fr = PP._frames(g)
-    vec = PP._astra_vectors(fr)
+    fr = frames(g)
+    vec = A.cone_vectors(fr)
     nv, nu = g.n_detector
     dsd = float(g.DSD)
     for i in range(g.n_views):
@@ -90,7 +94,7 @@ def test_astra_vectors_put_every_pixel_where_ours_is():
 
 
 def test_astra_volume_window():
-    shape, window = PP._astra_volume_window(_astra_case())
+    shape, window = A.volume_window(_astra_case())
     assert shape == (8, 6, 10)  # create_vol_geom(rows = ny, cols = nx, slices = nz, …)
     np.testing.assert_allclose(window, [1 - 12, 1 + 12, -2 - 12, -2 + 12, 3 - 10, 3 + 10])
 
@@ -158,7 +162,7 @@ def _fake_astra(ref: np.ndarray):
 
 
 def _fake_cupy():
-    """NumPy in CuPy's clothes: only what _astra_device_run uses."""
+    """NumPy in CuPy's clothes: only what benchmarks.peers.astra._device_run uses."""
     import types as T
 
     cp = T.ModuleType("cupy")
@@ -186,7 +190,7 @@ def test_astra_plumbing_with_a_fake_astra(monkeypatch, with_cupy):
     monkeypatch.setitem(sys.modules, "astra", astra)
     monkeypatch.setitem(sys.modules, "astra.experimental", ex)
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy() if with_cupy else None)
-    out = PP.time_astra(vol, g, repeats=2, warmup=1, reference=ref, preflight=False)
+    out = A.time_astra(vol, g, repeats=2, warmup=1, reference=ref, preflight=False)
     assert "error" not in out, out
     assert out["path"] == ("cupy_dlpack" if with_cupy else "numpy_host")
     assert out["includes_host_transfers"] is (not with_cupy)
@@ -196,6 +200,67 @@ def test_astra_plumbing_with_a_fake_astra(monkeypatch, with_cupy):
     assert "what" in out["forward_backward_volume"] and out["pose_gradient"].startswith("not supported")
     assert out["rel_l2_vs_jaxmedrf"] < 1e-6 and abs(out["ls_scale_ours_over_astra"] - 1) < 1e-6
     assert out["rel_l2_if_flipped"]["rows"] > 1e-3 and np.isfinite(out["adjoint_ratio"])
-    assert out["stubs"] == [PP.ASTRA_CUFFT_STUB]  # no libcufft.so.11 loaded here: assumed stubbed
+    assert out["stubs"] == [A.CUFFT_STUB]  # no libcufft.so.11 loaded here: assumed stubbed
     assert ("delete", 1) in calls or not with_cupy
     json.dumps(out)
+
+
+_FAKE_ASTRA = '''
+import os, signal, types
+import numpy as np
+__version__ = "fake"
+use_cuda = lambda: True
+create_vol_geom = lambda *a: {"vol": a}
+create_proj_geom = lambda *a: {"proj": a}
+data3d = types.SimpleNamespace(delete=lambda i: None)
+create_sino3d_gpu = lambda vol, pg, vg: (1, np.ones((12, 3, 20), np.float32))
+create_backprojection3d_gpu = lambda s, pg, vg: (2, np.ones((16, 16, 16), np.float32))
+
+
+def create_projector(*a):  # the GPU-resident modes: a native crash
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_astra_preflight_child_records_a_crash_and_goes_on(monkeypatch, tmp_path):
+    """The preflight runs as a real module in child processes (from any working folder): a mode that
+    kills its child is recorded as crashed, and the modes after it are tried in a new child."""
+    import importlib.util
+
+    from benchmarks.peers.astra_preflight import preflight
+
+    if importlib.util.find_spec("astra") is not None:
+        pytest.skip("a real astra is installed; it would shadow the fake one")
+    site = tmp_path / "site"
+    (site / "astra").mkdir(parents=True)
+    (site / "astra" / "__init__.py").write_text(_FAKE_ASTRA)
+    (site / "astra" / "experimental.py").write_text("")
+    (site / "cupy").mkdir()  # found only where no real cupy is
+    (site / "cupy" / "__init__.py").write_text("")
+    monkeypatch.setenv("ASTRA_SITE", str(site))
+    monkeypatch.chdir(tmp_path)
+    report, usable = preflight(("cupy_dlpack", "numpy_host"), timeout_s=60)
+    assert report["version"] == "fake" and report["use_cuda"] is True, report
+    assert report["modes"]["cupy_dlpack"].startswith("crashed (exit -9)"), report
+    assert report["modes"]["numpy_host"] == "ok" and usable == ["numpy_host"], report
+    assert "error" not in report
+
+
+def test_peers_table():
+    """The runner's table: the names ``benchmarks/run.py`` and the results files use, and each peer's options."""
+    from benchmarks.peers import astra, diffdrr, jaxmedrf, mbirjax, nanodrr
+
+    assert PP.PEERS == {
+        "jaxmedrf_xla_trilinear": (jaxmedrf.time_jaxmedrf, {}),
+        "jaxmedrf_pallas_siddon": (jaxmedrf.time_jaxmedrf, {"implementation": "pallas", "method": "siddon"}),
+        "jaxmedrf_pallas_trilinear_bf16z": (jaxmedrf.time_jaxmedrf,
+                                            {"implementation": "pallas", "dtype": "bfloat16", "pack": "z"}),
+        "nanodrr_triton": (nanodrr.time_nanodrr, {"backend": "triton"}),
+        "nanodrr_torch": (nanodrr.time_nanodrr, {"backend": "torch"}),
+        "diffdrr_siddon": (diffdrr.time_diffdrr, {"renderer": "siddon"}),
+        "diffdrr_trilinear": (diffdrr.time_diffdrr, {"renderer": "trilinear"}),
+        "mbirjax_forward": (mbirjax.time_mbirjax, {}),
+        "astra_cuda3d": (astra.time_astra, {}),
+    }
+    assert list(PP.PEERS)[-1] == "astra_cuda3d"  # after the torch peers have loaded their CUDA libraries
+    assert all(hasattr(PP, name) for name in PP.__all__)
