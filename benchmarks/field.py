@@ -15,7 +15,9 @@ Each row: the forward (μ) and the forward + gradient w.r.t. all parameters (of 
 ``r`` random), medians of ``--repeats`` after a compiling call, in ms and points per second;
 and, for the fused rows, the largest difference from the XLA path of μ and of each gradient,
 relative to that array's largest entry (same float32 function; TF32 tensor-core dots in both
-by JAX's default precision, so ~1e-3 is expected there, 1e-6 with ``--precision highest``).
+by JAX's default precision, exact float32 with ``--precision highest``); with ``--cpu-reference``
+every row also against the XLA path run on the CPU with exact float32 dots (largest and L2
+differences), which tells a kernel's error from the conditioning of the quantity.
 Rows are written to the JSON as they finish.
 
     python benchmarks/field.py                       # GPU
@@ -38,6 +40,35 @@ from benchmarks.common import environment, timeit, write_json
 DEFAULT_TUNINGS = ["128:4:64:4:0:0", "128:4:64:4:1:0", "128:4:128:4:0:0", "128:4:64:4:0:1"]
 
 
+def _differences(out: dict, ref: dict) -> dict:
+    """Per array: the largest difference relative to ``ref``'s largest entry, and the relative L2."""
+    import numpy as np
+
+    res = {"max_rel": {}, "rel_l2": {}}
+    for k, v in out.items():
+        v, w = np.asarray(v, np.float64), np.asarray(ref[k], np.float64)
+        res["max_rel"][k] = float(np.max(np.abs(v - w)) / max(float(np.max(np.abs(w))), 1e-30))
+        res["rel_l2"][k] = float(np.linalg.norm(v - w) / max(float(np.linalg.norm(w)), 1e-30))
+    return res
+
+
+def _cpu_reference(params, u, r, xcfg) -> dict:
+    """μ and the parameter gradients of ``Σ r · μ`` by the XLA path on the CPU, float32 dots exact."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmedrf.fields.field import _xla_mu
+
+    cpu = jax.devices("cpu")[0]
+    params, u, r = jax.device_put((params, u, r), cpu)
+    with jax.default_matmul_precision("highest"):
+        mu = jax.jit(lambda p, u: _xla_mu(p, u, xcfg))(params, u)
+        g = jax.jit(jax.grad(lambda p, u, r: jnp.sum(_xla_mu(p, u, xcfg) * r)))(params, u, r)
+    out = {"mu": mu, "d_table": g["encoding"]}
+    out.update({f"d_mlp{i}_{k}": v for i, wb in enumerate(g["mlp"]) for k, v in zip("wb", wb)})
+    return jax.device_get(out)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="tiny field and batch (CPU smoke run)")
@@ -45,6 +76,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="MLP dot dtypes")
     ap.add_argument("--precision", choices=["default", "highest"], default="default",
                     help="jax_default_matmul_precision for both paths")
+    ap.add_argument("--cpu-reference", action="store_true",
+                    help="also compare every row with the XLA path run on the CPU at full float32 precision")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -100,6 +133,7 @@ def main(argv=None) -> dict:
                                                                                    False, tuning))
 
         ref = None
+        cpu_ref = _cpu_reference(params, u, r, xcfg) if a.cpu_reference else None
         for name, skipped, fn in variants():
             row = {"variant": name, "compute_dtype": dtype}
             if skipped:
@@ -123,10 +157,9 @@ def main(argv=None) -> dict:
                 if ref is None:
                     ref = out
                 else:
-                    row["max_rel_diff_vs_xla"] = {
-                        k: float(np.max(np.abs(np.asarray(v, np.float32) - np.asarray(ref[k], np.float32)))
-                                 / max(float(np.max(np.abs(np.asarray(ref[k], np.float32)))), 1e-30))
-                        for k, v in out.items()}
+                    row["max_rel_diff_vs_xla"] = _differences(out, ref)["max_rel"]
+                if cpu_ref is not None:
+                    row["diff_vs_cpu_float32"] = _differences(out, cpu_ref)
             except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
                 row["error"] = f"{type(e).__name__}: {str(e)[:2000]}"
             path = record(row)
