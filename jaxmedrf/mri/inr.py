@@ -51,7 +51,7 @@ from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init
 from jaxmedrf.chunking import chunked_map
 from jaxmedrf.mri.slices import SliceStack, _frame, intensity_norm, stack_box, stack_points
-from jaxmedrf.training import train_loop
+from jaxmedrf.training import INSTANT_NGP_ADAM, adam_with_schedule, train_loop
 
 __all__ = ["INRConfig", "INRResult", "fit_inr", "query_inr", "check_overlap", "axis_steps", "auto_base", "base_grid"]
 
@@ -259,15 +259,9 @@ def _resolve_field(cfg: INRConfig, lo, hi, stacks) -> tuple[INRConfig, np.ndarra
     return cfg, grid_box
 
 
-def _optimizer(cfg: INRConfig):
-    sched = optax.warmup_cosine_decay_schedule(
-        init_value=cfg.lr * 1e-2, peak_value=cfg.lr, warmup_steps=max(cfg.warmup, 1),
-        decay_steps=max(cfg.n_iters, cfg.warmup + 1), end_value=cfg.lr_final)
-    return optax.adam(sched, b1=0.9, b2=0.99, eps=1e-15)
-
-
 def _make_train(cfg: INRConfig, grid_box, frames, widths, is_box, base_inv=None):
-    tx = _optimizer(cfg)
+    tx = adam_with_schedule(cfg.lr, cfg.n_iters, final_fraction=cfg.lr_final / cfg.lr, warmup=cfg.warmup,
+                            initial_fraction=1e-2, **INSTANT_NGP_ADAM)
     fcfg = cfg.field
     lo = jnp.asarray(grid_box[0], jnp.float32)
     hi = jnp.asarray(grid_box[1], jnp.float32)

@@ -45,7 +45,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.mri.resample import _profile_kernel, axis_weights, interpolate_along_axis
 from jaxmedrf.mri.slices import SliceStack, intensity_norm
-from jaxmedrf.training import train_loop
+from jaxmedrf.training import adam_with_schedule, train_loop
 
 __all__ = ["SMOREConfig", "SMOREResult", "fit_smore", "apply_smore", "degrade_matrix", "cnn_init", "cnn_apply"]
 
@@ -232,9 +232,8 @@ def _patch_pool(rng: np.random.Generator, stack: SliceStack, cfg: SMOREConfig, n
 
 
 def _make_train(cfg: SMOREConfig):
-    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, min(50, cfg.n_iters // 10 + 1),
-                                               max(cfg.n_iters, 2), cfg.lr_final)
-    tx = optax.adam(sched)
+    tx = adam_with_schedule(cfg.lr, cfg.n_iters, final_fraction=cfg.lr_final / cfg.lr,
+                            warmup=min(50, cfg.n_iters // 10 + 1))
 
     def loss_fn(params, key, xs, ys):
         idx = jax.random.randint(key, (cfg.batch,), 0, xs.shape[0])
@@ -294,7 +293,7 @@ def fit_smore(
     data = (jnp.asarray(xs), jnp.asarray(ys))
     history = {"step": [], "loss": [], "time_s": [], "baseline_mse": float(np.mean((xs - ys) ** 2))}
     carry = train_loop(train, carry, data, config.n_iters, config.steps_per_call, history, desc="SMORE",
-                       progress=progress)
+                       progress=progress, tol=0.0)
     history["fit_s"] = time.perf_counter() - t0
     tail = history["loss"][-max(1, len(history["loss"]) // 5):]
     if tail and float(np.mean(tail)) > 0.95 * history["baseline_mse"]:

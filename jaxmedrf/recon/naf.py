@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -49,6 +48,7 @@ from jaxmedrf.occupancy import occupancy_init, occupancy_update, occupied_fracti
 from jaxmedrf.parallel import batch_sharding, constrain
 from jaxmedrf.rays import box_intersect, pixel_rays
 from jaxmedrf.render import render_rays
+from jaxmedrf.training import INSTANT_NGP_ADAM, adam_with_schedule, train_loop
 
 __all__ = ["NAFConfig", "NAFResult", "TrainState", "estimate_mu_scale", "train_naf"]
 
@@ -172,12 +172,8 @@ def estimate_mu_scale(projections: Array, geometry: Geometry) -> float:
 def _optimizer(cfg: NAFConfig) -> optax.GradientTransformation:
     if cfg.n_iters is None:
         raise ValueError("NAFConfig.n_iters is None: resolve it with config.for_geometry(geometry) first")
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=cfg.lr * 1e-2, peak_value=cfg.lr, warmup_steps=max(int(cfg.warmup), 1),
-        decay_steps=max(cfg.n_iters, int(cfg.warmup) + 1), end_value=cfg.lr_final,
-    )
-    # Instant-NGP's Adam: β₂ = 0.99, ε = 1e-15.
-    return optax.adam(schedule, b1=0.9, b2=0.99, eps=1e-15)
+    return adam_with_schedule(cfg.lr, cfg.n_iters, final_fraction=cfg.lr_final / cfg.lr, warmup=cfg.warmup,
+                              initial_fraction=1e-2, **INSTANT_NGP_ADAM)
 
 
 def _tv(key, params, field_cfg, lo, hi, d_voxel, patch):
@@ -394,7 +390,8 @@ def train_naf(
       stop_after: stop (after checkpointing) once this many steps are done — as if killed.
       eval_fn: called on the volume (the field on the voxel grid) at the end, and every
         ``eval_every`` steps if that is set; results go into the history (``"eval"`` holds
-        the intermediate ones with the training seconds so far, evaluation time excluded).
+        the intermediate ones with the training seconds so far, evaluation and checkpoint time
+        excluded).
       eval_every: steps between intermediate evaluations (0: only at the end); each one
         is also logged as a line.
       case_keys: one PRNG key per case (default ``fold_in(key(config.seed), case)``); a
@@ -520,53 +517,42 @@ def _open_checkpoints(ckpt_root, config, geometry, state, *, n_cases, resume, lo
 
 def _loop(train_fn, state, proj_dev, config, *, target, n_cases, peak, ckpt_root, ckpt_every, last_ckpt, evaluate,
           eval_every, progress, log):
-    """Compiled calls of ``steps_per_call`` steps until ``target``: history, progress bar,
-    checkpoints, intermediate evaluations (their time excluded), a stop on a NaN loss."""
-    step = int(np.asarray(state.step).reshape(-1)[0])
-    history = {"step": [], "loss": [], "proj_psnr": [], "time_s": []}
-    every = config.steps_per_call
-    bar = None
+    """:func:`jaxmedrf.training.train_loop` until step ``target`` with NAF's hook after each compiled
+    call: the projection PSNR (history and bar, with rays/s), checkpoints, intermediate evaluations
+    (their time excluded); a NaN loss names the last good checkpoint. ``(state, history, last checkpoint)``."""
+    start = int(np.asarray(state.step).reshape(-1)[0])
+    history = {"step": [], "loss": [], "proj_psnr": [], "time_s": [], "eval": []}
+    eval_period = -(-eval_every // config.steps_per_call) * config.steps_per_call if eval_every else 0
+    write = log
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.n_iters, initial=step, desc="NAF", unit="step", dynamic_ncols=True)
-    t_start = time.perf_counter()
-    t_eval = 0.0
-    history["eval"] = []
-    rays_done = 0
-    try:
-        while step < target:
-            state, losses = train_fn(state, proj_dev)
-            losses = np.asarray(losses)[:n_cases]  # (cases, steps_per_call): syncs once per call
-            step += every
-            rays_done += every * config.batch_rays * n_cases
-            if not np.all(np.isfinite(losses)):
-                bad = step - every + int(np.argmax(~np.isfinite(losses).all(0)))
-                raise FloatingPointError(
-                    f"loss became NaN at step {bad}; last good checkpoint: {last_ckpt or 'none'}")
-            loss = float(losses[:, -1].mean())
-            psnr = 10 * math.log10(peak**2 / max(loss, 1e-30))
-            elapsed = time.perf_counter() - t_start - t_eval
-            history["step"].append(step)
-            history["loss"].append(loss)
-            history["proj_psnr"].append(psnr)
-            history["time_s"].append(elapsed)
-            if bar is not None:
-                bar.update(every)
-                bar.set_postfix(loss=f"{loss:.3e}", psnr=f"{psnr:.1f}dB", rays_s=f"{rays_done / elapsed:.2e}")
-            if ckpt_root is not None and ckpt_every and step % ckpt_every == 0:
-                last_ckpt = save_checkpoint(ckpt_root, state)
-            if evaluate is not None and eval_every and step % (-(-eval_every // every) * every) == 0:
-                t0 = time.perf_counter()
-                scores = evaluate(state.params)
-                history["eval"].append({"step": step, "train_seconds": elapsed, **scores})
-                line = f"step {step} ({elapsed:.1f} s): " + ", ".join(
-                    f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, (int, float)))
-                (bar.write if bar is not None else log)(line)
-                t_eval += time.perf_counter() - t0
-    finally:
-        if bar is not None:
-            bar.close()
-    history["train_seconds"] = time.perf_counter() - t_start - t_eval
-    return state, history, last_ckpt
+        write = tqdm.write  # a line above the bar
 
+    def on_chunk(step, state, loss):
+        nonlocal last_ckpt
+        psnr = 10 * math.log10(peak**2 / max(loss, 1e-30))
+        elapsed = history["time_s"][-1]
+        history["proj_psnr"].append(psnr)
+        if ckpt_root is not None and ckpt_every and step % ckpt_every == 0:
+            last_ckpt = save_checkpoint(ckpt_root, state)
+        if evaluate is not None and eval_period and step % eval_period == 0:
+            scores = evaluate(state.params)
+            history["eval"].append({"step": step, "train_seconds": elapsed, **scores})
+            write(f"step {step} ({elapsed:.1f} s): " + ", ".join(
+                f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, (int, float))))
+        rays = (step - start) * config.batch_rays * n_cases
+        return {"loss": f"{loss:.3e}", "psnr": f"{psnr:.1f}dB", "rays_s": f"{rays / elapsed:.2e}"}
+
+    def train(state, proj):
+        state, losses = train_fn(state, proj)
+        return state, np.asarray(losses)[:n_cases]  # (cases, steps_per_call), dummy cases dropped: one sync a call
+
+    try:
+        state = train_loop(train, state, (proj_dev,), target, config.steps_per_call, history, desc="NAF",
+                           progress=progress, start=start, chunk_loss=lambda losses: float(losses[:, -1].mean()),
+                           on_chunk=on_chunk)
+    except FloatingPointError as e:
+        raise FloatingPointError(f"{e}; last good checkpoint: {last_ckpt or 'none'}") from e
+    history["train_seconds"] = history["time_s"][-1] if history["time_s"] else 0.0
+    return state, history, last_ckpt

@@ -60,6 +60,7 @@ from jaxmedrf._checks import check_numbers
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.projectors import project
 from jaxmedrf.registration.losses import get_loss
+from jaxmedrf.training import adam_with_schedule
 
 __all__ = [
     "RegistrationConfig",
@@ -225,12 +226,6 @@ def random_perturbations(
     return u.at[0].set(0.0)
 
 
-def _level_schedule(config: RegistrationConfig, level: int):
-    lr0 = config.lr * config.lr_decay**level
-    rate = config.lr_final_fraction ** (1.0 / max(config.iterations - 1, 1))
-    return optax.exponential_decay(lr0, transition_steps=1, decay_rate=rate)
-
-
 # Host side of the progress callback. The compiled program only knows whether it reports
 # progress; which Python function receives it is looked up here by a run-time slot number,
 # so a new closure per call (e.g. a progress bar) does not change the program.
@@ -263,7 +258,8 @@ def _run(volume, geometries, target, init, pivot, starts, slot, *, config, progr
             alive = jnp.argmin(jnp.where(jnp.isnan(final), jnp.inf, final))[None]
             params = params[alive]
         k = params.shape[0]
-        opt = optax.adam(_level_schedule(config, level))
+        opt = adam_with_schedule(config.lr * config.lr_decay**level, config.iterations, decay="exponential",
+                                 final_fraction=config.lr_final_fraction)
         target_l = _block_mean(target, factor)
 
         def objective(p, geom=geom, target=target_l):
