@@ -323,13 +323,13 @@ def restore_checkpoint(root: Path, like: TrainState) -> tuple[TrainState, Path]:
 
     found = _ckpt_dirs(root)
     if not found:
-        raise ValueError(f"--resume: no checkpoint found in {root}")
+        raise ValueError(f"resume: no checkpoint found in {root}")
     path = found[-1][1].resolve()
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_saveable(like))
     try:
         tree = ocp.StandardCheckpointer().restore(path, target)
     except Exception as e:  # orbax raises several types for a structure mismatch
-        raise ValueError(f"--resume: checkpoint {path} does not match this configuration ({e})") from e
+        raise ValueError(f"resume: checkpoint {path} does not match this configuration ({e})") from e
     key = jax.random.wrap_key_data(tree["key"])
     grid = None if like.occupancy is None else type(like.occupancy)(**tree["occupancy"])
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key, grid), path
@@ -490,7 +490,7 @@ def _open_checkpoints(ckpt_root, config, geometry, state, *, n_cases, resume, lo
     was made with this configuration) or record the configuration. ``(state, last checkpoint)``."""
     if ckpt_root is None:
         if resume:
-            raise ValueError("--resume needs a checkpoint directory")
+            raise ValueError("resume=True needs a checkpoint_dir")
         return state, None
     cfg_json = json.dumps({"config": json.loads(config.to_json()), "geometry": json.loads(geometry.to_json()),
                            "cases": n_cases})
@@ -500,7 +500,7 @@ def _open_checkpoints(ckpt_root, config, geometry, state, *, n_cases, resume, lo
         cfg_file.write_text(cfg_json)
         return state, None
     if not cfg_file.exists():
-        raise ValueError(f"--resume: {cfg_file} not found")
+        raise ValueError(f"resume: {cfg_file} not found")
     saved, mine = json.loads(cfg_file.read_text()), json.loads(cfg_json)
     for d in (saved, mine):
         d["config"].pop("n_iters", None)
@@ -509,7 +509,7 @@ def _open_checkpoints(ckpt_root, config, geometry, state, *, n_cases, resume, lo
             for k in [k for k in d["config"] if k.startswith("occupancy_")]:
                 d["config"].pop(k)
     if saved != mine:
-        raise ValueError(f"--resume: the checkpoint in {ckpt_root} was made with another configuration")
+        raise ValueError(f"resume: the checkpoint in {ckpt_root} was made with another configuration")
     state, last_ckpt = restore_checkpoint(ckpt_root, state)
     log(f"resumed from {last_ckpt} at step {int(np.asarray(state.step).reshape(-1)[0])}")
     return state, last_ckpt
