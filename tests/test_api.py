@@ -28,8 +28,8 @@ def test_public_functions_take_options_keyword_only_and_key_first():
 
 
 def test_import_and_cli_help_load_no_jax():
-    """The package namespaces are lazy: importing them and building every subcommand's parser
-    (what ``jaxmedrf --help`` does) imports no JAX."""
+    """The package namespaces are lazy: importing them and building the top-level parser (what
+    ``jaxmedrf --help`` does: every subcommand's name and one-line help) imports no JAX."""
     import subprocess
     import sys
 
