@@ -230,22 +230,28 @@ def _forward_kernel(vol_ref, ray_ref, out_ref, *grad_refs, shape, n_samples, unr
         grad_ref[7] = zero
 
 
+def _cell(ray, a, shape):
+    """The sample at ``start + a · segment``: inside the box, its cell's lower corner (flat index)
+    and the fractions ``(fx, fy, fz)`` (the clamping of :func:`_axis`)."""
+    nx, ny, nz = shape
+    sx, sy, sz, ex, ey, ez = ray
+    ix_in, i0x, fx, _ = _axis(sx + a * ex, nx)
+    iy_in, i0y, fy, _ = _axis(sy + a * ey, ny)
+    iz_in, i0z, fz, _ = _axis(sz + a * ez, nz)
+    return ix_in & iy_in & iz_in, (i0x * ny + i0y) * nz + i0z, (fx, fy, fz)
+
+
 def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, interpret):
     """Adjoint: ``gvol[corner] += weight · ct`` for every sample of every ray of the tile."""
     nx, ny, nz = shape
-    sx, sy, sz, ex, ey, ez = _load_rays(ray_ref)
+    ray = _load_rays(ray_ref)
     ct = ct_ref[...]
     inv_n = 1.0 / n_samples
     ox, oy, oz = (ny * nz if nx > 1 else 0), (nz if ny > 1 else 0), (1 if nz > 1 else 0)
 
     def body(i, carry):
-        a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
-        ix_in, i0x, fx, _ = _axis(sx + a * ex, nx)
-        iy_in, i0y, fy, _ = _axis(sy + a * ey, ny)
-        iz_in, i0z, fz, _ = _axis(sz + a * ez, nz)
-        inside = ix_in & iy_in & iz_in
+        inside, base, (fx, fy, fz) = _cell(ray, (jnp.asarray(i, jnp.float32) + 0.5) * inv_n, shape)
         c = jnp.where(inside, ct, 0.0)
-        base = (i0x * ny + i0y) * nz + i0z
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             cx = c * wx
             for dy, wy in ((0, 1.0 - fy), (1, fy)):
@@ -262,7 +268,7 @@ def _quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unro
     ``(dy, dz) = (k >> 1, k & 1)``; two 16-byte adds a sample (one per x corner) instead of eight
     4-byte ones. :func:`_sum_quads` folds the columns back onto the voxels."""
     nx, ny, nz = shape
-    sx, sy, sz, ex, ey, ez = _load_rays(ray_ref)
+    ray = _load_rays(ray_ref)
     ct = ct_ref[...]
     inv_n = 1.0 / n_samples
     ox = ny * nz if nx > 1 else 0
@@ -270,14 +276,9 @@ def _quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unro
     hy, hz = (k & 2) == 2, (k & 1) == 1
 
     def body(i, carry):
-        a = (jnp.asarray(i, jnp.float32) + 0.5) * inv_n
-        ix_in, i0x, fx, _ = _axis(sx + a * ex, nx)
-        iy_in, i0y, fy, _ = _axis(sy + a * ey, ny)
-        iz_in, i0z, fz, _ = _axis(sz + a * ez, nz)
-        inside = ix_in & iy_in & iz_in
+        inside, base, (fx, fy, fz) = _cell(ray, (jnp.asarray(i, jnp.float32) + 0.5) * inv_n, shape)
         c = jnp.where(inside, ct, 0.0)
         wyz = jnp.where(hy, fy[:, None], 1.0 - fy[:, None]) * jnp.where(hz, fz[:, None], 1.0 - fz[:, None])
-        base = (i0x * ny + i0y) * nz + i0z
         mask = jnp.broadcast_to(inside[:, None], wyz.shape)  # Triton wants the mask in the values' shape
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             scatter_add(gbuf_ref, ((base + dx * ox) * 4)[:, None] + k, (c * wx)[:, None] * wyz, mask, interpret)
