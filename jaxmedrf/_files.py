@@ -1,5 +1,10 @@
 """Files: atomic output (write to a temporary file or folder beside the target, then rename)
-and the one safe reader of the ``.npz`` inputs of the command line."""
+and the one safe reader of the ``.npz`` inputs of the command line.
+
+Outputs get the permissions a plain ``open(path, "w")`` (or ``mkdir``) would give them, the
+user's umask applied to ``0o666`` (``0o777`` for a folder); ``tempfile`` alone would leave them
+owner-only.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +19,32 @@ import numpy as np
 __all__ = ["atomic_dir", "atomic_path", "check_writable", "read_npz"]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc``): setting
+    it, as ``os.umask`` must in order to read it, would change it for every thread at once."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yields a temporary path in the target's folder; renames it to ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is left untouched, so no
-    half-written output survives a failure or an interrupt.
+    half-written output survives a failure or an interrupt. The file ends with the mode
+    ``open(path, "w")`` would give it (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
@@ -44,12 +63,14 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool) -> None:
 def atomic_dir(path: str | os.PathLike):
     """Yields a temporary directory next to ``path``; on success it replaces ``path``.
 
-    On any exception the temporary directory is removed and ``path`` is left as it was.
+    On any exception the temporary directory is removed and ``path`` is left as it was. The
+    folder ends with ``mkdir``'s mode (``0o777`` less the umask), not ``mkdtemp``'s ``0o700``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
