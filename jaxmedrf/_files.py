@@ -1,5 +1,5 @@
 """Files: atomic output (write to a temporary file or folder beside the target, then rename)
-and the one safe reader of the ``.npz`` inputs of the command line.
+and the safe readers of the ``.npz`` / ``.npy`` inputs of the command line.
 
 Outputs get the permissions a plain ``open(path, "w")`` (or ``mkdir``) would give them, the
 user's umask applied to ``0o666`` (``0o777`` for a folder); ``tempfile`` alone would leave them
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_dir", "atomic_path", "check_writable", "read_npz"]
+__all__ = ["atomic_dir", "atomic_path", "check_writable", "read_npy", "read_npz"]
 
 
 def _umask() -> int:
@@ -80,23 +80,95 @@ def atomic_dir(path: str | os.PathLike):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _what_it_is(head: bytes) -> str:
+    """A few words on a file's first bytes: what it is, where it is not what it should be."""
+    if not head:
+        return "it is empty"
+    if head.startswith(_NPY_MAGIC):
+        return "it is a single .npy array"
+    if head.startswith(_ZIP_MAGIC):
+        return "it is a zip archive"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it starts with the bytes {head[:8]!r}"
+    if all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"it is text, starting {text[:20]!r}"
+    return f"it starts with the bytes {head[:8]!r}"
+
+
+def _head(path: Path, n: int = 64) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _pickle_message(key: str | None) -> str:
+    arr = f"array {key!r}" if key else "the array"
+    return f"{arr} holds Python objects, which need unpickling; jaxmedrf reads only numeric and string arrays"
+
+
 def read_npz(path: str | os.PathLike, required: tuple[str, ...] = (), *, what: str = "file") -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` file, read without unpickling anything.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      ValueError: it is not a readable ``.npz`` (not a zip, truncated, object arrays), or it
-        lacks one of the ``required`` keys. Messages name ``what`` (e.g. ``"--volume"``).
+      ValueError: it is not an npz file (not a zip archive: text, a lone ``.npy``, …), it is
+        truncated or corrupt, it holds object arrays, or it lacks one of the ``required`` keys.
+        Messages name ``what`` (e.g. ``"--volume"``) and never suggest NumPy's options.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path}: no such file (not found)")
+    if path.is_dir():
+        raise ValueError(f"cannot read {what} {path}: not an npz file (it is a directory)")
+    head = _head(path)
+    if not head.startswith(_ZIP_MAGIC):
+        raise ValueError(f"cannot read {what} {path}: not an npz file (a .npz is a zip archive of .npy arrays; "
+                         f"{_what_it_is(head)})")
+    key = None
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError (pickled objects), OSError …
+            arrays = {}
+            for key in z.files:
+                arrays[key] = z[key]
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickled" in str(e):
+            raise ValueError(f"cannot read {what} {path}: {_pickle_message(key)}") from None
         raise ValueError(f"cannot read {what} {path}: not a readable .npz file ({e})") from e
+    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, zlib.error …
+        raise ValueError(f"cannot read {what} {path}: not a readable .npz file ({type(e).__name__}: {e})") from e
     missing = [k for k in required if k not in arrays]
     if missing:
         raise ValueError(f"{what} {path}: missing keys {missing} (has {sorted(arrays)})")
     return arrays
+
+
+def read_npy(path: str | os.PathLike, *, what: str = "file") -> np.ndarray:
+    """The array of a ``.npy`` file, read without unpickling anything.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: it is not an npy file (text, an ``.npz``, …), it is truncated, or it holds
+        Python objects. Messages name ``what`` and never suggest NumPy's options.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: no such file (not found)")
+    if path.is_dir():
+        raise ValueError(f"cannot read {what} {path}: not an npy file (it is a directory)")
+    head = _head(path)
+    if not head.startswith(_NPY_MAGIC):
+        raise ValueError(f"cannot read {what} {path}: not an npy file (a .npy starts with NumPy's header; "
+                         f"{_what_it_is(head)})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickled" in str(e):
+            raise ValueError(f"cannot read {what} {path}: {_pickle_message(None)}") from None
+        raise ValueError(f"cannot read {what} {path}: not a readable .npy file ({e})") from e
+    except Exception as e:  # EOFError, OSError …
+        raise ValueError(f"cannot read {what} {path}: not a readable .npy file ({type(e).__name__}: {e})") from e

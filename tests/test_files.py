@@ -1,4 +1,4 @@
-"""jaxmedrf._files: the reader of the command line's .npz inputs, and atomic output
+"""jaxmedrf._files: the readers of the command line's .npz / .npy inputs, and atomic output
 that keeps the user's umask."""
 
 import contextlib
@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from jaxmedrf._files import atomic_dir, atomic_path, read_npz
+from jaxmedrf._files import atomic_dir, atomic_path, read_npy, read_npz
 
 
 @contextlib.contextmanager
@@ -31,11 +31,43 @@ def test_read_npz_reads_checks_and_never_unpickles(tmp_path):
         read_npz(tmp_path / "none.npz")
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, volume=np.array([{"evil": 1}], dtype=object))  # an object array needs pickle to load
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="cannot read .*'volume' holds Python objects") as e:
         read_npz(pickled)
-    (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(ValueError, match="not a readable .npz"):
-        read_npz(tmp_path / "junk.npz")
+    assert "allow_pickle" not in str(e.value)
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"hello\nworld\n", "it is text"),  # a text file renamed .npz: NumPy tries to unpickle it
+    (b"", "it is empty"),
+    (b"\x00\x01\x02\xff" * 8, "bytes"),
+], ids=["text", "empty", "binary"])
+def test_not_an_npz_file_says_so_and_offers_no_numpy_option(tmp_path, content, kind):
+    path = tmp_path / "renamed.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"cannot read --volume .*renamed.npz: not an npz file") as e:
+        read_npz(path, what="--volume")
+    assert kind in str(e.value) and "allow_pickle" not in str(e.value) and "pickle" not in str(e.value)
+    np.save(tmp_path / "a.npy", np.ones(3))
+    os.replace(tmp_path / "a.npy", path)  # a lone .npy renamed .npz
+    with pytest.raises(ValueError, match="not an npz file .*single .npy array"):
+        read_npz(path)
+    with pytest.raises(ValueError, match="not an npz file .*directory"):
+        read_npz(tmp_path)
+
+
+def test_read_npy(tmp_path):
+    np.save(tmp_path / "a.npy", np.arange(3.0))
+    np.testing.assert_array_equal(read_npy(tmp_path / "a.npy"), [0.0, 1.0, 2.0])
+    (tmp_path / "t.npy").write_text("1 2 3\n")
+    with pytest.raises(ValueError, match="--xray .*not an npy file .*it is text") as e:
+        read_npy(tmp_path / "t.npy", what="--xray")
+    assert "pickle" not in str(e.value)
+    np.save(tmp_path / "o.npy", np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ValueError, match="holds Python objects") as e:
+        read_npy(tmp_path / "o.npy")
+    assert "allow_pickle" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_npy(tmp_path / "none.npy")
 
 
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmedrf._files import atomic_path, read_npz
+from jaxmedrf._files import atomic_path, read_npy, read_npz
 from jaxmedrf.cli._units import add_units_argument, to_attenuation
 
 __all__ = ["add_parser", "run"]
@@ -125,7 +125,7 @@ def load_ct(args):
         if "geometry" in z:
             geom = _geometry(z["geometry"])
     elif path.suffix == ".npy":
-        vol = np.asarray(np.load(path, allow_pickle=False), np.float32)
+        vol = np.asarray(read_npy(path, what="--volume"), np.float32)
     else:  # DICOM series, enhanced DICOM, NIfTI: HU → μ (mm⁻¹)
         from jaxmedrf.io import load_volume
 
@@ -155,7 +155,7 @@ def load_ct(args):
 
 def _load_image(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
-        img = np.load(path, allow_pickle=False)
+        img = read_npy(path, what="--xray")
     elif path.suffix.lower() == ".png":
         import matplotlib.image
 

@@ -83,30 +83,28 @@ def load_volume(path: str | os.PathLike, *, series: str | None = None) -> Volume
 
 def load_npz(path: str | os.PathLike) -> VolumeData:
     """Reads our ``.npz`` volume (``volume``, ``spacing``, ``affine``) or a ``simulate`` output."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if "volume" not in keys:
-                raise ValueError(f"{path}: .npz has no 'volume' array (keys: {sorted(keys)})")
-            vol = np.asarray(z["volume"], dtype=np.float32)
-            modality = str(z["modality"]) if "modality" in keys else ""
-            unit = str(z["unit"]) if "unit" in keys else ""
-            if "affine" in keys:
-                affine = np.asarray(z["affine"], dtype=np.float64)
-            elif "spacing" in keys:
-                affine = _centred_affine(vol.shape, np.asarray(z["spacing"], dtype=np.float64))
-            elif "geometry" in keys:
-                from jaxmedrf.geometry import Geometry
+    from jaxmedrf._files import read_npz
 
-                g = Geometry.from_json(str(z["geometry"]))
-                affine = _centred_affine(vol.shape, np.asarray(g.d_voxel, dtype=np.float64),
-                                         np.asarray(g.off_origin, dtype=np.float64))
-                unit = unit or "mm^-1"
-            else:
-                affine = _centred_affine(vol.shape, np.ones(3))
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+    path = Path(path)
+    z = read_npz(path)  # not an npz, truncated, object arrays: ValueError
+    if "volume" not in z:
+        raise ValueError(f"{path}: .npz has no 'volume' array (keys: {sorted(z)})")
+    vol = np.asarray(z["volume"], dtype=np.float32)
+    modality = str(z["modality"]) if "modality" in z else ""
+    unit = str(z["unit"]) if "unit" in z else ""
+    if "affine" in z:
+        affine = np.asarray(z["affine"], dtype=np.float64)
+    elif "spacing" in z:
+        affine = _centred_affine(vol.shape, np.asarray(z["spacing"], dtype=np.float64))
+    elif "geometry" in z:
+        from jaxmedrf.geometry import Geometry
+
+        g = Geometry.from_json(str(z["geometry"]))
+        affine = _centred_affine(vol.shape, np.asarray(g.d_voxel, dtype=np.float64),
+                                 np.asarray(g.off_origin, dtype=np.float64))
+        unit = unit or "mm^-1"
+    else:
+        affine = _centred_affine(vol.shape, np.ones(3))
     _check_volume_array(vol, path)
     if affine.shape != (4, 4):
         raise ValueError(f"{path}: 'affine' must be 4x4, got shape {affine.shape}")
