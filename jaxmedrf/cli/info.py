@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["add_parser", "run", "describe"]
 
 HELP = "summarise a DICOM file/series directory, NIfTI or .npz volume"  # one line in `jaxmedrf --help`
@@ -13,7 +15,8 @@ HELP = "summarise a DICOM file/series directory, NIfTI or .npz volume"  # one li
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "info", help=HELP,
-        description="Modality, size, spacing, orientation, series found, transfer syntax, intensity range, "
+        description="Modality, size, spacing, orientation, series found, transfer syntax, intensity range; "
+                    "for a simulate/reconstruct .npz also the projections, angles and geometry; "
                     "and a clear note of anything that prevents loading it as a volume or radiograph.",
     )
     p.add_argument("path", help="DICOM file or directory, .nii/.nii.gz, or .npz")
@@ -21,17 +24,110 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _volume_lines(vol) -> list[str]:
+_DIRECTION = {"L": "left", "R": "right", "P": "posterior", "A": "anterior", "S": "superior", "I": "inferior"}
+
+
+def _num(values, fmt: str = ".4g") -> str:
+    return ", ".join(f"{float(v):{fmt}}" for v in np.ravel(values))
+
+
+def _sizes(values, fmt: str = ".4g") -> str:
+    return " x ".join(f"{float(v):{fmt}}" for v in np.ravel(values))
+
+
+def _range(a: np.ndarray) -> str:
+    return f"{float(a.min()):.6g} .. {float(a.max()):.6g} (mean {float(a.mean()):.6g})"
+
+
+def _volume_lines(vol, *, with_format: bool = True) -> list[str]:
     a = vol.array
-    return [
-        f"format: {vol.meta.get('format', '?')}",
+    towards = ", ".join(_DIRECTION.get(c, c) for c in vol.orientation)
+    return [f"format: {vol.meta.get('format', '?')}"] * with_format + [
         f"volume: {a.shape[0]} x {a.shape[1]} x {a.shape[2]} voxels (x, y, z in LPS order)",
         f"spacing: {', '.join(f'{s:.4g}' for s in vol.spacing)} mm",
-        f"orientation: {vol.orientation} (array axes increase towards)",
+        f"orientation: {vol.orientation} (array axes 0, 1, 2 increase towards {towards})",
         f"origin (first voxel centre, LPS): {', '.join(f'{v:.2f}' for v in vol.affine[:3, 3])} mm",
         f"modality: {vol.modality or 'unknown'}, unit: {vol.unit or 'unknown'}",
-        f"intensity range: {float(a.min()):.6g} .. {float(a.max()):.6g} (mean {float(a.mean()):.6g})",
+        f"intensity range: {_range(a)}",
     ]
+
+
+def _angle_line(angles: np.ndarray) -> str:
+    deg = np.degrees(np.asarray(angles, np.float64))
+    line = f"angles: {deg.size} views, {deg[0]:.4g}° .. {deg[-1]:.4g}°"
+    if deg.size > 1:
+        step = np.diff(deg)
+        line += f" (step {step[0]:.4g}°)" if np.allclose(step, step[0], atol=1e-6) else \
+                f" (uneven steps {step.min():.4g}° .. {step.max():.4g}°)"
+    return line
+
+
+def _geometry_lines(g) -> list[str]:
+    nv, nu = g.n_detector
+    dv, du = np.asarray(g.d_detector, np.float64)
+    if g.beam == "cone":
+        dso, dsd = float(g.DSO), float(g.DSD)
+        beam = f"geometry: cone beam, DSO {dso:.6g} mm, DSD {dsd:.6g} mm (magnification {dsd / dso:.4g})"
+    else:
+        beam = "geometry: parallel beam"
+    lines = [
+        beam,
+        f"detector: {nv} x {nu} pixels (nv x nu) of {dv:.4g} x {du:.4g} mm = {nv * dv:.4g} x {nu * du:.4g} mm, "
+        f"offset (v, u) {_num(g.off_detector)} mm",
+        f"voxel grid: {' x '.join(map(str, g.n_voxel))} voxels (nx x ny x nz) of {_sizes(g.d_voxel)} mm = "
+        f"{_sizes(np.asarray(g.n_voxel) * np.asarray(g.d_voxel, np.float64))} mm, centre (x, y, z) {_num(g.off_origin)} mm",
+    ]
+    if g.rotation is not None or g.translation is not None:
+        lines.append("rig pose: a rotation/translation per view (not a plain circular orbit)")
+    return lines
+
+
+def _npz_lines(path: Path) -> tuple[list[str], list[str], set[str]]:
+    """What a ``simulate`` / ``reconstruct`` ``.npz`` holds beside its volume: its arrays, the
+    projections, angles and geometry; ``(lines, problems, array names)``. Not an npz file at
+    all: ``ValueError`` (exit 2)."""
+    from jaxmedrf._files import read_npz
+    from jaxmedrf.geometry import Geometry
+
+    z = read_npz(path, what="file")
+    lines = ["format: npz",
+             "arrays: " + (", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in sorted(z.items())) or "none")]
+    problems: list[str] = []
+    g = None
+    if "geometry" in z:
+        try:
+            g = Geometry.from_json(str(z["geometry"]))
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"geometry: not a valid jaxmedrf geometry ({type(e).__name__}: {e})")
+    p = z.get("projections")
+    if p is not None:
+        if p.ndim == 3 and np.issubdtype(p.dtype, np.number):
+            lines.append(f"projections: {p.shape[0]} views x {p.shape[1]} x {p.shape[2]} pixels (views, nv, nu), "
+                         f"{p.dtype}, range {_range(p)}")
+            bad = int(p.size - np.count_nonzero(np.isfinite(p)))
+            if bad:
+                problems.append(f"projections: {bad} values are NaN or infinite")
+        else:
+            problems.append(f"projections: expected a numeric (views, nv, nu) array, got {p.dtype} {p.shape}")
+        if g is not None and p.shape != g.projection_shape:
+            problems.append(f"projections have shape {p.shape}, the geometry expects {g.projection_shape}")
+    else:
+        lines.append("projections: none")
+    angles = z.get("angles")
+    if angles is None and g is not None:
+        angles = np.asarray(g.angles)
+    if angles is not None and angles.ndim == 1 and angles.size and np.issubdtype(angles.dtype, np.number):
+        lines.append(_angle_line(angles))
+        if g is not None and "angles" in z and (angles.shape != np.shape(g.angles)
+                                                or not np.allclose(angles, np.asarray(g.angles))):
+            problems.append("the 'angles' array differs from the geometry's angles")
+    elif angles is not None:
+        problems.append(f"angles: expected a 1-D numeric array (rad), got {angles.dtype} {angles.shape}")
+    if g is not None:
+        lines += _geometry_lines(g)
+    elif "geometry" not in z:
+        lines.append("geometry: none")
+    return lines, problems, set(z)
 
 
 def describe(path: str | Path, *, series: str | None = None) -> tuple[list[str], list[str]]:
@@ -77,9 +173,18 @@ def describe(path: str | Path, *, series: str | None = None) -> tuple[list[str],
                                  f"DSO {rg.DSO}, values {float(rg.array.min()):.6g} .. {float(rg.array.max()):.6g}")
                 except ValueError as e:
                     problems.append(str(e))
+        elif fmt == "npz":
+            more, problems, keys = _npz_lines(path)  # not an npz file: ValueError, exit 2
+            lines += more
+            if "volume" not in keys:
+                if "projections" in keys:
+                    lines.append("volume: none (projections only)")
+                else:
+                    problems.append("no 'volume' and no 'projections' array: neither a volume nor a scan")
+                return lines, problems
     try:
         vol = load_volume(path, series=series)
-        lines += _volume_lines(vol)
+        lines += _volume_lines(vol, with_format=vol.meta.get("format") != "npz")
     except ValueError as e:
         msg = str(e)
         if not (path.is_file() and "single 2D image" in msg and not problems):
