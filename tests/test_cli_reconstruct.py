@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def sim(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["naf", "fdk", "sart"])
-def test_reconstruct_writes_volume_metrics_and_png(sim, tmp_path, method):
+def test_reconstruct_writes_volume_metrics_and_png(sim, tmp_path, method, capsys):
     out = tmp_path / f"{method}.npz"
     args = ["reconstruct", str(sim), "--method", method, "--out", str(out), "--no-progress"]
     if method == "naf":
@@ -32,7 +33,19 @@ def test_reconstruct_writes_volume_metrics_and_png(sim, tmp_path, method):
                  "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "25", "--devices", "1"]
     elif method == "sart":
         args += ["--iters", "3", "--backprojector", "voxel"]
-    assert main(args) == 0
+    capsys.readouterr()
+    old = os.umask(0o022)
+    try:
+        assert main(args) == 0
+    finally:
+        os.umask(old)
+    # every file written is named on stdout, as simulate does, and has the mode the umask gives
+    printed = capsys.readouterr().out
+    written = [out, out.with_suffix(".json"), out.with_suffix(".png")]
+    assert f"-> {', '.join(map(str, written))}" in printed, printed
+    assert ("checkpoints: " + str(tmp_path / "ck") in printed) == (method == "naf")
+    for f in written:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, (f, oct(f.stat().st_mode))
     with np.load(out) as z:
         assert sorted(z.files) == ["geometry", "volume"]
         assert z["volume"].shape == (16, 16, 16) and z["volume"].dtype == np.float32
@@ -88,7 +101,7 @@ def test_bad_inputs_exit_2_without_traceback_or_output(sim, tmp_path):
         assert not out.exists()
 
 
-def test_nifti_and_dicom_outputs_load_back_on_the_same_grid(sim, tmp_path):
+def test_nifti_and_dicom_outputs_load_back_on_the_same_grid(sim, tmp_path, capsys):
     from jaxmedrf import io
 
     ref = tmp_path / "ref.npz"
@@ -102,6 +115,7 @@ def test_nifti_and_dicom_outputs_load_back_on_the_same_grid(sim, tmp_path):
     np.testing.assert_allclose(back.spacing, [16.0] * 3)  # 256 mm / 16 voxels
     dcm = tmp_path / "fdk_series"
     assert main(["reconstruct", str(sim), "--method", "fdk", "--no-png", "--out", str(dcm)]) == 0
+    assert f"-> {dcm}, {tmp_path / 'fdk_series.json'}" in capsys.readouterr().out  # the folder and the JSON
     series = io.load_volume(dcm)
     assert series.unit == "HU" and series.array.shape == mu.shape
     np.testing.assert_allclose(io.hu_to_mu(series.array, clip=False), mu, atol=io.MU_WATER / 1000 + 1e-6)

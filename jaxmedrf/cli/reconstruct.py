@@ -141,8 +141,10 @@ def _stem(path: Path) -> Path:
     return path
 
 
-def save_recon(path: Path, volume: np.ndarray, geometry, *, metrics: dict | None = None, truth=None, png=True):
-    """Writes the reconstruction and, beside it, a metrics JSON and a slice PNG, atomically.
+def save_recon(path: Path, volume: np.ndarray, geometry, *, metrics: dict | None = None, truth=None,
+               png=True) -> list[Path]:
+    """Writes the reconstruction and, beside it, a metrics JSON and a slice PNG, atomically;
+    returns the paths written (the volume first).
 
     The format follows ``path``: ``.npz`` (``volume`` + ``geometry``), ``.nii``/``.nii.gz``
     (μ in mm⁻¹) or any other name: a DICOM CT series folder (μ converted to HU with
@@ -167,12 +169,16 @@ def save_recon(path: Path, volume: np.ndarray, geometry, *, metrics: dict | None
         else:
             hu = io.mu_to_hu(volume)
             io.save_volume(np.asarray(hu, np.float32), path, affine=affine, modality="CT", unit="HU", overwrite=True)
+    written = [path]
     base = _stem(path)
     if metrics is not None:
-        with atomic_path(base.with_name(base.name + ".json")) as tmp:
+        written.append(base.with_name(base.name + ".json"))
+        with atomic_path(written[-1]) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2, default=float))
     if png:
-        _slices_png(base.with_name(base.name + ".png"), volume, truth)
+        written.append(base.with_name(base.name + ".png"))
+        _slices_png(written[-1], volume, truth)
+    return written
 
 
 def _slices_png(path: Path, volume, truth) -> None:
@@ -279,7 +285,9 @@ def run(a) -> int:
         if truth is not None:
             metrics.update(quality(vol, truth))
         path = out / f"{names[i]}_recon.npz" if many else out
-        save_recon(path, vol, geometry, metrics=metrics, truth=truth, png=not a.no_png)
+        written = save_recon(path, vol, geometry, metrics=metrics, truth=truth, png=not a.no_png)
         q = f", PSNR3D {metrics['psnr3d']:.2f} dB, SSIM3D {metrics['ssim3d']:.4f}" if truth is not None else ""
-        print(f"{a.method}: {a.inputs[i]} -> {path} in {wall:.1f} s{q}")
+        print(f"{a.method}: {a.inputs[i]} in {wall:.1f} s{q} -> {', '.join(map(str, written))}")
+    if a.method == "naf" and a.checkpoint_dir:
+        print(f"checkpoints: {a.checkpoint_dir}")
     return 0
