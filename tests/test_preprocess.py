@@ -384,7 +384,8 @@ def _bad_cases(d, tmp_path):
         "missing file": ([str(tmp_path / "nope"), *FLAGS], "no such file"),
         "no geometry": ([frames, "--flat", str(d / "flat.tif")], "--dso, --dsd, --d-detector"),
         "bad region": ([frames, "--air-region", "1", "2", *FLAGS], "--air-region takes"),
-        "both geometries": ([frames, "--geometry", str(tmp_path / "g.json"), "--dso", "400"], "drop --dso"),
+        "both geometries": ([frames, "--geometry", str(tmp_path / "g.json"), "--arc", "200"], "drop --arc"),
+        "arc and angles": ([frames, *FLAGS, "--arc", "200", "--angles", str(tmp_path / "angles.txt")], "drop --arc"),
     }
 
 

@@ -67,10 +67,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     geo.add_argument("--dsd", type=float, default=None, help="source-detector distance DSD, mm")
     geo.add_argument("--d-detector", type=float, nargs=2, default=None, metavar=("DV", "DU"),
                      help="detector pixel size (rows, columns), mm")
-    geo.add_argument("--off-detector", type=float, nargs=2, default=[0.0, 0.0], metavar=("V", "U"),
-                     help="detector offset, mm")
-    geo.add_argument("--arc", type=float, default=360.0,
-                     help="frames equally spaced over this arc, degrees, starting at 0 (endpoint excluded)")
+    geo.add_argument("--off-detector", type=float, nargs=2, default=None, metavar=("V", "U"),
+                     help="detector offset, mm; unset: 0 0")
+    geo.add_argument("--arc", type=float, default=None,
+                     help="frames equally spaced over this arc, degrees, starting at 0 (endpoint excluded); "
+                          "unset: 360")
     geo.add_argument("--angles", default=None, metavar="FILE",
                      help="the gantry angle of each frame instead, degrees (.npy or text), one per frame")
     geo.add_argument("--n-voxel", type=int, nargs="+", default=None, metavar="N",
@@ -78,12 +79,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     geo.add_argument("--d-voxel", type=float, nargs="+", default=None, metavar="MM",
                      help="voxel size dx [dy dz], mm; unset: the detector pixel at the isocentre, DU·DSO/DSD "
                           "across and DV·DSO/DSD along z")
-    geo.add_argument("--off-origin", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("X", "Y", "Z"),
-                     help="volume centre, mm")
+    geo.add_argument("--off-origin", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                     help="volume centre, mm; unset: 0 0 0")
     return p
 
 
-_CONE_FLAGS = ("dso", "dsd", "d_detector", "angles", "n_voxel", "d_voxel")
+_CONE_FLAGS = ("dso", "dsd", "d_detector", "off_detector", "arc", "angles", "n_voxel", "d_voxel", "off_origin")
 
 
 def _air_region(values):
@@ -121,11 +122,13 @@ def _check_geometry_args(a) -> None:
     missing = [f"--{k.replace('_', '-')}" for k in ("dso", "dsd", "d_detector") if getattr(a, k) is None]
     if missing:
         raise ValueError(f"give --geometry JSON, or the cone-beam geometry: missing {', '.join(missing)}")
+    if a.arc is not None and a.angles is not None:
+        raise ValueError("--angles gives every angle; drop --arc")
 
 
 def _geometry(a, n_frames: int, shape: tuple[int, int]):
     """The scan's Geometry from ``--geometry`` or the cone-beam flags, checked against the frames."""
-    from jaxmedrf.geometry import Geometry, cone_beam
+    from jaxmedrf.geometry import Geometry, circular_angles, cone_beam
 
     nv, nu = shape
     if a.geometry is not None:
@@ -150,17 +153,18 @@ def _geometry(a, n_frames: int, shape: tuple[int, int]):
         if angles.size != n_frames:
             raise ValueError(f"--angles {a.angles}: {angles.size} angles for {n_frames} frames")
     else:
-        if not (math.isfinite(a.arc) and a.arc > 0):
-            raise ValueError(f"--arc must be positive (degrees), got {a.arc}")
-        angles = None
+        arc = 360.0 if a.arc is None else a.arc
+        if not (math.isfinite(arc) and arc > 0):
+            raise ValueError(f"--arc must be positive (degrees), got {arc}")
+        angles = circular_angles(n_frames, arc=math.radians(arc))
     iso = a.dso / a.dsd  # detector pixel → isocentre
     n_voxel = _triple(a.n_voxel, "--n-voxel", int) or (nu, nu, nv)
     d_voxel = _triple(a.d_voxel, "--d-voxel", float) or (du * iso, du * iso, dv * iso)
     if min(n_voxel) <= 0 or not all(math.isfinite(d) and d > 0 for d in d_voxel):
         raise ValueError(f"--n-voxel and --d-voxel must be positive, got {list(n_voxel)} and {list(d_voxel)}")
     return cone_beam(n_voxel=n_voxel, d_voxel=d_voxel, n_detector=(nv, nu), d_detector=(dv, du), DSD=a.dsd, DSO=a.dso,
-                     n_views=n_frames, arc=math.radians(a.arc), angles=angles, off_detector=tuple(a.off_detector),
-                     off_origin=tuple(a.off_origin))
+                     angles=angles, off_detector=tuple(a.off_detector or (0.0, 0.0)),
+                     off_origin=tuple(a.off_origin or (0.0, 0.0, 0.0)))
 
 
 def run(a) -> int:
