@@ -369,6 +369,7 @@ def _bad_cases(d, tmp_path):
     g = _geometry(n_views=50)
     (tmp_path / "g.json").write_text(g.to_json())
     (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "number.json").write_text("3")
     frames = str(d / "frames.npy")
     return {
         "flat zeros": ([frames, "--flat", str(flat_zero), *FLAGS], "flat field minus dark"),
@@ -385,6 +386,7 @@ def _bad_cases(d, tmp_path):
         "no geometry": ([frames, "--flat", str(d / "flat.tif")], "--dso, --dsd, --d-detector"),
         "bad region": ([frames, "--air-region", "1", "2", *FLAGS], "--air-region takes"),
         "both geometries": ([frames, "--geometry", str(tmp_path / "g.json"), "--arc", "200"], "drop --arc"),
+        "geometry not json": ([frames, "--geometry", str(tmp_path / "number.json")], "not a geometry JSON"),
         "arc and angles": ([frames, *FLAGS, "--arc", "200", "--angles", str(tmp_path / "angles.txt")], "drop --arc"),
     }
 

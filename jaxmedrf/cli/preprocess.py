@@ -133,7 +133,10 @@ def _geometry(a, n_frames: int, shape: tuple[int, int]):
     nv, nu = shape
     if a.geometry is not None:
         path = Path(a.geometry)
-        g = Geometry.from_json(path.read_text())
+        try:
+            g = Geometry.from_json(path.read_text())
+        except (ValueError, TypeError, AttributeError) as e:  # not JSON, not an object, fields of wrong types
+            raise ValueError(f"--geometry {path}: not a geometry JSON ({e})") from None
         if tuple(g.n_detector) != (nv, nu):
             raise ValueError(f"--geometry {path}: n_detector is {g.n_detector[0]}x{g.n_detector[1]}, the frames are {nv}x{nu}")
         if g.n_views != n_frames:
