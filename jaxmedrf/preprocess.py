@@ -366,6 +366,34 @@ def _field(name: str, field, shape) -> np.ndarray | None:
     return field
 
 
+def _gain(flat, dark, *, replaced: bool):
+    """``F − D``; ValueError where it is not positive at too many pixels (or at any, unless those
+    pixels are ``replaced`` as bad pixels found from the fields)."""
+    gain = flat - (0.0 if dark is None else dark)
+    nonpositive = ~(gain > 0)
+    n = int(np.count_nonzero(nonpositive))
+    what = f"flat field minus dark is zero or negative at {n} of {gain.size} pixels ({100 * n / gain.size:.3g} %)"
+    if n > MAX_NONPOSITIVE_GAIN * gain.size:
+        raise ValueError(f"{what}: flat and dark swapped, or not a flat field?")
+    if n and not replaced:
+        r, c = (int(v[0]) for v in np.nonzero(nonpositive))
+        raise ValueError(f"{what}, e.g. row {r}, column {c}; bad pixels found from the fields would be replaced")
+    return gain
+
+
+def _frame_air(ratio, air_region, air_border: int, bad):
+    """Each frame's air level (:func:`air_level`); ValueError where a frame reads no beam there."""
+    if isinstance(air_region, str) and air_region != "auto":
+        raise ValueError(f"air_region must be 'auto' or (row0, row1, col0, col1), got {air_region!r}")
+    region = None if isinstance(air_region, str) else air_region
+    air = air_level(ratio, region=region, border=air_border, bad=bad)
+    if not np.all(np.isfinite(air) & (air > 0)):
+        k = int(np.flatnonzero(~(np.isfinite(air) & (air > 0)))[0])
+        raise ValueError(f"the air region reads no beam in frame {k} (air level {air[k]:.4g}): "
+                         "a region that sees the open beam is needed")
+    return air
+
+
 def raw_to_line_integrals(
     frames: Float[np.ndarray, "views nv nu"],
     *,
@@ -433,33 +461,15 @@ def raw_to_line_integrals(
     if use_fields and not have_fields:
         raise ValueError(f"bad_pixels={bad_pixels!r} needs a flat or a dark field")
 
-    gain = None
-    if flat is not None:
-        gain = flat - (0.0 if dark is None else dark)
-        nonpositive = ~(gain > 0)
-        n = int(np.count_nonzero(nonpositive))
-        what = f"flat field minus dark is zero or negative at {n} of {gain.size} pixels ({100 * n / gain.size:.3g} %)"
-        if n > MAX_NONPOSITIVE_GAIN * gain.size:
-            raise ValueError(f"{what}: flat and dark swapped, or not a flat field?")
-        if n and not use_fields:
-            r, c = (int(v[0]) for v in np.nonzero(nonpositive))
-            raise ValueError(f"{what}, e.g. row {r}, column {c}; bad pixels found from the fields would be replaced")
+    gain = None if flat is None else _gain(flat, dark, replaced=use_fields)
     bad = bad_pixels_from_fields(flat, dark=dark) if use_fields else np.zeros(shape, bool)
 
     ratio = i.astype(np.float32) - (0 if dark is None else dark.astype(np.float32))
     if gain is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio /= np.where(gain > 0, gain, np.nan).astype(np.float32)
-    air = None
-    if air_region is not None:
-        region = None if isinstance(air_region, str) and air_region == "auto" else air_region
-        if isinstance(air_region, str) and air_region != "auto":
-            raise ValueError(f"air_region must be 'auto' or (row0, row1, col0, col1), got {air_region!r}")
-        air = air_level(ratio, region=region, border=air_border, bad=bad)
-        if not np.all(np.isfinite(air) & (air > 0)):
-            k = int(np.flatnonzero(~(np.isfinite(air) & (air > 0)))[0])
-            raise ValueError(f"the air region reads no beam in frame {k} (air level {air[k]:.4g}): "
-                             "a region that sees the open beam is needed")
+    air = None if air_region is None else _frame_air(ratio, air_region, air_border, bad)
+    if air is not None:
         ratio /= air.astype(np.float32)[:, None, None]
 
     # In place from here: the stack is the one large array (a clinical scan holds gigabytes).
