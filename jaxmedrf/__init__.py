@@ -1,7 +1,7 @@
 """jaxmedrf: neural rendering for medical imaging in JAX.
 
 Modules: :mod:`~jaxmedrf.geometry` → :mod:`~jaxmedrf.rays` → :mod:`~jaxmedrf.projectors` /
-:mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` ·
+:mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` · :mod:`~jaxmedrf.preprocess` ·
 :mod:`~jaxmedrf.fields` · :mod:`~jaxmedrf.recon` (naf, fdk, sart, cgls) ·
 :mod:`~jaxmedrf.metrics` · :mod:`~jaxmedrf.io` · :mod:`~jaxmedrf.pose` ·
 :mod:`~jaxmedrf.registration` · :mod:`~jaxmedrf.parallel`.
@@ -50,10 +50,12 @@ _EXPORTS = {
     "pixel_rays": ("jaxmedrf.rays", 'pixel_rays'),
     "poisson_noise": ("jaxmedrf.noise", 'poisson_noise'),
     "pose": ("jaxmedrf.pose", None),
+    "preprocess": ("jaxmedrf.preprocess", None),
     "project": ("jaxmedrf.projectors", 'project'),
     "recon": ("jaxmedrf.recon", None),
     "register": ("jaxmedrf.registration", 'register'),
     "registration": ("jaxmedrf.registration", None),
+    "raw_to_line_integrals": ("jaxmedrf.preprocess", 'raw_to_line_integrals'),
     "render": ("jaxmedrf.render", None),
     "render_projections": ("jaxmedrf.recon.naf_io", 'render_projections'),
     "sart": ("jaxmedrf.recon", 'sart'),

@@ -24,6 +24,7 @@ __all__ = ["main", "SUBCOMMANDS", "UserError"]
 # name -> module (imported lazily so that `jaxmedrf --help` stays fast).
 SUBCOMMANDS = {
     "simulate": "jaxmedrf.cli.simulate",
+    "preprocess": "jaxmedrf.cli.preprocess",
     "reconstruct": "jaxmedrf.cli.reconstruct",
     "evaluate": "jaxmedrf.cli.evaluate",
     "info": "jaxmedrf.cli.info",

@@ -1,4 +1,5 @@
-"""Real data in and out: DICOM/NIfTI volumes, radiographs, de-identified DICOM output, DRR export.
+"""Real data in and out: DICOM/NIfTI volumes, radiographs, raw projection frames (TIFF/PNG/NPY/DICOM),
+de-identified DICOM output, DRR export, the scan ``.npz``.
 
 Volumes are held in patient LPS axes order (see :mod:`jaxmedrf.io.volume`). Requires the ``io``
 extra (``nibabel``, ``pylibjpeg`` and its decoders) for NIfTI and compressed DICOM.
@@ -25,6 +26,9 @@ _EXPORTS = {
     "geometry_for_volume": ("jaxmedrf.io.drr", "geometry_for_volume"),
     "hu_to_mu": ("jaxmedrf.io.intensity", "hu_to_mu"),
     "intensity_jitter": ("jaxmedrf.io.intensity", "intensity_jitter"),
+    "load_angles": ("jaxmedrf.io.raw", "load_angles"),
+    "load_field": ("jaxmedrf.io.raw", "load_field"),
+    "load_frames": ("jaxmedrf.io.raw", "load_frames"),
     "load_radiograph": ("jaxmedrf.io.radiograph", "load_radiograph"),
     "load_sample": ("jaxmedrf.io.samples", "load_sample"),
     "load_volume": ("jaxmedrf.io.volume", "load_volume"),
@@ -39,6 +43,7 @@ _EXPORTS = {
     "reorient_to_lps": ("jaxmedrf.io.volume", "reorient_to_lps"),
     "resize_volume": ("jaxmedrf.io.intensity", "resize_volume"),
     "sample_path": ("jaxmedrf.io.samples", "sample_path"),
+    "save_scan": ("jaxmedrf.io.scan", "save_scan"),
     "save_volume": ("jaxmedrf.io.volume", "save_volume"),
     "slice_batches": ("jaxmedrf.io.dataset", "slice_batches"),
     "window": ("jaxmedrf.io.intensity", "window"),
