@@ -12,7 +12,8 @@ lives in ``benchmarks/peers/<peer>.py`` with its geometry mapping in its docstri
   first in a child process (:mod:`benchmarks.peers.astra_preflight`);
 * :mod:`benchmarks.peers.jaxmedrf`: for reference in the same process, jaxmedrf's own XLA and
   fused Pallas projectors;
-* :mod:`benchmarks.peers.common`: what they share (geometry frames, import stubs, timing).
+* :mod:`benchmarks.peers.common`: what they share (import stubs, timing); each peer's camera
+  comes from the library's converters (:mod:`jaxmedrf.interop`).
 
 Each ``time_*`` function takes a NumPy float32 volume ``(nx, ny, nz)`` (μ, mm⁻¹) and a cone-beam
 :class:`jaxmedrf.Geometry` (DSD, DSO, detector ``(nv, nu)`` and pixel size, voxel size, view

@@ -110,7 +110,8 @@ class NanoDRR:
     """
 
     def __init__(self, vol, geom, cfg, *, device: str | None = None):
-        from benchmarks.peers.common import frames, import_peer, matrices
+        from benchmarks.peers.common import import_peer
+        from benchmarks.peers.nanodrr import camera
 
         nanodrr, self.stubs = import_peer("nanodrr")
         import torch
@@ -126,22 +127,20 @@ class NanoDRR:
         self.dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.backend = "triton" if self.dev.type == "cuda" else "torch"
         g0 = geom.replace(angles=np.zeros(1), rotation=None, translation=None)
-        fr = frames(g0)
-        self.c0 = matrices(fr, flip_v=False)[0]
+        cam = camera(g0)
+        self.c0 = cam["rt_inv"][0]
         self.c0_inv = np.linalg.inv(self.c0)
         self.h, self.w = g0.n_detector
         v = np.asarray(vol, np.float32)
         img = torch.as_tensor(np.ascontiguousarray(np.transpose(v, (2, 1, 0))), device=self.dev)[None, None]
-        v2w = np.eye(4)
-        v2w[:3, :3] = np.diag(fr["d"])
-        v2w[:3, 3] = fr["lo"] + fr["d"] / 2
+        v2w = cam["voxel_to_world"]
         t32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.dev)  # noqa: E731
         self.t32 = t32
         self.subject = Subject(img, torch.zeros_like(img), t32(v2w), t32(np.linalg.inv(v2w)),
-                               Subject._make_voxel_to_grid(img.shape).to(self.dev), t32(0.5 * (fr["lo"] + fr["hi"])),
+                               Subject._make_voxel_to_grid(img.shape).to(self.dev), t32(g0.off_origin),
                                max_label=0, convert_to_mu=False)
-        self.k_inv = make_k_inv(float(g0.DSD), fr["du"], fr["dv"], -fr["off_u"], -fr["off_v"], self.h, self.w).to(self.dev)
-        self.sdd = t32([float(g0.DSD)])
+        self.k_inv = make_k_inv(cam["sdd"], cam["delx"], cam["dely"], cam["x0"], cam["y0"], self.h, self.w).to(self.dev)
+        self.sdd = t32([cam["sdd"]])
         self.n_samples = n_samples_for_step(g0.n_voxel, cfg.step)
         self.ncc = NormalizedCrossCorrelation2d()
 

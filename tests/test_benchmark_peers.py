@@ -10,7 +10,6 @@ import pytest
 import jaxmedrf as jm
 from benchmarks import projector_peers as PP
 from benchmarks.peers import astra as A
-from benchmarks.peers.common import frames
 from benchmarks.peers.jaxmedrf import step_for
 
 
@@ -60,42 +59,35 @@ def _astra_case():
 
 
 def test_astra_vectors_by_hand():
-    g = _astra_case()
-    vec = A.cone_vectors(frames(g))
-    assert vec.shape == (2, 12)
+    _, (kind, nv, nu, vec) = A.astra_geometry(_astra_case())
+    assert (kind, nv, nu) == ("cone_vec", 6, 10) and vec.shape == (2, 12)
     # (srcX, srcY, srcZ, dX, dY, dZ, uX, uY, uZ, vX, vY, vZ); off_u = -2, off_v = 1.5, du = 3, dv = 2.
     # View 0: S = (400, 0, 0), centre (-400, 0, 0), u = (0, 1, 0), v = (0, 0, 1).
-    np.testing.assert_allclose(vec[0], [400, 0, 0, -400, -2.0, 1.5, 0, 3, 0, 0, 0, 2], atol=1e-3)
+    np.testing.assert_allclose(vec[0], [400, 0, 0, -400, -2.0, 1.5, 0, 3, 0, 0, 0, 2], atol=1e-9)
     # View 1 (90°): S = (0, 400, 0), centre (0, -400, 0), u = (-1, 0, 0).
-    np.testing.assert_allclose(vec[1], [0, 400, 0, 2.0, -400, 1.5, -3, 0, 0, 0, 0, 2], atol=1e-3)
+    np.testing.assert_allclose(vec[1], [0, 400, 0, 2.0, -400, 1.5, -3, 0, 0, 0, 0, 2], atol=1e-9)
+    with pytest.raises(ValueError, match="cone"):
+        A.astra_geometry(jm.parallel_beam(n_voxel=4, n_detector=(2, 2), n_views=1))
 
 
 def test_astra_vectors_put_every_pixel_where_ours_is():
     g = _astra_case()
-    fr = frames(g)
-    vec = A.cone_vectors(fr)
-    nv, nu = g.n_detector
-    dsd = float(g.DSD)
+    _, (_, nv, nu, vec) = A.astra_geometry(g)
+    rays = jm.geometry_rays(g)
+    pix = np.asarray(rays.origins + rays.directions)
+    r, c = np.meshgrid(np.arange(nv), np.arange(nu), indexing="ij")
     for i in range(g.n_views):
-        S, w, u, v = fr["S"][i], fr["w"][i], fr["u"][i], fr["v"][i]
-        np.testing.assert_allclose(vec[i, 0:3], S)
-        np.testing.assert_allclose(vec[i, 3:6], S + dsd * w + fr["off_u"] * u + fr["off_v"] * v, atol=1e-3)
-        np.testing.assert_allclose(vec[i, 6:9], fr["du"] * u)
-        np.testing.assert_allclose(vec[i, 9:12], fr["dv"] * v)
-        r, c = np.meshgrid(np.arange(nv), np.arange(nu), indexing="ij")
-        a = (c - (nu - 1) / 2) * fr["du"] + fr["off_u"]
-        b = (r - (nv - 1) / 2) * fr["dv"] + fr["off_v"]
-        ours = S + dsd * w + a[..., None] * u + b[..., None] * v
+        np.testing.assert_allclose(vec[i, 0:3], np.asarray(rays.origins)[i, 0, 0], atol=1e-3)
         # ASTRA (ConeVecProjectionGeometry3D.cpp, cone_fp.cu): pixel (r, c) centre at
         # d − (nu/2)·uvec − (nv/2)·vvec + (c + ½)·uvec + (r + ½)·vvec.
         corner = vec[i, 3:6] - nu / 2 * vec[i, 6:9] - nv / 2 * vec[i, 9:12]
         theirs = corner + (c[..., None] + 0.5) * vec[i, 6:9] + (r[..., None] + 0.5) * vec[i, 9:12]
-        np.testing.assert_allclose(theirs, ours, atol=1e-3)
+        np.testing.assert_allclose(theirs, pix[i], atol=1e-3)
 
 
 def test_astra_volume_window():
-    shape, window = A.volume_window(_astra_case())
-    assert shape == (8, 6, 10)  # create_vol_geom(rows = ny, cols = nx, slices = nz, …)
+    (rows, cols, slices, *window), _ = A.astra_geometry(_astra_case())
+    assert (rows, cols, slices) == (8, 6, 10)  # create_vol_geom(rows = ny, cols = nx, slices = nz, …)
     np.testing.assert_allclose(window, [1 - 12, 1 + 12, -2 - 12, -2 + 12, 3 - 10, 3 + 10])
 
 
@@ -264,3 +256,15 @@ def test_peers_table():
     }
     assert list(PP.PEERS)[-1] == "astra_cuda3d"  # after the torch peers have loaded their CUDA libraries
     assert all(hasattr(PP, name) for name in PP.__all__)
+
+
+def test_interop_peers_reports_each_tool(monkeypatch, capsys):
+    """benchmarks/interop_peers.py: each tool is checked, or reported as skipped when it does not import."""
+    from benchmarks import interop_peers
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("ASTRA_SITE", raising=False)
+    results = interop_peers.main([])["results"]
+    assert set(results) == {"diffdrr", "nanodrr", "astra"}
+    for tool, res in results.items():
+        assert "skipped" in res or all(v < 1e-2 for v in res.values()), (tool, res)

@@ -1,12 +1,12 @@
 """The ASTRA Toolbox 2.5.0 (its CUDA cone-beam projector ``cuda3d``, FP3D/BP3D) as a DRR peer.
 
-**Geometry mapping** (frames: :mod:`benchmarks.peers.common`): a ``cone_vec`` projection
-geometry, one row of 12 numbers per view built straight from the frames (:func:`cone_vectors`):
-source ``S``, detector centre ``C + off_u·u + off_v·v``, and the vectors from pixel ``(0, 0)``
+**Geometry mapping** (:func:`jaxmedrf.interop.to_astra`, via :func:`astra_geometry`): a ``cone_vec``
+projection geometry, one row of 12 numbers per view: source ``S``, detector centre
+``C + off_u·u + off_v·v``, and the vectors from pixel ``(0, 0)``
 to ``(0, 1)`` (``du·u``) and to ``(1, 0)`` (``dv·v``); ASTRA's world ``(X, Y, Z)`` is jaxmedrf's
 ``(x, y, z)``. ASTRA puts pixel ``(r, c)`` at ``centre + (c − nu/2 + ½)·u + (r − nv/2 + ½)·v``, the
 same point as ours. The volume geometry is ``create_vol_geom(ny, nx, nz, lo_x, hi_x, lo_y, hi_y,
-lo_z, hi_z)`` (rows = Y, columns = X, slices = Z; window = jaxmedrf's box; :func:`volume_window`)
+lo_z, hi_z)`` (rows = Y, columns = X, slices = Z; window = jaxmedrf's box)
 and the volume array is ``(Z, Y, X)``: ours transposed ``(2, 1, 0)``; projections come back
 ``(rows, views, columns)`` and are transposed ``(1, 0, 2)``. All lengths are in mm: ASTRA moves
 and scales the geometry into voxel units internally and multiplies its forward projection by the
@@ -50,32 +50,25 @@ import time
 import numpy as np
 
 from benchmarks.peers.astra_preflight import gpu_arrays, import_astra, preflight as run_preflight
-from benchmarks.peers.common import frames, rel_l2, time_synced, version
+from benchmarks.peers.common import rel_l2, time_synced, version
 
 CUFFT_STUB = "cufft (FDK unavailable; projectors only)"
 
 
-def cone_vectors(fr: dict) -> np.ndarray:
-    """``(views, 12)`` ASTRA ``cone_vec`` rows from :func:`benchmarks.peers.common.frames`, mm.
+def astra_geometry(geometry) -> tuple[tuple, tuple]:
+    """``(vol_args, proj_args)``: the arguments of ASTRA's ``create_vol_geom(rows=ny, cols=nx,
+    slices=nz, minX, maxX, minY, maxY, minZ, maxZ)`` and ``create_proj_geom("cone_vec", rows=nv,
+    cols=nu, vectors)`` for a cone-beam geometry, from :func:`jaxmedrf.interop.to_astra` (mm,
+    float64, so that ASTRA's voxel sizes ``(max − min) / n`` equal ``d_voxel``)."""
+    from jaxmedrf.interop import to_astra
 
-    Per view: source ``S``; detector centre ``C + off_u·u + off_v·v``; ``du·u`` (pixel ``(0, 0)``
-    → ``(0, 1)``, along a detector row); ``dv·v`` (pixel ``(0, 0)`` → ``(1, 0)``). ASTRA's world
-    ``(X, Y, Z)`` is jaxmedrf's ``(x, y, z)``, so no axis is swapped here.
-    """
-    centre = fr["C"] + fr["off_u"] * fr["u"] + fr["off_v"] * fr["v"]
-    return np.concatenate([fr["S"], centre, fr["du"] * fr["u"], fr["dv"] * fr["v"]], axis=1).astype(np.float64)
-
-
-def volume_window(geometry) -> tuple[tuple[int, int, int], list[float]]:
-    """``((ny, nx, nz), [lo_x, hi_x, lo_y, hi_y, lo_z, hi_z])``: the arguments of ASTRA's
-    ``create_vol_geom(rows=Y, cols=X, slices=Z, minX, maxX, minY, maxY, minZ, maxZ)``, mm
-    (float64, so that ASTRA's voxel sizes ``(max − min) / n`` equal ``d_voxel``)."""
-    nx, ny, nz = (int(n) for n in geometry.n_voxel)
-    d = np.asarray(geometry.d_voxel, np.float64)
-    off = np.asarray(geometry.off_origin, np.float64)
-    lo = off - 0.5 * np.array([nx, ny, nz]) * d
-    hi = off + 0.5 * np.array([nx, ny, nz]) * d
-    return (ny, nx, nz), [float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]), float(lo[2]), float(hi[2])]
+    if geometry.beam != "cone":
+        raise ValueError(f"geometry.beam must be 'cone' for the DRR peers, got {geometry.beam!r}")
+    a = to_astra(geometry)
+    vg, pg, o = a["vol_geom"], a["proj_geom"], a["vol_geom"]["option"]
+    window = [o[f"Window{m}{x}"] for x in "XYZ" for m in ("Min", "Max")]
+    return ((vg["GridRowCount"], vg["GridColCount"], vg["GridSliceCount"], *window),
+            (pg["type"], pg["DetectorRowCount"], pg["DetectorColCount"], pg["Vectors"]))
 
 
 def _loaded_libraries(*names: str) -> dict:
@@ -296,11 +289,9 @@ def time_astra(volume: np.ndarray, geometry, *, n_samples: int | None = None, wa
     except Exception:  # noqa: BLE001
         pass
     try:
-        fr = frames(geometry)
-        nv, nu = (int(n) for n in geometry.n_detector)
-        vol_shape, window = volume_window(geometry)
-        vol_geom = astra.create_vol_geom(*vol_shape, *window)
-        proj_geom = astra.create_proj_geom("cone_vec", nv, nu, cone_vectors(fr))
+        vol_args, proj_args = astra_geometry(geometry)
+        vol_geom = astra.create_vol_geom(*vol_args)
+        proj_geom = astra.create_proj_geom(*proj_args)
         vol_zyx = np.ascontiguousarray(np.transpose(np.asarray(volume, np.float32), (2, 1, 0)))
     except Exception as e:  # noqa: BLE001
         out["error"] = f"geometry: {type(e).__name__}: {e}"

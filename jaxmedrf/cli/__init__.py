@@ -32,6 +32,7 @@ SUBCOMMANDS = {
     "register": "jaxmedrf.cli.register",
     "render": "jaxmedrf.cli.render",
     "interpolate": "jaxmedrf.cli.interpolate",
+    "geometry": "jaxmedrf.cli.geometry",
 }
 
 
