@@ -135,21 +135,6 @@ def simulate(geometry, phantom, *, method="siddon", step=0.5, supersample=2):
     return volume, proj
 
 
-def save_npz(path, *, projections, volume, geometry) -> None:
-    """Writes the simulate ``.npz`` format atomically."""
-    from jaxmedrf._files import atomic_path
-
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(
-                f,
-                projections=np.asarray(projections, np.float32),
-                angles=np.asarray(geometry.angles, np.float64),
-                volume=np.asarray(volume, np.float32),
-                geometry=np.asarray(geometry.to_json()),
-            )
-
-
 def save_png(path, projections, volume, *, title="") -> None:
     """A few projections over the three central slices of the volume."""
     import matplotlib
@@ -232,7 +217,9 @@ def run(a) -> int:
         proj = poisson_noise(jax.random.key(a.seed), proj, i0=a.noise_i0, sigma_e=a.noise_sigma)
     volume, proj = np.asarray(volume, np.float32), np.asarray(proj, np.float32)
     dt = time.perf_counter() - t0
-    save_npz(out, projections=proj, volume=volume, geometry=geometry)
+    from jaxmedrf.io.scan import save_scan
+
+    save_scan(out, proj, geometry, volume=volume)
     png = out.with_suffix(".png")
     if not a.no_png:
         save_png(png, proj, volume, title=f"{source}, {geometry.beam} beam, {geometry.n_views} views, {a.method}")
