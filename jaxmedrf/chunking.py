@@ -8,24 +8,24 @@ map the chunks, keep the first ``total`` results.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Integer
+from jaxtyping import Array, Integer, PyTree
 
 __all__ = ["chunked_map"]
 
 
 def chunked_map(
-    fn: Callable[[Integer[Array, " chunk"]], Array],
+    fn: Callable[[Integer[Array, " chunk"]], PyTree[Array]],
     total: int,
     chunk: int,
     *,
     remat: bool = False,
     multiple_of: int = 1,
     constrain: Callable[[Array], Array] | None = None,
-) -> Array:
+) -> PyTree[Array]:
     """``fn`` over the indices ``0 … total − 1``, ``chunk`` at a time (``jax.lax.map``).
 
     Args:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -65,6 +66,7 @@ _LEAVES = (
     "translation",
 )
 _STATIC = ("n_detector", "n_voxel", "beam")
+_Real = np.ndarray | Array  # a geometry leaf: float64 NumPy when built, a jax.Array when traced
 
 
 def _is_concrete(x: Any) -> bool:
@@ -113,9 +115,17 @@ def _as_counts(name: str, value: Any, n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+# Not checked by the jaxtyping import hook of the test run: the constructor takes numbers,
+# sequences or arrays and ``__post_init__`` converts and validates them itself (a ValueError
+# that names the field, tested), so the annotations below are the types a built geometry holds.
+@typing.no_type_check
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Geometry:
     """A tomographic scan: source, detector and volume grid (TIGRE field names).
+
+    The constructor takes Python numbers, sequences or arrays for the real-valued fields
+    (``d_voxel=2.0`` means 2 mm cubes) and stores each as a float64 NumPy array of the shape
+    below; inside a JAX transformation the leaves are traced arrays (``jax.Array``) instead.
 
     Attributes:
       DSD: distance source → detector, mm (cone beam; ignored for parallel beam).
@@ -132,17 +142,17 @@ class Geometry:
       beam: ``"cone"`` or ``"parallel"``. Static.
     """
 
-    DSD: Float[Array, ""] | float
-    DSO: Float[Array, ""] | float
+    DSD: Float[_Real, ""]
+    DSO: Float[_Real, ""]
     n_detector: tuple[int, int]
-    d_detector: Float[Array, "2"]
-    off_detector: Float[Array, "2"] = (0.0, 0.0)
+    d_detector: Float[_Real, "2"]
+    off_detector: Float[_Real, "2"] = (0.0, 0.0)
     n_voxel: tuple[int, int, int]
-    d_voxel: Float[Array, "3"]
-    off_origin: Float[Array, "3"] = (0.0, 0.0, 0.0)
-    angles: Float[Array, " views"]
-    rotation: Float[Array, "views 3 3"] | None = None
-    translation: Float[Array, "views 3"] | None = None
+    d_voxel: Float[_Real, "3"]
+    off_origin: Float[_Real, "3"] = (0.0, 0.0, 0.0)
+    angles: Float[_Real, " views"]
+    rotation: Float[_Real, "views 3 3"] | None = None
+    translation: Float[_Real, "views 3"] | None = None
     beam: Literal["cone", "parallel"] = "cone"
 
     def __post_init__(self):

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf._pth import read_pth
 
@@ -249,8 +249,8 @@ def _unit_normalise(y):
 
 
 def lpips(
-    image: Float[Array, "*batch 3 h w"],
-    reference: Float[Array, "*batch 3 h w"],
+    image: Float[ArrayLike, "*batch 3 h w"],
+    reference: Float[ArrayLike, "*batch 3 h w"],
     params: LPIPSParams,
 ) -> Float[Array, "*batch"]:
     """LPIPS distance (Zhang et al. 2018, Eq. 1) between images in [−1, 1], channels first.
@@ -294,7 +294,7 @@ def lpips(
 
 
 # ------------------------------------------------------------------------------------ CT slices
-def to_lpips_input(image: Float[Array, "*batch h w"], *, low, high) -> Float[Array, "*batch 3 h w"]:
+def to_lpips_input(image: Float[ArrayLike, "*batch h w"], *, low, high) -> Float[Array, "*batch 3 h w"]:
     """Grayscale slices → LPIPS input: ``[low, high]`` mapped linearly onto [−1, 1], clipped, 3 channels.
 
     Args:
@@ -313,8 +313,8 @@ def to_lpips_input(image: Float[Array, "*batch h w"], *, low, high) -> Float[Arr
 
 
 def lpips_slices(
-    image: Float[Array, "nx ny nz"],
-    reference: Float[Array, "nx ny nz"],
+    image: Float[ArrayLike, "nx ny nz"],
+    reference: Float[ArrayLike, "nx ny nz"],
     params: LPIPSParams,
     *,
     axis: int = 2,

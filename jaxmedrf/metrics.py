@@ -31,7 +31,7 @@ import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 __all__ = [
     "MU_WATER",
@@ -92,7 +92,9 @@ def _data_range(reference, data_range):
     return jnp.asarray(data_range, reference.dtype)
 
 
-def psnr(image: Float[Array, "*dims"], reference: Float[Array, "*dims"], *, data_range=None) -> Float[Array, ""]:
+def psnr(
+    image: Float[ArrayLike, "*dims"], reference: Float[ArrayLike, "*dims"], *, data_range=None
+) -> Float[Array, ""]:
     """Peak signal-to-noise ratio, dB: ``10 log10(R² / mean((image − reference)²))``.
 
     Args:
@@ -138,8 +140,8 @@ def _ssim2d(a, b, dr, filter_size, filter_sigma, k1, k2):
 
 
 def ssim(
-    image: Float[Array, "h w"],
-    reference: Float[Array, "h w"],
+    image: Float[ArrayLike, "h w"],
+    reference: Float[ArrayLike, "h w"],
     *,
     data_range=None,
     filter_size: int = 11,
@@ -216,8 +218,8 @@ def _filter_valid(x, w):
 
 
 def ssim3d(
-    image: Float[Array, "nx ny nz"],
-    reference: Float[Array, "nx ny nz"],
+    image: Float[ArrayLike, "nx ny nz"],
+    reference: Float[ArrayLike, "nx ny nz"],
     *,
     data_range=None,
     window: str = "gaussian",

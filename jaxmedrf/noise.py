@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 __all__ = ["poisson_noise"]
 
 
 def poisson_noise(
     key: PRNGKeyArray,
-    projections: Float[Array, "*shape"],
+    projections: Float[ArrayLike, "*shape"],
     *,
     i0: float,
     sigma_e: float = 0.0,

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 __all__ = [
     "Pose",
@@ -97,7 +97,7 @@ def _safe_norm(x, axis=-1):
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
-def hat(w: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+def hat(w: Float[ArrayLike, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
     """The skew matrix ``ŵ`` with ``ŵ x = w × x``."""
     w = jnp.asarray(w)
     z = jnp.zeros_like(w[..., 0])
@@ -118,7 +118,7 @@ def _coefficients(theta):
     return a, b, c
 
 
-def so3_exp(w: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+def so3_exp(w: Float[ArrayLike, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
     """Rotation matrix of the rotation vector ``w`` (rad): Rodrigues ``I + A ŵ + B ŵ²``."""
     w = jnp.asarray(w)
     k = hat(w)
@@ -127,7 +127,7 @@ def so3_exp(w: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
     return eye + a[..., None, None] * k + b[..., None, None] * _mm(k, k)
 
 
-def matrix_to_quaternion(r: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch 4"]:
+def matrix_to_quaternion(r: Float[ArrayLike, "*batch 3 3"]) -> Float[Array, "*batch 4"]:
     """Unit quaternion ``(w, x, y, z)`` with ``w ≥ 0`` of a rotation matrix.
 
     Shepperd's method (J. Guidance Control 1978): the formula built on the largest of
@@ -160,7 +160,7 @@ def matrix_to_quaternion(r: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch 
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
-def quaternion_to_matrix(q: Float[Array, "*batch 4"]) -> Float[Array, "*batch 3 3"]:
+def quaternion_to_matrix(q: Float[ArrayLike, "*batch 4"]) -> Float[Array, "*batch 3 3"]:
     """Rotation matrix of a quaternion ``(w, x, y, z)`` (normalised first)."""
     q = jnp.asarray(q)
     q = q / _safe_norm(q)[..., None]
@@ -175,7 +175,7 @@ def quaternion_to_matrix(q: Float[Array, "*batch 4"]) -> Float[Array, "*batch 3 
     )
 
 
-def so3_log(r: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch 3"]:
+def so3_log(r: Float[ArrayLike, "*batch 3 3"]) -> Float[Array, "*batch 3"]:
     """Rotation vector ``θ n`` (rad, ``θ ∈ [0, π]``) of a rotation matrix.
 
     Computed from the quaternion, ``θ = 2 atan2(‖q_xyz‖, w)``, which stays accurate near the
@@ -191,7 +191,7 @@ def so3_log(r: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch 3"]:
     return scale[..., None] * v
 
 
-def se3_exp(xi: Float[Array, "*batch 6"]) -> Pose:
+def se3_exp(xi: Float[ArrayLike, "*batch 6"]) -> Pose:
     """Pose of a twist ``ξ = (ω [rad], ρ [mm])``: ``R = exp(ω̂)``, ``t = V(ω) ρ``.
 
     ``V = I + B ω̂ + C ω̂²`` (Barfoot 2017, Eq. 7.86); series near ``θ = 0``.
@@ -225,7 +225,9 @@ def se3_log(pose: Pose) -> Float[Array, "*batch 6"]:
     return jnp.concatenate([w, _mv(vinv, t)], -1)
 
 
-def axis_angle_to_matrix(axis: Float[Array, "*batch 3"], angle: Float[Array, "*batch"]) -> Float[Array, "*batch 3 3"]:
+def axis_angle_to_matrix(
+    axis: Float[ArrayLike, "*batch 3"], angle: Float[ArrayLike, "*batch"]
+) -> Float[Array, "*batch 3 3"]:
     """Rotation by ``angle`` (rad) about ``axis`` (normalised first; right-hand rule)."""
     axis = jnp.asarray(axis)
     n = axis / jnp.maximum(_safe_norm(axis), jnp.finfo(axis.dtype).tiny)[..., None]
@@ -242,20 +244,20 @@ def _ry(a):
     return jnp.stack([jnp.stack([c, z, s], -1), jnp.stack([z, o, z], -1), jnp.stack([-s, z, c], -1)], -2)
 
 
-def rotation_z(angle: Float[Array, "*batch"]) -> Float[Array, "*batch 3 3"]:
+def rotation_z(angle: Float[ArrayLike, "*batch"]) -> Float[Array, "*batch 3 3"]:
     """Rotation by ``angle`` (rad) about z: the gantry rotation of view angle θ."""
     a = jnp.asarray(angle)
     c, s, o, z = jnp.cos(a), jnp.sin(a), jnp.ones_like(a), jnp.zeros_like(a)
     return jnp.stack([jnp.stack([c, -s, z], -1), jnp.stack([s, c, z], -1), jnp.stack([z, z, o], -1)], -2)
 
 
-def euler_to_matrix(angles: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+def euler_to_matrix(angles: Float[ArrayLike, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
     """Intrinsic ZYX Euler angles ``(α, β, γ)`` (rad) → ``R_z(α) R_y(β) R_x(γ)``."""
     angles = jnp.asarray(angles)
     return _mm(_mm(rotation_z(angles[..., 0]), _ry(angles[..., 1])), _rx(angles[..., 2]))
 
 
-def matrix_to_euler(r: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch 3"]:
+def matrix_to_euler(r: Float[ArrayLike, "*batch 3 3"]) -> Float[Array, "*batch 3"]:
     """Intrinsic ZYX Euler angles ``(α, β, γ)`` (rad), ``β ∈ [−π/2, π/2]``.
 
     At gimbal lock (``|β| = π/2``) ``γ`` is set to 0 and ``α`` absorbs the rotation, as scipy does.
@@ -280,19 +282,19 @@ def inverse(p: Pose) -> Pose:
     return Pose(rt, -_mv(rt, p.translation))
 
 
-def apply(p: Pose, points: Float[Array, "*batch n 3"]) -> Float[Array, "*batch n 3"]:
+def apply(p: Pose, points: Float[ArrayLike, "*batch n 3"]) -> Float[Array, "*batch n 3"]:
     """``R x + t`` for points ``(..., N, 3)`` (mm); the pose may carry the same leading batch."""
     r = jnp.asarray(p.rotation)
     return jnp.einsum("...ij,...nj->...ni", r, points, precision=_HI) + jnp.asarray(p.translation)[..., None, :]
 
 
-def rotation_distance_deg(r1: Float[Array, "*batch 3 3"], r2: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch"]:
+def rotation_distance_deg(r1: Float[ArrayLike, "*batch 3 3"], r2: Float[ArrayLike, "*batch 3 3"]) -> Float[Array, "*batch"]:
     """Geodesic distance ``‖log(R₁ᵀ R₂)‖`` in degrees, ∈ [0, 180]."""
     rel = _mm(jnp.swapaxes(jnp.asarray(r1), -1, -2), jnp.asarray(r2))
     return jnp.degrees(_safe_norm(so3_log(rel)))
 
 
-def translation_distance(t1: Float[Array, "*batch 3"], t2: Float[Array, "*batch 3"]) -> Float[Array, "*batch"]:
+def translation_distance(t1: Float[ArrayLike, "*batch 3"], t2: Float[ArrayLike, "*batch 3"]) -> Float[Array, "*batch"]:
     """Euclidean distance of two translations, mm."""
     return _safe_norm(jnp.asarray(t1) - jnp.asarray(t2))
 

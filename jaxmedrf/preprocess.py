@@ -26,7 +26,7 @@ import math
 from typing import Literal
 
 import numpy as np
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Real
 from scipy import ndimage
 
 __all__ = [
@@ -60,9 +60,9 @@ def _robust_sigma(x: np.ndarray) -> float:
 
 
 def bad_pixels_from_fields(
-    flat: Float[np.ndarray, "nv nu"] | None,
+    flat: Real[np.ndarray, "nv nu"] | None,
     *,
-    dark: Float[np.ndarray, "nv nu"] | None = None,
+    dark: Real[np.ndarray, "nv nu"] | None = None,
     gain_factor: float = GAIN_FACTOR,
     dark_sigmas: float = DARK_SIGMAS,
 ) -> Bool[np.ndarray, "nv nu"]:
@@ -254,7 +254,7 @@ def _remove_stripes_into(p: np.ndarray, size: int) -> np.ndarray:
 
 
 def air_level(
-    frames: Float[np.ndarray, "views nv nu"],
+    frames: Real[np.ndarray, "views nv nu"],
     *,
     region: tuple[int, int, int, int] | None = None,
     border: int = 4,
@@ -395,10 +395,10 @@ def _frame_air(ratio, air_region, air_border: int, bad):
 
 
 def raw_to_line_integrals(
-    frames: Float[np.ndarray, "views nv nu"],
+    frames: Real[np.ndarray, "views nv nu"],
     *,
-    flat: Float[np.ndarray, "nv nu"] | None = None,
-    dark: Float[np.ndarray, "nv nu"] | None = None,
+    flat: Real[np.ndarray, "nv nu"] | None = None,
+    dark: Real[np.ndarray, "nv nu"] | None = None,
     air_region: tuple[int, int, int, int] | Literal["auto"] | None = None,
     air_border: int = 4,
     bad_pixels: Literal["auto", "fields", "temporal", "both", "none"] = "auto",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxmedrf.geometry import Geometry, view_frames, volume_box
 
@@ -39,9 +39,9 @@ def _safe_norm(x: Array) -> Array:
 
 def pixel_rays(
     geometry: Geometry,
-    view: Int[Array, "*batch"],
-    row: Int[Array, "*batch"],
-    col: Int[Array, "*batch"],
+    view: Int[ArrayLike, "*#batch"],
+    row: Int[ArrayLike, "*#batch"],
+    col: Int[ArrayLike, "*#batch"],
 ) -> Rays:
     """Rays through pixel ``(row, col)`` of view ``view`` (integer arrays, broadcast together)."""
     frames = view_frames(geometry)

@@ -11,7 +11,8 @@ ECCV 2020, Eq. 2–3 with the X-ray attenuation integral of NAF, Zha et al. MICC
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp

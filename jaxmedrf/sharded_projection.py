@@ -31,7 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.parallel import pad_to_mesh, shard_map
@@ -84,7 +84,7 @@ def _project_volume(volume, geometry, *, chunk_size, mesh):
 
 
 def project_sharded(
-    volume: Float[Array, "nx ny nz"],
+    volume: Float[ArrayLike, "nx ny nz"],
     geometry: Geometry,
     *,
     mesh: Mesh,
@@ -122,7 +122,7 @@ def project_sharded(
 
 
 def backproject_sharded(
-    projections: Float[Array, "views nv nu"],
+    projections: Float[ArrayLike, "views nv nu"],
     geometry: Geometry,
     *,
     mesh: Mesh,

@@ -37,6 +37,21 @@ def rng():
 
 
 @pytest.fixture
+def unchecked():
+    """Switches jaxtyping's run-time check (``--jaxtyping-packages``) off for one test: for a test
+    of the library's own error on a badly typed or shaped argument, which the check would raise
+    first as a ``TypeCheckError``."""
+    import jaxtyping
+
+    prev = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", prev)
+
+
+@pytest.fixture
 def x64():
     """Runs the test with 64-bit floats enabled."""
     prev = jax.config.jax_enable_x64

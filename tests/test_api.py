@@ -41,3 +41,20 @@ def test_import_and_cli_help_load_no_jax():
     assert out.stdout.strip() == "[]", out.stdout[:500]
     # and the names still resolve on use
     assert jaxmedrf.io.UNITS == ("HU", "mu") and jaxmedrf.kernels.HashGridTuning is not None
+
+
+def test_the_test_run_checks_annotations_under_jit(request):
+    """pyproject's pytest options install jaxtyping's import hook (beartype): a call checks the
+    shapes and named dimensions of its signature, under ``jit`` at trace time. Without it these
+    two translations would broadcast silently."""
+    import jax
+    import jax.numpy as jnp
+    import jaxtyping
+    import pytest
+
+    if not request.config.getoption("jaxtyping_packages"):
+        pytest.skip("started with --jaxtyping-packages= : no run-time check")
+    distance = jax.jit(jaxmedrf.pose.translation_distance)
+    assert distance(jnp.zeros((4, 3)), jnp.ones((4, 3))).shape == (4,)
+    with pytest.raises(jaxtyping.TypeCheckError, match="batch"):
+        distance(jnp.zeros((4, 3)), jnp.ones((1, 3)))

@@ -8,10 +8,12 @@ checked by finite differences in float64 (x64) away from cell boundaries.
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax.test_util import check_grads
 
 from jaxmedrf.fields.encodings import (
@@ -168,9 +170,7 @@ def test_auto_is_per_level_on_the_cpu(rng):
     x = jnp.asarray(_points(rng, 100))
     cot = jnp.asarray(rng.normal(size=(x.shape[0], auto.out_dim)).astype(np.float32))
     value_and_grad = jax.jit(jax.value_and_grad(lambda t, c: jnp.sum(hash_grid_encode(t, x, c) * cot)), static_argnums=1)
-    (v_auto, g_auto), (v_ref, g_ref) = value_and_grad(table, auto), value_and_grad(table, per_level)
-    assert v_auto == v_ref
-    np.testing.assert_array_equal(g_auto, g_ref)
+    chex.assert_trees_all_equal(value_and_grad(table, auto), value_and_grad(table, per_level))
 
 
 def test_gradient_wrt_x(rng, x64):
@@ -191,16 +191,17 @@ def test_jit_and_vmap(rng):
     enc = jax.jit(hash_grid_encode, static_argnums=2)
     per_case = jax.vmap(enc, in_axes=(0, None, None))(tables, x[0], c)  # K cases (vmapped params)
     per_batch = jax.vmap(enc, in_axes=(None, 0, None))(tables[0], x, c)
-    for k in range(3):
-        np.testing.assert_allclose(per_case[k], hash_grid_encode(tables[k], x[0], c), rtol=1e-6, atol=1e-7)
-    for b in range(2):
-        np.testing.assert_allclose(per_batch[b], hash_grid_encode(tables[0], x[b], c), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(
+        (per_case, per_batch),
+        (jnp.stack([hash_grid_encode(t, x[0], c) for t in tables]), jnp.stack([hash_grid_encode(tables[0], p, c) for p in x])),
+        rtol=1e-6, atol=1e-7,
+    )
     g = jax.vmap(jax.grad(lambda t, p: jnp.sum(hash_grid_encode(t, p, c) ** 2)), in_axes=(0, None))(tables, x[0])
     g0 = jax.grad(lambda t: jnp.sum(hash_grid_encode(t, x[0], c) ** 2))(tables[0])
-    np.testing.assert_allclose(g[0], g0, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(g[0], g0, rtol=1e-5, atol=1e-6)
 
 
-def test_bad_config_and_input():
+def test_bad_config_and_input(unchecked):
     with pytest.raises(ValueError, match="table_dtype"):
         HashGridConfig(table_dtype="int8")
     with pytest.raises(ValueError, match="implementation"):
@@ -216,20 +217,29 @@ def test_bad_config_and_input():
         hash_grid_encode(hash_grid_init(jax.random.key(0), c), jnp.zeros((4, 2)), c)
 
 
-@pytest.mark.parametrize("include_input", (True, False))
-def test_frequency_encoding_matches_numpy(rng, include_input):
-    c = FrequencyConfig(n_frequencies=4, include_input=include_input)
-    x = rng.uniform(-1, 1, (20, 3)).astype(np.float32)
-    parts = [x] if include_input else []
-    for k in range(4):
-        parts += [np.sin(2.0**k * np.pi * x), np.cos(2.0**k * np.pi * x)]
-    got = jax.jit(frequency_encode, static_argnums=1)(jnp.asarray(x), c)
-    assert got.shape == (20, c.out_dim(3))
-    np.testing.assert_allclose(got, np.concatenate(parts, axis=1), rtol=1e-5, atol=1e-5)
-    vm = jax.vmap(frequency_encode, in_axes=(0, None))(jnp.asarray(x).reshape(4, 5, 3), c)
-    np.testing.assert_allclose(vm.reshape(20, -1), got, rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="n_frequencies"):
-        FrequencyConfig(n_frequencies=-1)
+class FrequencyEncodingTest(chex.TestCase):
+    @pytest.fixture(autouse=True)
+    def _rng(self, rng):
+        self.rng = rng
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("_with_input", True), ("_without_input", False))
+    def test_matches_numpy_and_vmap(self, include_input):
+        c = FrequencyConfig(n_frequencies=4, include_input=include_input)
+        x = self.rng.uniform(-1, 1, (20, 3)).astype(np.float32)
+        parts = [x] if include_input else []
+        for k in range(4):
+            parts += [np.sin(2.0**k * np.pi * x), np.cos(2.0**k * np.pi * x)]
+        encode = self.variant(frequency_encode, static_argnums=1)
+        got = encode(jnp.asarray(x), c)
+        chex.assert_shape(got, (20, c.out_dim(3)))
+        chex.assert_trees_all_close(got, np.concatenate(parts, axis=1), rtol=1e-5, atol=1e-5)
+        vm = jax.vmap(encode, in_axes=(0, None))(jnp.asarray(x).reshape(4, 5, 3), c)
+        chex.assert_trees_all_close(vm.reshape(20, -1), got, rtol=1e-6, atol=1e-6)
+
+    def test_bad_config(self):
+        with pytest.raises(ValueError, match="n_frequencies"):
+            FrequencyConfig(n_frequencies=-1)
 
 
 def test_default_config_matches_numpy(rng):

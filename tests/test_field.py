@@ -150,7 +150,7 @@ def test_make_field_fn_renders_and_differentiates():
     assert np.abs(np.asarray(grads["encoding"])).sum() > 0
 
 
-def test_field_config_bad_values():
+def test_field_config_bad_values(unchecked):
     with pytest.raises(ValueError, match="out_activation"):
         FieldConfig(out_activation="tanh")
     with pytest.raises(ValueError, match="mu_scale"):

@@ -3,6 +3,7 @@
 import json
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,54 +19,54 @@ def small_cone(**kw):
     return jm.cone_beam(**base)
 
 
-def test_frames_follow_the_documented_formulas():
-    g = small_cone()
-    f = jm.view_frames(g)
-    th = np.asarray(g.angles)
-    np.testing.assert_allclose(f.source, np.stack([200 * np.cos(th), 200 * np.sin(th), 0 * th], -1), atol=1e-4)
-    np.testing.assert_allclose(f.center, np.stack([-100 * np.cos(th), -100 * np.sin(th), 0 * th], -1), atol=1e-4)
-    np.testing.assert_allclose(f.u, np.stack([-np.sin(th), np.cos(th), 0 * th], -1), atol=1e-6)
-    np.testing.assert_allclose(f.v, np.tile([0, 0, 1.0], (5, 1)), atol=1e-6)
+class ConventionTest(chex.TestCase):
+    """The convention's formulas, with the geometry an argument: jitted (a traced geometry) and not."""
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_frames_follow_the_documented_formulas(self):
+        g = small_cone()
+        th = np.asarray(g.angles)
+        radial, zero = np.stack([np.cos(th), np.sin(th), 0 * th], -1), 0 * th
+        want = jm.Frames(source=200 * radial, center=-100 * radial, u=np.stack([-np.sin(th), np.cos(th), zero], -1),
+                         v=np.stack([zero, zero, zero + 1], -1), direction=-radial)
+        f = self.variant(jm.view_frames)(g)
+        chex.assert_trees_all_close((f.source, f.center), (want.source, want.center), atol=1e-4)  # mm
+        chex.assert_trees_all_close((f.u, f.v, f.direction), (want.u, want.v, want.direction), atol=1e-6)
 
-def test_pixel_centres_and_voxel_centres():
-    g = small_cone()
-    rays = jm.pixel_rays(g, jnp.array(2), jnp.array(3), jnp.array(11))
-    th = g.angles[2]
-    D = np.array([-100 * np.cos(th), -100 * np.sin(th), 0])
-    u = np.array([-np.sin(th), np.cos(th), 0])
-    v = np.array([0, 0, 1.0])
-    expect = D + u * ((11 - 6.5) * 1.3 - 1.1) + v * ((3 - 5.5) * 1.2 + 0.7)
-    np.testing.assert_allclose(rays.origins + rays.directions, expect, atol=1e-4)
-    np.testing.assert_allclose(rays.origins, [200 * np.cos(th), 200 * np.sin(th), 0], atol=1e-4)
-    xs, ys, zs = jm.voxel_centers(g)
-    np.testing.assert_allclose(xs, (np.arange(8) - 3.5) * 1.0 + 1.0, atol=1e-6)
-    np.testing.assert_allclose(zs, (np.arange(10) - 4.5) * 2.0 + 0.5, atol=1e-6)
-    lo, hi = jm.volume_box(g)
-    np.testing.assert_allclose(lo, [-4 + 1, -6.75 - 2, -10 + 0.5], atol=1e-6)
-    np.testing.assert_allclose(hi, [4 + 1, 6.75 - 2, 10 + 0.5], atol=1e-6)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_pixel_centres_and_voxel_centres(self):
+        g = small_cone()
+        rays = self.variant(jm.pixel_rays)(g, jnp.array(2), jnp.array(3), jnp.array(11))
+        th = g.angles[2]
+        D = np.array([-100 * np.cos(th), -100 * np.sin(th), 0])
+        u = np.array([-np.sin(th), np.cos(th), 0])
+        v = np.array([0, 0, 1.0])
+        S = np.array([200 * np.cos(th), 200 * np.sin(th), 0])
+        pixel = D + u * ((11 - 6.5) * 1.3 - 1.1) + v * ((3 - 5.5) * 1.2 + 0.7)
+        chex.assert_trees_all_close(rays, jm.Rays(S, pixel - S), atol=1e-4)
+        centres = self.variant(jm.voxel_centers)(g)
+        want = tuple((np.arange(n) - (n - 1) / 2) * d + o for n, d, o in zip(g.n_voxel, (1.0, 1.5, 2.0), (1.0, -2.0, 0.5)))
+        chex.assert_trees_all_close(centres, want, atol=1e-6)
+        box = self.variant(jm.volume_box)(g)
+        chex.assert_trees_all_close(box, (np.array([-4 + 1, -6.75 - 2, -10 + 0.5]), np.array([4 + 1, 6.75 - 2, 10 + 0.5])), atol=1e-6)
 
-
-def test_pose_moves_the_rig():
-    g = small_cone(n_views=2)
-    rot = np.stack([np.eye(3), np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])])
-    t = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, -5.0]])
-    gp = g.replace(rotation=rot, translation=t)
-    f0, f1 = jm.view_frames(g), jm.view_frames(gp)
-    for i in range(2):
-        np.testing.assert_allclose(f1.source[i], rot[i] @ np.asarray(f0.source[i]) + t[i], atol=1e-4)
-        np.testing.assert_allclose(f1.center[i], rot[i] @ np.asarray(f0.center[i]) + t[i], atol=1e-4)
-        np.testing.assert_allclose(f1.u[i], rot[i] @ np.asarray(f0.u[i]), atol=1e-6)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_pose_moves_the_rig(self):
+        g = small_cone(n_views=2)
+        rot = np.stack([np.eye(3), np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])])
+        t = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, -5.0]])
+        turn = lambda x: np.einsum("vij,vj->vi", rot, np.asarray(x))  # noqa: E731
+        f0 = jm.view_frames(g)
+        want = jm.Frames(turn(f0.source) + t, turn(f0.center) + t, turn(f0.u), turn(f0.v), turn(f0.direction))
+        chex.assert_trees_all_close(self.variant(jm.view_frames)(g.replace(rotation=rot, translation=t)), want, atol=1e-4)
 
 
 def test_pytree_roundtrip_jit_and_json():
     g = small_cone()
     leaves, tree = jax.tree_util.tree_flatten(g)
     assert len(leaves) == 7  # rotation/translation are None
-    g2 = jax.tree_util.tree_unflatten(tree, leaves)
-    assert g2.n_voxel == g.n_voxel and g2.beam == "cone"
-    out = jax.jit(lambda geo: jm.view_frames(geo).source)(g)
-    np.testing.assert_allclose(out, jm.view_frames(g).source, atol=1e-5)
+    chex.assert_trees_all_equal(jax.tree_util.tree_unflatten(tree, leaves), g)  # the static fields too
+    chex.assert_trees_all_close(jax.jit(lambda geo: geo)(g), g, rtol=1e-6)  # through jit: float32 leaves
     g3 = jm.Geometry.from_json(g.to_json())
     assert json.loads(g3.to_json()) == json.loads(g.to_json())
     assert set(json.loads(g.to_json())) == {"beam", "n_detector", "n_voxel", "DSD", "DSO", "d_detector",

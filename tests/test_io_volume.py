@@ -241,7 +241,7 @@ def test_dicom_round_trip_and_deidentification(tmp_path, rng):
     assert liked.modality == "CT" and liked.unit == "HU"
 
 
-def test_deidentify_helper(tmp_path, rng):
+def test_deidentify_helper(tmp_path, rng, unchecked):
     paths = write_series(tmp_path / "s", _acq(rng, (4, 4, 2)))
     a, b = pydicom.dcmread(paths[0]), pydicom.dcmread(paths[1])
     uid_map: dict = {}

@@ -125,7 +125,7 @@ def test_cpu_public_path_falls_back_with_gradients(monkeypatch):
     np.testing.assert_array_equal(g, ref)
 
 
-def test_kernel_rejects_bad_input():
+def test_kernel_rejects_bad_input(unchecked):
     table = hash_grid_init(jax.random.key(8), CFG)
     with pytest.raises(ValueError, match="params"):
         kernel.hash_grid_encode_pallas(table[:2], jnp.zeros((4, 3)), CFG, interpret=True)

@@ -247,7 +247,7 @@ def test_load_errors(torch_lpips, tmp_path):
         L.load_lpips(tmp_path / "alex.pth", net="alex", lin=tmp_path / "alex.pth")
 
 
-def test_bad_inputs():
+def test_bad_inputs(unchecked):
     p = _random_params("alex")
     a = jnp.zeros((1, 3, 40, 40))
     with pytest.raises(ValueError, match="differs from reference shape"):

@@ -1,15 +1,21 @@
 """Metrics against scikit-image, dm-pix and NumPy references; jit/vmap; bad input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr, structural_similarity as sk_ssim
 
 import dm_pix
 import jaxmedrf as jm
 from jaxmedrf import metrics as M
+
+
+# scikit-image's SSIM with our window (Gaussian, σ 1.5, 11 taps) and population covariance
+SK = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
 
 
 @pytest.fixture
@@ -29,16 +35,15 @@ def test_psnr_matches_skimage(pair, x64):
 def test_ssim_matches_skimage_and_dm_pix(pair, x64):
     img, ref = pair
     a, b = img[:, :, 3], ref[:, :, 3]
-    sk = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
-    assert float(M.ssim(a, b, data_range=1.0)) == pytest.approx(sk_ssim(b, a, **sk), abs=1e-5)
+    assert float(M.ssim(a, b, data_range=1.0)) == pytest.approx(sk_ssim(b, a, **SK), abs=1e-5)
     assert float(M.ssim(a, b, data_range=1.0)) == pytest.approx(float(dm_pix.ssim(a[..., None], b[..., None])), abs=1e-5)
-    assert float(M.ssim3d(img, ref, data_range=1.0)) == pytest.approx(sk_ssim(ref, img, **sk), abs=1e-5)
+    assert float(M.ssim3d(img, ref, data_range=1.0)) == pytest.approx(sk_ssim(ref, img, **SK), abs=1e-5)
     # NAF's 3D SSIM = scikit-image defaults (uniform 7³ window, sample covariance)
     assert float(M.ssim3d(img, ref, data_range=1.0, window="uniform", filter_size=7)) == pytest.approx(
         sk_ssim(ref, img, data_range=1.0), abs=1e-5
     )
     per = np.asarray(M.ssim_per_slice(img, ref, axis=1, data_range=1.0))
-    ref_per = [sk_ssim(ref[:, j], img[:, j], **sk) for j in range(ref.shape[1])]
+    ref_per = [sk_ssim(ref[:, j], img[:, j], **SK) for j in range(ref.shape[1])]
     np.testing.assert_allclose(per, ref_per, atol=1e-5)
 
 
@@ -82,19 +87,46 @@ def test_mae_rmse_hu(pair):
     assert float(M.rmse(img, ref, mu_water=0.02)) == pytest.approx(1000 / 0.02 * np.sqrt(np.mean((img - ref) ** 2)), rel=1e-5)
 
 
-def test_metrics_under_jit_and_vmap(pair):
-    img, ref = (jnp.asarray(a, jnp.float32) for a in pair)
-    fns = {
-        "psnr": M.psnr, "mae": M.mae, "rmse": M.rmse, "gmsd": M.gmsd,
-        "ssim_slices": lambda a, b: M.ssim_slices(a, b, filter_size=7),
-        "ssim3d": lambda a, b: M.ssim3d(a, b, filter_size=7),
-        "ssim": lambda a, b: M.ssim(a[:, :, 0], b[:, :, 0], filter_size=7),
-    }
-    for name, f in fns.items():
-        eager = float(f(img, ref))
-        assert float(jax.jit(f)(img, ref)) == pytest.approx(eager, rel=1e-4, abs=1e-6), name
-        batched = jax.vmap(f)(jnp.stack([img, ref]), jnp.stack([ref, ref]))
-        assert float(batched[0]) == pytest.approx(eager, rel=1e-4, abs=1e-6), name
+def _sk_ssim_slices(img, ref):
+    """R²-Gaussian's SSIM: per axis the mean 2D SSIM over its slices, averaged over the axes."""
+    return np.mean([np.mean([sk_ssim(np.take(ref, j, a), np.take(img, j, a), **SK) for j in range(ref.shape[a])])
+                    for a in range(3)])
+
+
+# name: (metric, float64 reference of the metric); both take (image, reference).
+METRICS = {
+    "psnr": (M.psnr, lambda a, b: sk_psnr(b, a, data_range=b.max() - b.min())),
+    "mae": (M.mae, lambda a, b: np.mean(np.abs(a - b))),
+    "rmse": (M.rmse, lambda a, b: np.sqrt(np.mean((a - b) ** 2))),
+    "gmsd": (lambda a, b: M.gmsd(a, b, data_range=1.0),
+             lambda a, b: np.mean([_gmsd_numpy(a[:, :, k] * 255, b[:, :, k] * 255) for k in range(a.shape[2])])),
+    "ssim": (lambda a, b: M.ssim(a[:, :, 3], b[:, :, 3], data_range=1.0), lambda a, b: sk_ssim(b[:, :, 3], a[:, :, 3], **SK)),
+    "ssim3d": (lambda a, b: M.ssim3d(a, b, data_range=1.0), lambda a, b: sk_ssim(b, a, **SK)),
+    "ssim_slices": (lambda a, b: M.ssim_slices(a, b, data_range=1.0), _sk_ssim_slices),
+}
+
+
+class MetricsTransformationsTest(chex.TestCase):
+    """Every metric in float32, jitted and not (chex variants), against its float64 reference
+    (float32 round-off: 1e-4 relative), and under vmap."""
+
+    @pytest.fixture(autouse=True)
+    def _pair(self, pair):
+        self.img, self.ref = pair
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*((f"_{name}", name) for name in METRICS))
+    def test_matches_the_reference(self, name):
+        metric, reference = METRICS[name]
+        got = self.variant(metric)(jnp.asarray(self.img, jnp.float32), jnp.asarray(self.ref, jnp.float32))
+        chex.assert_trees_all_close(got, reference(self.img, self.ref), rtol=1e-4, atol=1e-6)
+
+    @parameterized.named_parameters(*((f"_{name}", name) for name in METRICS))
+    def test_vmap_is_one_metric_per_pair(self, name):
+        metric, _ = METRICS[name]
+        img, ref = jnp.asarray(self.img, jnp.float32), jnp.asarray(self.ref, jnp.float32)
+        batched = jax.vmap(metric)(jnp.stack([img, ref]), jnp.stack([ref, img]))
+        chex.assert_trees_all_close(batched, jnp.stack([metric(img, ref), metric(ref, img)]), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_are_reported(pair):
@@ -114,18 +146,19 @@ def test_bad_inputs_are_reported(pair):
     assert np.isnan(float(jax.jit(M.psnr)(img, np.ones_like(ref))))
 
 
-def test_reprojection_error():
-    g = jm.cone_beam(n_voxel=(12, 12, 12), d_voxel=2.0, n_detector=(16, 16), d_detector=3.0, DSD=600.0, DSO=400.0, n_views=5)
-    vol = np.zeros(g.n_voxel, np.float32)
-    vol[3:9, 3:9, 3:9] = 0.02
-    p = jm.project(vol, g)
-    r0 = M.reprojection_error(vol, p, g)
-    assert float(r0.rmse) < 1e-6 and r0.rmse_per_view.shape == (5,)
-    # perturbation δ·1 on the volume: error per ray = δ × intersection length with the box
-    delta = 1e-3
-    r1 = M.reprojection_error(vol + delta, p, g)
-    lengths = np.asarray(jm.project(np.ones(g.n_voxel, np.float32), g))
-    assert float(r1.mae) == pytest.approx(delta * lengths.mean(), rel=1e-4)
-    np.testing.assert_allclose(np.asarray(r1.rmse_per_view), delta * np.sqrt((lengths**2).reshape(5, -1).mean(1)), rtol=1e-4)
-    jitted = jax.jit(lambda v: M.reprojection_error(v, p, g).rmse)(vol + delta)
-    assert float(jitted) == pytest.approx(float(r1.rmse), rel=1e-5)
+class ReprojectionErrorTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_a_uniform_offset_errs_by_the_box_length(self):
+        g = jm.cone_beam(n_voxel=(12, 12, 12), d_voxel=2.0, n_detector=(16, 16), d_detector=3.0, DSD=600.0, DSO=400.0,
+                         n_views=5)
+        vol = np.zeros(g.n_voxel, np.float32)
+        vol[3:9, 3:9, 3:9] = 0.02
+        p = jm.project(vol, g)
+        error = self.variant(lambda v: M.reprojection_error(v, p, g))
+        chex.assert_trees_all_close(error(vol), M.ReprojectionError(0.0, 0.0, np.zeros(5), np.zeros(5)), atol=1e-6)
+        # perturbation δ·1 on the volume: error per ray = δ × intersection length with the box
+        delta = 1e-3
+        lengths = np.asarray(jm.project(np.ones(g.n_voxel, np.float32), g)).reshape(5, -1)
+        want = M.ReprojectionError(rmse=delta * np.sqrt(np.mean(lengths**2)), mae=delta * lengths.mean(),
+                                   rmse_per_view=delta * np.sqrt(np.mean(lengths**2, 1)), mae_per_view=delta * lengths.mean(1))
+        chex.assert_trees_all_close(error(vol + delta), want, rtol=1e-4)

@@ -212,7 +212,7 @@ def test_jit_and_vmap(rng):
     np.testing.assert_allclose(both[1], render_rays(box_field, r, LO, HI, n_samples=8, occupancy=g2), rtol=1e-6)
 
 
-def test_bad_inputs():
+def test_bad_inputs(unchecked):
     with pytest.raises(ValueError, match="resolution"):
         occupancy_init(LO, HI, resolution=0)
     with pytest.raises(ValueError, match="lo and hi"):

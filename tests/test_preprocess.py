@@ -189,7 +189,7 @@ def test_replace_bad_pixels_widens_for_clusters_and_refuses_a_dead_block():
         pp.replace_bad_pixels(stack, bad, max_radius=1)
 
 
-def test_floor_and_refusals_of_the_library():
+def test_floor_and_refusals_of_the_library(unchecked):
     frames = np.full((3, 16, 16), 1000.0)
     frames[0, 2, 2] = 0.0  # nothing left: at the floor
     frames[1, 3, 3] = 2000.0  # brighter than the flat: p < 0 → 0
@@ -391,7 +391,7 @@ def _bad_cases(d, tmp_path):
     }
 
 
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(raw_files, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(raw_files, tmp_path, capsys, unchecked):
     d = raw_files[0]
     outdir = tmp_path / "out"
     outdir.mkdir()

@@ -7,10 +7,12 @@ Tolerances (float32): Siddon vs the float64 NumPy voxel walk 1e-5 relative; adjo
 
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax.test_util import check_grads
 
 import jaxmedrf as jm
@@ -171,38 +173,41 @@ def test_gradients_in_volume_and_pose(method, x64, rng):
     def by_pose(tvec, angle):
         rot = jnp.stack([jnp.eye(3), jnp.array([[jnp.cos(angle), -jnp.sin(angle), 0.0],
                                                  [jnp.sin(angle), jnp.cos(angle), 0.0], [0.0, 0.0, 1.0]])])
-        geo = g.replace(rotation=np.eye(3)[None].repeat(2, 0), translation=np.zeros((2, 3)))
-        geo = jax.tree_util.tree_map(lambda x: x, geo)
-        geo = type(geo).tree_unflatten(geo.tree_flatten()[1], (*geo.tree_flatten()[0][:7], rot, jnp.stack([jnp.zeros(3), tvec])))
-        return jm.project(vol, geo, method=method)
+        return jm.project(vol, g.replace(rotation=rot, translation=jnp.stack([jnp.zeros(3), tvec])), method=method)
 
     check_grads(by_pose, (jnp.array([0.31, -0.17, 0.23]), jnp.array(0.05)), order=1, modes=["rev"], eps=1e-5, atol=2e-3, rtol=2e-3)
 
 
-def test_jit_vmap_and_sharded_rays_agree(rng):
-    g = jm.cone_beam(n_voxel=(10, 10, 10), d_voxel=1.0, n_detector=(8, 9), d_detector=2.0, DSD=50.0, DSO=30.0, n_views=3)
-    vols = jnp.asarray(rng.uniform(size=(2, *g.n_voxel)).astype(np.float32))
-    for method in ("siddon", "trilinear"):
-        eager = jnp.stack([jm.project(v, g, method=method) for v in vols])
-        jitted = jax.jit(lambda v: jm.project(v, g, method=method))(vols[0])
-        vmapped = jax.vmap(lambda v: jm.project(v, g, method=method))(vols)
-        traced_geometry = jax.jit(lambda v, geo: jm.project(v, geo, method=method))(vols[0], g)
+class TransformationsTest(chex.TestCase):
+    """The projector jitted and not (chex variants): with the geometry closed over or an
+    argument (traced under jit), vmapped over volumes, sharded over the 8 CPU devices; each
+    equal to the plain eager projection to 1e-6 relative (the sharded adjoint to 1e-5)."""
+
+    @pytest.fixture(autouse=True)
+    def _rng(self, rng):
+        self.rng = rng
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("_siddon", "siddon"), ("_trilinear", "trilinear"))
+    def test_closed_over_traced_vmapped_and_sharded_agree(self, method):
+        assert len(jax.devices()) == 8
+        g = jm.cone_beam(n_voxel=(10, 10, 10), d_voxel=1.0, n_detector=(8, 9), d_detector=2.0, DSD=50.0, DSO=30.0, n_views=3)
+        vols = jnp.asarray(self.rng.uniform(size=(2, *g.n_voxel)).astype(np.float32))
+        want = jnp.stack([jm.project(v, g, method=method) for v in vols])
         mesh = make_mesh()
-        sharded = jax.jit(lambda v: jm.project(v, g, method=method, mesh=mesh, chunk_size=64))(vols[0])
-        tol = dict(rtol=1e-6, atol=1e-6 * float(jnp.abs(eager).max()))
-        np.testing.assert_allclose(jitted, eager[0], **tol)
-        np.testing.assert_allclose(vmapped, eager, **tol)
-        np.testing.assert_allclose(traced_geometry, eager[0], **tol)
-        np.testing.assert_allclose(sharded, eager[0], **tol)
-        y = rng.normal(size=g.projection_shape).astype(np.float32)
-        np.testing.assert_allclose(jm.backproject(y, g, method=method, mesh=mesh, chunk_size=64),
-                                   jm.backproject(y, g, method=method), rtol=1e-5, atol=1e-5)
-    assert len(jax.devices()) == 8
+        got = (
+            self.variant(lambda v: jm.project(v, g, method=method))(vols[0]),
+            self.variant(lambda v, geo: jm.project(v, geo, method=method))(vols[0], g),
+            self.variant(jax.vmap(lambda v: jm.project(v, g, method=method)))(vols),
+            self.variant(lambda v: jm.project(v, g, method=method, mesh=mesh, chunk_size=64))(vols[0]),
+        )
+        chex.assert_trees_all_close(got, (want[0], want[0], want, want[0]), rtol=1e-6, atol=1e-6 * float(jnp.abs(want).max()))
+        y = jnp.asarray(self.rng.normal(size=g.projection_shape).astype(np.float32))
+        sharded = self.variant(lambda y: jm.backproject(y, g, method=method, mesh=mesh, chunk_size=64))(y)
+        chex.assert_trees_all_close(sharded, jm.backproject(y, g, method=method), rtol=1e-5, atol=1e-5)
 
 
 def test_chunk_size_does_not_change_the_result(rng):
     g = jm.parallel_beam(n_voxel=(8, 8, 8), d_voxel=1.0, n_detector=(5, 7), d_detector=1.5, n_views=3)
     vol = rng.uniform(size=g.n_voxel).astype(np.float32)
-    a = jm.project(vol, g, chunk_size=13)
-    b = jm.project(vol, g, chunk_size=10_000)
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    chex.assert_trees_all_close(jm.project(vol, g, chunk_size=13), jm.project(vol, g, chunk_size=10_000), rtol=1e-6)

@@ -42,7 +42,7 @@ def test_project_and_backproject_volume_sharded_equal_single_device(rng, nz):
     assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
 
 
-def test_rays_mode_and_bad_input():
+def test_rays_mode_and_bad_input(unchecked):
     g = geom()
     mesh = make_mesh()
     vol = jnp.ones(g.n_voxel)

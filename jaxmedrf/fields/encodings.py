@@ -41,7 +41,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Integer, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Integer, PRNGKeyArray
 
 __all__ = [
     "HASH_PRIMES",
@@ -169,8 +169,8 @@ def _gather(table, idx, backward: str, dtype):
 
 
 def hash_grid_encode(
-    params: Float[Array, "levels table features"],
-    x: Float[Array, "n 3"],
+    params: Float[ArrayLike, "levels table features"],
+    x: Float[ArrayLike, "n 3"],
     config: HashGridConfig,
 ) -> Float[Array, "n out"]:
     """Multiresolution hash encoding of points ``x`` in the unit cube (Instant-NGP, Sec. 3).
@@ -242,7 +242,7 @@ class FrequencyConfig:
         return in_dim * (2 * self.n_frequencies + int(self.include_input))
 
 
-def frequency_encode(x: Float[Array, "n d"], config: FrequencyConfig) -> Float[Array, "n out"]:
+def frequency_encode(x: Float[ArrayLike, "n d"], config: FrequencyConfig) -> Float[Array, "n out"]:
     r"""Positional encoding :math:`\gamma(x) = (x, \sin(2^0\pi x), \cos(2^0\pi x), …,
     \sin(2^{K-1}\pi x), \cos(2^{K-1}\pi x))` (NeRF Eq. 4), applied per coordinate.
 

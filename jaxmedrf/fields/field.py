@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from jaxmedrf.chunking import chunked_map
 from jaxmedrf.fields.encodings import (
@@ -130,11 +130,11 @@ def field_init(key: PRNGKeyArray, config: FieldConfig) -> dict:
 
 def field_apply(
     params: dict,
-    x_mm: Float[Array, "n 3"],
+    x_mm: Float[ArrayLike, "n 3"],
     config: FieldConfig,
     *,
-    lo: Float[Array, "3"],
-    hi: Float[Array, "3"],
+    lo: Float[ArrayLike, "3"],
+    hi: Float[ArrayLike, "3"],
 ) -> Float[Array, " n"]:
     """Attenuation μ (mm⁻¹, ≥ 0) at world points ``x_mm`` (mm); 0 outside ``[lo, hi]``.
 
@@ -251,7 +251,7 @@ _fused_mu.defvjp(_fused_mu_fwd, _fused_mu_bwd)
 
 
 def make_field_fn(
-    params: dict, config: FieldConfig, lo: Float[Array, "3"], hi: Float[Array, "3"]
+    params: dict, config: FieldConfig, lo: Float[ArrayLike, "3"], hi: Float[ArrayLike, "3"]
 ) -> Callable[[Float[Array, "n 3"]], Float[Array, " n"]]:
     """A field function ``points (N, 3) mm → μ (N,) mm⁻¹`` for :func:`jaxmedrf.render.render_rays`."""
 

@@ -8,7 +8,7 @@ skip connections concatenate the network input to a hidden layer's input, as NeR
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = ["MLPParams", "leaky_relu", "mlp_apply", "mlp_init"]
 
-MLPParams = list[tuple[Float[Array, "fan_in fan_out"], Float[Array, " fan_out"]]]
+MLPParams = list[tuple[Float[Array, "_fan_in _fan_out"], Float[Array, " _fan_out"]]]  # sizes differ per layer
 
 
 def leaky_relu(x: Array) -> Array:
@@ -63,13 +63,13 @@ def mlp_init(key: PRNGKeyArray, sizes: Sequence[int], *, skips: Sequence[int] = 
 
 def mlp_apply(
     params: MLPParams,
-    h: Float[Array, "n fan_in"],
+    h: Float[Array, "n d_in"],
     *,
     activation: Callable[[Array], Array] = jax.nn.relu,
     out_activation: Callable[[Array], Array] | None = None,
     skips: Sequence[int] = (),
     compute_dtype=None,
-) -> Float[Array, "n fan_out"]:
+) -> Float[Array, "n d_out"]:
     """Applies the MLP: ``h ← act(h W_i + b_i)`` on hidden layers, ``out_act`` on the last.
 
     Args:

@@ -7,7 +7,7 @@ JAX ``key`` (one permutation per epoch, ``jax.random.fold_in(key, epoch)``).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import numpy as np

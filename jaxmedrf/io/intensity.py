@@ -19,7 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf.io.volume import VolumeData
 
@@ -47,7 +47,7 @@ def mu_water(energy_kev: float) -> float:
     return float(np.exp(log_mu)) * 0.1  # cm²/g × 1 g/cm³ = cm⁻¹ → mm⁻¹
 
 
-def hu_to_mu(hu: Float[Array, "*shape"], *, mu_water: float = MU_WATER, mu_air: float = MU_AIR,
+def hu_to_mu(hu: Float[ArrayLike, "*shape"], *, mu_water: float = MU_WATER, mu_air: float = MU_AIR,
              clip: bool = True) -> Float[Array, "*shape"]:
     """HU → linear attenuation μ in mm⁻¹ (module equation); ``clip``: μ ≥ 0."""
     hu = jnp.asarray(hu)
@@ -56,7 +56,9 @@ def hu_to_mu(hu: Float[Array, "*shape"], *, mu_water: float = MU_WATER, mu_air: 
     return jnp.maximum(mu, 0.0).astype(dtype) if clip else mu.astype(dtype)
 
 
-def mu_to_hu(mu: Float[Array, "*shape"], *, mu_water: float = MU_WATER, mu_air: float = MU_AIR) -> Float[Array, "*shape"]:
+def mu_to_hu(
+    mu: Float[ArrayLike, "*shape"], *, mu_water: float = MU_WATER, mu_air: float = MU_AIR
+) -> Float[Array, "*shape"]:
     """Linear attenuation μ (mm⁻¹) → HU (inverse of :func:`hu_to_mu` without clipping)."""
     mu = jnp.asarray(mu)
     dtype = mu.dtype if jnp.issubdtype(mu.dtype, jnp.floating) else jnp.float32
@@ -101,7 +103,7 @@ def looks_like_hu(values: np.ndarray) -> bool:
     return bool(air <= HU_AIR_BELOW and high <= HU_HIGH_MAX)
 
 
-def window(x: Float[Array, "*shape"], *, center: float, width: float) -> Float[Array, "*shape"]:
+def window(x: Float[ArrayLike, "*shape"], *, center: float, width: float) -> Float[Array, "*shape"]:
     """Linear window to [0, 1]: ``clip((x - (center - width/2)) / width, 0, 1)`` (e.g. HU 40/400)."""
     if not width > 0:
         raise ValueError(f"window width must be positive, got {width!r}")
@@ -109,7 +111,7 @@ def window(x: Float[Array, "*shape"], *, center: float, width: float) -> Float[A
     return jnp.clip((x - (center - width / 2.0)) / width, 0.0, 1.0)
 
 
-def normalize(x: Float[Array, "*shape"], *, lo: float | None = None, hi: float | None = None,
+def normalize(x: Float[ArrayLike, "*shape"], *, lo: float | None = None, hi: float | None = None,
               percentiles: tuple[float, float] | None = None) -> Float[Array, "*shape"]:
     """Affine map of ``[lo, hi]`` (default: min/max, or the given ``percentiles``) to [0, 1], clipped."""
     x = jnp.asarray(x)
@@ -170,7 +172,7 @@ def crop_or_pad(vol: VolumeData, shape: tuple[int, int, int], *, fill: float | N
 # --- augmentation (explicit key, jit/vmap-able) ------------------------------------------------
 
 
-def random_flip(key: Array, volume: Float[Array, "x y z"], *, axes: tuple[int, ...] = (0,),
+def random_flip(key: Array, volume: Float[ArrayLike, "x y z"], *, axes: tuple[int, ...] = (0,),
                 p: float = 0.5) -> Float[Array, "x y z"]:
     """Flips each axis of ``axes`` independently with probability ``p`` (default: left–right)."""
     keys = jax.random.split(key, len(axes))
@@ -179,7 +181,7 @@ def random_flip(key: Array, volume: Float[Array, "x y z"], *, axes: tuple[int, .
     return volume
 
 
-def random_rotation(key: Array, volume: Float[Array, "x y z"], *, max_degrees: float = 5.0,
+def random_rotation(key: Array, volume: Float[ArrayLike, "x y z"], *, max_degrees: float = 5.0,
                     axes: tuple[int, int] = (0, 1), fill: float | None = None) -> Float[Array, "x y z"]:
     """Rotates about the centre in the plane of ``axes`` by a uniform angle in ±``max_degrees``.
 
@@ -204,7 +206,7 @@ def random_rotation(key: Array, volume: Float[Array, "x y z"], *, max_degrees: f
     return jnp.where(inside, out, cval).astype(volume.dtype)
 
 
-def intensity_jitter(key: Array, volume: Float[Array, "*shape"], *, scale: float = 0.05,
+def intensity_jitter(key: Array, volume: Float[ArrayLike, "*shape"], *, scale: float = 0.05,
                      shift: float = 0.0) -> Float[Array, "*shape"]:
     """``volume · (1 + U(−scale, scale)) + U(−shift, shift)``: one global gain and offset."""
     k1, k2 = jax.random.split(key)
@@ -213,7 +215,7 @@ def intensity_jitter(key: Array, volume: Float[Array, "*shape"], *, scale: float
     return (volume * gain + off).astype(jnp.asarray(volume).dtype)
 
 
-def augment(key: Array, volume: Float[Array, "x y z"], *, flip_axes: tuple[int, ...] = (0,),
+def augment(key: Array, volume: Float[ArrayLike, "x y z"], *, flip_axes: tuple[int, ...] = (0,),
             max_degrees: float = 5.0, scale: float = 0.05, shift: float = 0.0) -> Float[Array, "x y z"]:
     """Flip, small in-plane (axial) rotation and intensity jitter, each from its own subkey."""
     k1, k2, k3 = jax.random.split(key, 3)

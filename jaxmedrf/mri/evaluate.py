@@ -11,8 +11,8 @@ reference volume's range (max − min) for every slice.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -14,7 +14,7 @@ restores that stack along its slice axis (same target-grid rule as the baselines
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 __all__ = ["brain_field", "brain_phantom", "phantom_affine", "realistic_phantom"]
 
@@ -44,7 +44,7 @@ def _edge(d, width):
 
 
 def brain_field(
-    x_mm: Float[Array, "*n 3"], *, head_radii_mm=(72.0, 90.0, 68.0), edge_mm: float = 0.5
+    x_mm: Float[ArrayLike, "*n 3"], *, head_radii_mm=(72.0, 90.0, 68.0), edge_mm: float = 0.5
 ) -> Float[Array, "*n"]:
     """The noise-free T1-like phantom intensity at world points (mm, LPS, head centred at 0).
 

@@ -21,12 +21,12 @@ Gauss–Hermite in plane, Gauss–Legendre or Gauss–Hermite through plane).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from jaxmedrf.chunking import chunked_map
 
@@ -179,7 +179,7 @@ def make_stack(
 
 
 def psf_offsets(
-    key: PRNGKeyArray | None, widths: Float[Array, "3"], profile: str, n: int
+    key: PRNGKeyArray | None, widths: Float[ArrayLike, "3"], profile: str, n: int
 ) -> tuple[Float[Array, "m 3"], Float[Array, " m"]]:
     """PSF sample offsets (voxel-index units, order in-plane 1, in-plane 2, through) and weights.
 

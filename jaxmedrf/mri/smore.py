@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.mri.resample import _profile_kernel, axis_weights, interpolate_along_axis
@@ -166,11 +166,11 @@ def cnn_init(key: PRNGKeyArray, features: int, depth: int) -> list:
     return params
 
 
-def _conv3x3_lax(h: Float[Array, "b h w c"], w: Float[Array, "3 3 c d"]) -> Float[Array, "b h w d"]:
+def _conv3x3_lax(h: Float[Array, "b h w c"], w: Float[ArrayLike, "3 3 c d"]) -> Float[Array, "b h w d"]:
     return jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _conv3x3_matmul(h: Float[Array, "b h w c"], w: Float[Array, "3 3 c d"]) -> Float[Array, "b h w d"]:
+def _conv3x3_matmul(h: Float[Array, "b h w c"], w: Float[ArrayLike, "3 3 c d"]) -> Float[Array, "b h w d"]:
     """The same convolution as one matrix product of the nine shifted copies (im2col). On CPU, XLA's
     convolution inside a loop (the training scan, ``lax.map``) took 9.3 s per step of the accelerator
     preset's network against 0.37 s outside one; the product takes 0.43 s in the loop

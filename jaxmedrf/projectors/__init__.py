@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf.geometry import Geometry
 from jaxmedrf.projectors.xla import DEFAULT_CHUNK, METHODS, check_method, project_rays, project_xla  # noqa: F401
@@ -42,7 +42,7 @@ IMPLEMENTATIONS = ("xla", "pallas")
 
 
 def project(
-    volume: Float[Array, "nx ny nz"],
+    volume: Float[ArrayLike, "nx ny nz"],
     geometry: Geometry,
     *,
     method: str = "siddon",
@@ -80,7 +80,7 @@ def project(
 
 
 def backproject(
-    projections: Float[Array, "views nv nu"],
+    projections: Float[ArrayLike, "views nv nu"],
     geometry: Geometry,
     *,
     method: str = "siddon",

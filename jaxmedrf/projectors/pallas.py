@@ -11,7 +11,7 @@ import warnings
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf.geometry import Geometry
 from jaxmedrf.kernels import projector as K
@@ -119,7 +119,7 @@ def siddon_integrals_pallas(
 
 
 def project_pallas(
-    volume: Float[Array, "nx ny nz"],
+    volume: Float[ArrayLike, "nx ny nz"],
     geometry: Geometry,
     *,
     method: str = "trilinear",

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf.chunking import chunked_map
 from jaxmedrf.geometry import Geometry, volume_box
@@ -59,7 +59,7 @@ def _project(volume, geometry, *, method, step, chunk_size, mesh):
 
 
 def project_xla(
-    volume: Float[Array, "nx ny nz"],
+    volume: Float[ArrayLike, "nx ny nz"],
     geometry: Geometry,
     *,
     method: str = "siddon",

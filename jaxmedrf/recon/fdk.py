@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf.geometry import Geometry, view_frames, voxel_centers
 from jaxmedrf.parallel import pad_to_mesh, shard_map
@@ -170,7 +170,7 @@ def _backproject(q, weights, geometry: Geometry, *, chunk_views: int, mesh=None)
     return out[:, :, :nz] if extra else out
 
 
-def voxel_backproject(projections: Float[Array, "views nv nu"], geometry: Geometry, *, chunk_views: int = 8,
+def voxel_backproject(projections: Float[ArrayLike, "views nv nu"], geometry: Geometry, *, chunk_views: int = 8,
                       mesh=None) -> Float[Array, "nx ny nz"]:
     """Voxel-driven backprojection without filtering or view weights: every voxel sums each
     view's bilinear detector read at its projection, times ``(DSO/U)²`` in cone beam.
@@ -242,7 +242,7 @@ def _filter_rows(p, H, pad: int):
 
 
 def fdk(
-    projections: Float[Array, "views nv nu"],
+    projections: Float[ArrayLike, "views nv nu"],
     geometry: Geometry,
     *,
     filter: str = "ram-lak",

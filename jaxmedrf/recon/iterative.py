@@ -29,12 +29,12 @@ sharded along z and uses the slab projector pair (:mod:`jaxmedrf.sharded_project
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 from tqdm.auto import tqdm
 
 from jaxmedrf.geometry import Geometry
@@ -73,7 +73,7 @@ def _safe_inv(x, floor):
     return jnp.where(ok, 1.0 / jnp.where(ok, x, 1.0), 0.0)
 
 
-def tv_gradient(x: Float[Array, "nx ny nz"]) -> Float[Array, "nx ny nz"]:
+def tv_gradient(x: Float[ArrayLike, "nx ny nz"]) -> Float[Array, "nx ny nz"]:
     """Gradient of the isotropic total variation Σ √(|∇x|² + ε) (forward differences)."""
     eps = jnp.asarray(1e-8, x.dtype) * (jnp.max(jnp.abs(x)) ** 2 + 1e-30)
 
@@ -223,7 +223,7 @@ def _cgls_programs(method, step, chunk_size, mesh, shard, dtype, implementation)
 
 
 def sart(
-    projections: Float[Array, "views nv nu"],
+    projections: Float[ArrayLike, "views nv nu"],
     geometry: Geometry,
     *,
     n_iters: int = 20,
@@ -236,7 +236,7 @@ def sart(
     step: float = 0.5,
     backprojector: str = "auto",
     implementation: str = "auto",
-    x0: Float[Array, "nx ny nz"] | None = None,
+    x0: Float[ArrayLike, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     residual: str = "exact",
     callback: Callable[[int, Array, float], None] | None = None,
@@ -321,14 +321,14 @@ def sart(
 
 
 def cgls(
-    projections: Float[Array, "views nv nu"],
+    projections: Float[ArrayLike, "views nv nu"],
     geometry: Geometry,
     *,
     n_iters: int = 20,
     method: str = "siddon",
     step: float = 0.5,
     implementation: str = "auto",
-    x0: Float[Array, "nx ny nz"] | None = None,
+    x0: Float[ArrayLike, "nx ny nz"] | None = None,
     chunk_size: int | None = None,
     callback: Callable[[int, Array, float], None] | None = None,
     progress: bool = True,

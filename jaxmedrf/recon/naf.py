@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
@@ -155,7 +155,7 @@ class NAFResult(NamedTuple):
     history: dict
 
 
-def estimate_mu_scale(projections: Array, geometry: Geometry) -> float:
+def estimate_mu_scale(projections: Float[ArrayLike, "*cases views nv nu"], geometry: Geometry) -> float:
     """Mean μ along the rays that cross the volume (mm⁻¹): Σ p / Σ chord length."""
     n_views, nv, nu = geometry.projection_shape
     view = jnp.linspace(0, n_views - 1, min(n_views, 8)).astype(jnp.int32)[:, None, None]
@@ -359,7 +359,7 @@ def _check_inputs(projections: np.ndarray, geometry: Geometry) -> None:
 
 
 def train_naf(
-    projections: Float[Array, "*cases views nv nu"],
+    projections: Float[ArrayLike, "*cases views nv nu"],
     geometry: Geometry,
     config: NAFConfig = NAFConfig(),
     *,

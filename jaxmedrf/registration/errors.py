@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxmedrf import pose as P
 from jaxmedrf.geometry import Geometry, view_frames, volume_box
@@ -35,7 +35,7 @@ def default_landmarks(geometry: Geometry) -> Float[Array, "9 3"]:
 
 
 def mean_target_registration_error(
-    estimate: P.Pose, truth: P.Pose, landmarks: Float[Array, "n 3"]
+    estimate: P.Pose, truth: P.Pose, landmarks: Float[ArrayLike, "n 3"]
 ) -> Float[Array, "*batch"]:
     """mTRE (mm): ``mean_i ‖T_est⁻¹ p_i − T_true⁻¹ p_i‖`` over CT landmarks ``p_i`` (mm)."""
     a = P.apply(P.inverse(estimate), landmarks)
@@ -44,7 +44,7 @@ def mean_target_registration_error(
 
 
 def project_points(
-    points: Float[Array, "n 3"], geometry: Geometry, pose: P.Pose | None = None
+    points: Float[ArrayLike, "n 3"], geometry: Geometry, pose: P.Pose | None = None
 ) -> tuple[Float[Array, "*batch n 2"], Float[Array, "*batch n 2"]]:
     """Detector coordinates of CT points seen by view 0 of ``geometry`` (or by ``pose``).
 
@@ -84,7 +84,7 @@ def project_points(
 
 
 def reprojection_error(
-    estimate: P.Pose, truth: P.Pose, landmarks: Float[Array, "n 3"], geometry: Geometry
+    estimate: P.Pose, truth: P.Pose, landmarks: Float[ArrayLike, "n 3"], geometry: Geometry
 ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """Mean landmark reprojection distance ``‖x_true − x_est‖`` on the detector: ``(mm, px)``."""
     mm_e, px_e = project_points(landmarks, geometry, estimate)

@@ -25,7 +25,7 @@ IJCV 1997 (Parzen-window MI).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,7 @@ def multiscale_ncc_loss(
     return 1.0 - sim
 
 
-def _sobel(a: Image) -> tuple[Image, Image]:
+def _sobel(a: Image) -> tuple[Float[Array, "nv-2 nu-2"], Float[Array, "nv-2 nu-2"]]:
     """Sobel derivatives along rows (v) and columns (u), 'valid' (the border is dropped)."""
     gu = (a[:-2, 2:] - a[:-2, :-2]) + 2 * (a[1:-1, 2:] - a[1:-1, :-2]) + (a[2:, 2:] - a[2:, :-2])
     gv = (a[2:, :-2] - a[:-2, :-2]) + 2 * (a[2:, 1:-1] - a[:-2, 1:-1]) + (a[2:, 2:] - a[:-2, 2:])

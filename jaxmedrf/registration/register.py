@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from jaxmedrf import pose as P
 from jaxmedrf._checks import check_numbers
@@ -154,7 +154,7 @@ class RegistrationResult(NamedTuple):
     compile_s: float = 0.0
 
 
-def downsample_detector(geometry: Geometry, image: Float[Array, "nv nu"] | None, factor: int):
+def downsample_detector(geometry: Geometry, image: Float[ArrayLike, "nv nu"] | None, factor: int):
     """A geometry with ``factor×factor`` fewer, larger pixels, and the image block-averaged.
 
     Rows/columns that do not fill a whole block are cropped symmetrically and
@@ -192,7 +192,7 @@ def _block_mean(image: Float[Array, "nv nu"], f: int) -> Float[Array, "mv mu"]:
     return img.reshape(mv, f, mu, f).mean(axis=(1, 3))
 
 
-def drr(volume: Float[Array, "nx ny nz"], geometry: Geometry, pose: P.Pose, *, step: float = 1.0) -> Float[Array, "nv nu"]:
+def drr(volume: Float[ArrayLike, "nx ny nz"], geometry: Geometry, pose: P.Pose, *, step: float = 1.0) -> Float[Array, "nv nu"]:
     """The DRR (line integrals, trilinear projector) of ``volume`` seen by a rig at ``pose``.
 
     ``geometry`` gives the detector, distances and grid; its angles/pose are replaced.
@@ -346,13 +346,13 @@ def _compiled(args, config: RegistrationConfig, progress: bool):
 
 
 def register(
-    volume: Float[Array, "nx ny nz"],
+    volume: Float[ArrayLike, "nx ny nz"],
     geometry: Geometry,
-    target: Float[Array, "nv nu"],
+    target: Float[ArrayLike, "nv nu"],
     init: P.Pose,
     *,
     config: RegistrationConfig = RegistrationConfig(),
-    starts: Float[Array, "k p"] | None = None,
+    starts: Float[ArrayLike, "k p"] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> RegistrationResult:
     """Registers ``target`` to ``volume``: the rig pose whose DRR best matches the X-ray.
