@@ -75,7 +75,8 @@ Conventions of the formats (all verified against each tool's source, see the tes
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

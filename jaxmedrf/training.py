@@ -13,7 +13,8 @@ A low layer: it imports nothing of jaxmedrf.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np

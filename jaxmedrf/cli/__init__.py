@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from jaxmedrf.cli._config_args import ConfigArgumentError, build_configs
 

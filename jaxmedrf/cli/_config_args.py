@@ -28,7 +28,8 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["ConfigArgs", "ConfigArgumentError", "Flag", "build_configs", "field_default", "param_default"]
 

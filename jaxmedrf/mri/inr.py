@@ -38,7 +38,8 @@ import dataclasses
 import math
 import time
 from functools import partial
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
