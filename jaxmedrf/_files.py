@@ -111,6 +111,20 @@ def _pickle_message(key: str | None) -> str:
     return f"{arr} holds Python objects, which need unpickling; jaxmedrf reads only numeric and string arrays"
 
 
+def _check_kind(path, what: str, kind: str, magic: bytes | tuple[bytes, ...], hint: str) -> Path:
+    """``path`` as a Path, if it is a file that starts with ``magic``; FileNotFoundError or a
+    ValueError saying it is not a ``kind`` file (and what it looks like) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}: no such file (not found)")
+    if path.is_dir():
+        raise ValueError(f"cannot read {what} {path}: not an {kind} file (it is a directory)")
+    head = _head(path)
+    if not head.startswith(magic):
+        raise ValueError(f"cannot read {what} {path}: not an {kind} file ({hint}; {_what_it_is(head)})")
+    return path
+
+
 def read_npz(path: str | os.PathLike, required: tuple[str, ...] = (), *, what: str = "file") -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` file, read without unpickling anything.
 
@@ -120,15 +134,7 @@ def read_npz(path: str | os.PathLike, required: tuple[str, ...] = (), *, what: s
         truncated or corrupt, it holds object arrays, or it lacks one of the ``required`` keys.
         Messages name ``what`` (e.g. ``"--volume"``) and never suggest NumPy's options.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path}: no such file (not found)")
-    if path.is_dir():
-        raise ValueError(f"cannot read {what} {path}: not an npz file (it is a directory)")
-    head = _head(path)
-    if not head.startswith(_ZIP_MAGIC):
-        raise ValueError(f"cannot read {what} {path}: not an npz file (a .npz is a zip archive of .npy arrays; "
-                         f"{_what_it_is(head)})")
+    path = _check_kind(path, what, "npz", _ZIP_MAGIC, "a .npz is a zip archive of .npy arrays")
     key = None
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -155,15 +161,7 @@ def read_npy(path: str | os.PathLike, *, what: str = "file") -> np.ndarray:
       ValueError: it is not an npy file (text, an ``.npz``, …), it is truncated, or it holds
         Python objects. Messages name ``what`` and never suggest NumPy's options.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path}: no such file (not found)")
-    if path.is_dir():
-        raise ValueError(f"cannot read {what} {path}: not an npy file (it is a directory)")
-    head = _head(path)
-    if not head.startswith(_NPY_MAGIC):
-        raise ValueError(f"cannot read {what} {path}: not an npy file (a .npy starts with NumPy's header; "
-                         f"{_what_it_is(head)})")
+    path = _check_kind(path, what, "npy", _NPY_MAGIC, "a .npy starts with NumPy's header")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
