@@ -46,7 +46,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "interpolating, robust where the detector samples the volume more coarsely than its voxels), "
                         "or auto: voxel where the detector pixel at the isocentre is larger than a voxel, else matched")
     p.add_argument("--projector", default=param_default(sart, "method"), choices=PROJECTORS,
-                   help="SART/CGLS: projector pair; auto = Joseph's on a CPU (plane by plane, 20-30x faster there), "
+                   help="SART/CGLS: projector pair; auto = Joseph's on a CPU (plane by plane, many times faster there), "
                         "Siddon elsewhere")
     p.add_argument("--implementation", default=param_default(cgls, "implementation"), choices=("auto", *IMPLEMENTATIONS),
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "

@@ -108,7 +108,7 @@ def _resolve(method: str, implementation: str, mesh) -> tuple[str, str]:
     """``(method, implementation)`` with ``"auto"`` resolved.
 
     ``method="auto"``: Joseph's projector on a single CPU (plane-by-plane reads that stay in
-    cache: about 30× the Siddon pair per iteration there, ``benchmarks/cpu_baselines.py``),
+    cache; the README gives the measured speed-up, ``benchmarks/cpu_baselines.py``),
     Siddon elsewhere (the fused GPU kernel, and the z-slab pair of a device mesh).
     ``implementation="auto"``: the fused kernel on a single GPU (about 20× the XLA pair per
     iteration at 128³, ``benchmarks/baselines.py``) for Siddon and trilinear, XLA elsewhere.
