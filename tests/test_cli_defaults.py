@@ -73,7 +73,7 @@ FIELDS = {
         "--precision": "field.compute_dtype", "--seed": "seed",
     },
     "register": {"--levels": "levels", "--iterations": "iterations", "--lr": "lr", "--loss": "loss", "--step": "step",
-                 "--intensity": "intensity", "--multi-levels": "multi_start_levels"},
+                 "--intensity": "intensity", "--multi-levels": "multi_start_levels", "--projector": "projector"},
     "interpolate": {"--iters": "inr_config:n_iters", "--batch": "inr_config:batch", "--inr-base": "inr_config:base",
                     "--smoothness": "inr_config:smoothness", "--seed": "inr_config:seed",
                     "--smore-iters": "smore_config:n_iters"},

@@ -26,6 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     from jaxmedrf.cli._config_args import param_default
     from jaxmedrf.projectors import IMPLEMENTATIONS
     from jaxmedrf.recon import METHODS, cgls, sart
+    from jaxmedrf.recon.iterative import PROJECTORS
 
     p = sub.add_parser(
         "reconstruct",
@@ -44,6 +45,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="SART: exact adjoint of the projector (matched), the voxel-driven one (voxel: unmatched, "
                         "interpolating, robust where the detector samples the volume more coarsely than its voxels), "
                         "or auto: voxel where the detector pixel at the isocentre is larger than a voxel, else matched")
+    p.add_argument("--projector", default=param_default(sart, "method"), choices=PROJECTORS,
+                   help="SART/CGLS: projector pair; auto = Joseph's on a CPU (plane by plane, many times faster there), "
+                        "Siddon elsewhere")
     p.add_argument("--implementation", default=param_default(cgls, "implementation"), choices=("auto", *IMPLEMENTATIONS),
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
                         "(falls back to XLA with a warning on CPU); auto = pallas on a GPU, xla elsewhere")
@@ -228,6 +232,7 @@ def _classical(method, proj, geometry, a):
         kw["backprojector"] = a.backprojector
     if method != "fdk":
         kw["implementation"] = a.implementation
+        kw["method"] = a.projector
     return np.asarray(fn(proj, geometry, **kw).volume)
 
 

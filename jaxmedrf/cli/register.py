@@ -41,6 +41,7 @@ def registration_args():
     """The flags of :class:`~jaxmedrf.registration.RegistrationConfig` fields: defaults, types,
     choices and ranges are the config's (``args.registration_config`` receives the config)."""
     from jaxmedrf.cli._config_args import ConfigArgs, Flag
+    from jaxmedrf.projectors import METHODS
     from jaxmedrf.registration import LOSSES, RegistrationConfig
 
     flags = [
@@ -52,7 +53,9 @@ def registration_args():
         Flag("lr", "--lr", "Adam step (≈ degrees and mm per step) at the coarsest level"),
         Flag("loss", "--loss", "image similarity: NCC, multiscale patch NCC, gradient NCC, mutual information, MSE",
              choices=tuple(LOSSES)),
-        Flag("step", "--step", "DRR sampling step, voxels"),
+        Flag("step", "--step", "DRR sampling step, voxels (trilinear projector)"),
+        Flag("projector", "--projector", "DRR projector: auto = Joseph's on a CPU (several times faster there), "
+             "trilinear elsewhere", choices=("auto", *METHODS)),
         Flag("intensity", "--intensity", "also optimise an intensity scale of the DRR"),
     ]
     return ConfigArgs("registration_config", RegistrationConfig(), flags)
@@ -379,7 +382,8 @@ def run(args) -> int:
     with atomic_path(out) as tmp_json, png_ctx as tmp_png:
         if not args.no_png:
             final = np.asarray(drr(jnp.asarray(vol), geom, P.Pose(jnp.asarray(res.pose.rotation, jnp.float32),
-                                                                  jnp.asarray(res.pose.translation, jnp.float32)), step=config.step))
+                                                                  jnp.asarray(res.pose.translation, jnp.float32)), step=config.step,
+                                 method=config.projector))
             title = f"loss {res.loss:.4g}"
             if truth is not None:
                 title += f", mTRE {report['errors']['mtre_mm']:.3f} mm (initial {report['initial_errors']['mtre_mm']:.2f} mm)"

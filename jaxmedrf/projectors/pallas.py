@@ -144,7 +144,8 @@ def project_pallas(
     Args:
       volume: μ in mm⁻¹, shape ``geometry.n_voxel``; float32, bfloat16 or float16 storage.
       geometry: the scan (differentiable: the pose gradient flows through the rays).
-      method: ``"trilinear"`` or ``"siddon"`` (:func:`siddon_integrals_pallas`).
+      method: ``"trilinear"`` or ``"siddon"`` (:func:`siddon_integrals_pallas`); ``"joseph"`` runs
+        the XLA projector, with a warning.
       step: sampling step in voxels (as :func:`jaxmedrf.project`), unless ``n_samples``.
       n_samples: samples per ray (overrides ``step``).
       chunk_size: rays per kernel launch.
@@ -178,7 +179,8 @@ def project_pallas(
     chunk = int(chunk_size or K.DEFAULT_CHUNK)
     if chunk <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
-    reason = "a device mesh is not supported" if mesh is not None else K.unsupported(volume, interpret)
+    reason = ("a device mesh is not supported" if mesh is not None
+              else "Joseph's method has no kernel" if method == "joseph" else K.unsupported(volume, interpret))
     if reason:
         _warn(reason)
         if n_samples is not None:  # the step for which the XLA projector takes exactly n samples

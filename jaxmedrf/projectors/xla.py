@@ -1,7 +1,8 @@
 """The XLA projector: chunks of rays under ``lax.map`` (rematerialised), optionally sharded.
 
 Conventions and memory figures: :mod:`jaxmedrf.projectors`; the per-ray integrals:
-:mod:`jaxmedrf.projectors.siddon`, :mod:`jaxmedrf.projectors.trilinear`.
+:mod:`jaxmedrf.projectors.siddon`, :mod:`jaxmedrf.projectors.trilinear`,
+:mod:`jaxmedrf.projectors.joseph`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from jaxtyping import Array, ArrayLike, Float
 from jaxmedrf.chunking import chunked_map
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.parallel import constrain
+from jaxmedrf.projectors.joseph import joseph_integrals
 from jaxmedrf.projectors.siddon import siddon_integrals
 from jaxmedrf.projectors.trilinear import n_samples_for_step, trilinear_integrals
 from jaxmedrf.rays import pixel_rays
 
 __all__ = ["DEFAULT_CHUNK", "METHODS", "check_method", "project_rays", "project_xla"]
 
-METHODS = ("siddon", "trilinear")
-DEFAULT_CHUNK = {"siddon": 1 << 14, "trilinear": 1 << 15}
+METHODS = ("siddon", "trilinear", "joseph")
+DEFAULT_CHUNK = {"siddon": 1 << 14, "trilinear": 1 << 15, "joseph": 1 << 18}
 
 
 def check_method(method: str, step: float) -> None:
@@ -41,6 +43,8 @@ def project_rays(volume, rays, geometry: Geometry, *, method: str = "siddon", st
     d = jnp.asarray(geometry.d_voxel)
     if method == "siddon":
         return siddon_integrals(volume, rays, lo, d)
+    if method == "joseph":
+        return joseph_integrals(volume, rays, lo, d)
     return trilinear_integrals(volume, rays, lo, d, n_samples=n_samples_for_step(geometry.n_voxel, step))
 
 

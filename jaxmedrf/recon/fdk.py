@@ -128,17 +128,20 @@ def parker_weights(beta: np.ndarray, gamma: np.ndarray, arc: float) -> np.ndarra
     return np.clip(w, 0.0, 1.0)
 
 
+def _padded_index(x, n: int):
+    """Index into a 1-zero-padded axis of length ``n + 2`` and the weight of the next entry, for a
+    fractional (unpadded) position ``x``: the bilinear read of :func:`_bilinear`, 0 outside."""
+    x = jnp.clip(x, -1.0, float(n))
+    x0 = jnp.clip(jnp.floor(x), -1, n - 1)
+    return x0.astype(jnp.int32) + 1, x - x0
+
+
 def _bilinear(img, r, c):
     """Bilinear read of ``img`` (nv, nu) at fractional (row, col) indices; 0 outside."""
     nv, nu = img.shape
     pad = jnp.pad(img, 1)
-    r = jnp.clip(r, -1.0, float(nv))
-    c = jnp.clip(c, -1.0, float(nu))
-    r0 = jnp.clip(jnp.floor(r), -1, nv - 1)
-    c0 = jnp.clip(jnp.floor(c), -1, nu - 1)
-    fr, fc = r - r0, c - c0
-    i0 = r0.astype(jnp.int32) + 1
-    j0 = c0.astype(jnp.int32) + 1
+    i0, fr = _padded_index(r, nv)
+    j0, fc = _padded_index(c, nu)
     flat = pad.reshape(-1)
     w_ = nu + 2
     at = lambda i, j: jnp.take(flat, i * w_ + j, mode="clip")  # noqa: E731
@@ -181,8 +184,58 @@ def voxel_backproject(projections: Float[ArrayLike, "views nv nu"], geometry: Ge
     return _backproject(projections, w, geometry, chunk_views=int(min(chunk_views, projections.shape[0])), mesh=mesh)
 
 
+def _backproject_separable(q, weights, geometry: Geometry, zs):
+    """:func:`_backproject_slab` for a geometry without per-view rotations.
+
+    Every view's detector column axis ``u`` and central ray are then horizontal and its row axis
+    ``v`` is z, so a voxel's column (and its distance ``U`` to the source) depends on its
+    ``(x, y)`` only and its row is affine in ``z``. Each view is read in two 1-D passes: the
+    detector columns at every ``(x, y)`` (whole rows of the transposed projection), then each
+    column at the voxels' rows: the same bilinear read as the general path, for about a tenth of
+    its cost on a CPU.
+    """
+    n_views, nv, nu = q.shape
+    fr = view_frames(geometry)
+    xs, ys, _ = voxel_centers(geometry)
+    xs, ys, zs = (a.astype(q.dtype) for a in (xs, ys, zs))
+    dv, du = (jnp.asarray(geometry.d_detector, q.dtype)[i] for i in (0, 1))
+    off_v, off_u = (jnp.asarray(geometry.off_detector, q.dtype)[i] for i in (0, 1))
+    cone = geometry.beam == "cone"
+    DSO = jnp.asarray(geometry.DSO, q.dtype)
+    qt = jnp.pad(jnp.swapaxes(q, 1, 2), ((0, 0), (1, 1), (1, 1)))  # (views, nu + 2, nv + 2)
+    frames = tuple(f.astype(q.dtype) for f in fr[:4])
+
+    def one_view(acc, a):
+        qi, wi, S, D, u, v = a
+        plane = lambda vec: xs[:, None] * vec[0] + ys[None, :] * vec[1]  # noqa: E731  (x, y) part of vec · x
+        if cone:
+            axis = D - S
+            dsd = jnp.linalg.norm(axis)
+            n = axis / dsd
+            U = plane(n) - jnp.dot(S, n)  # (nx, ny): source → voxel along the central ray, mm
+            lam = dsd / U
+            pu = jnp.dot(S - D, u) + lam * (plane(u) - jnp.dot(S, u))
+            pv = jnp.dot(S - D, v) + lam[..., None] * (zs * v[2] - S[2] * v[2])
+            scale = wi * (DSO / U) ** 2
+        else:
+            pu = plane(u) - jnp.dot(D, u)
+            pv = jnp.broadcast_to(zs * v[2] - D[2] * v[2], (*pu.shape, zs.shape[0]))
+            scale = jnp.broadcast_to(wi, pu.shape)
+        c0, fc = _padded_index((pu - off_u) / du + (nu - 1) / 2, nu)
+        col = qi[c0] * (1 - fc)[..., None] + qi[c0 + 1] * fc[..., None]  # (nx, ny, nv + 2)
+        r0, fr_ = _padded_index((pv - off_v) / dv + (nv - 1) / 2, nv)
+        val = jnp.take_along_axis(col, r0, -1) * (1 - fr_) + jnp.take_along_axis(col, r0 + 1, -1) * fr_
+        return acc + scale[..., None] * val, None
+
+    acc0 = jnp.zeros((xs.shape[0], ys.shape[0], 1), q.dtype) * zs[None, None, :]
+    out, _ = jax.lax.scan(one_view, acc0, (qt, weights.astype(q.dtype), *frames))
+    return out
+
+
 def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):
     """:func:`_backproject` for the voxels with z centres ``zs`` (mm), shape ``(nx, ny, len(zs))``."""
+    if geometry.rotation is None:
+        return _backproject_separable(q, weights, geometry, zs)
     n_views, nv, nu = q.shape
     fr = view_frames(geometry)
     xs, ys, _ = voxel_centers(geometry)

@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 
 from jaxmedrf.geometry import Geometry
 from jaxmedrf.parallel import volume_sharding
-from jaxmedrf.projectors import backproject, project
+from jaxmedrf.projectors import auto_method, backproject, project
 from jaxmedrf.sharded_projection import backproject_sharded, project_sharded
 from jaxmedrf.recon._result import Result
 
-__all__ = ["cgls", "rays_undersample", "sart", "tv_gradient"]
+__all__ = ["PROJECTORS", "cgls", "rays_undersample", "sart", "tv_gradient"]
 
 _PER_VIEW = ("angles", "rotation", "translation")
 
@@ -93,12 +93,32 @@ def _tv_step(x, dx_norm, tv_weight, tv_iters):
     return jax.lax.fori_loop(0, tv_iters, body, x)
 
 
+PROJECTORS = ("auto", "siddon", "trilinear", "joseph")
+
+
 def _check_common(projections, geometry, n_iters, method):
     geometry.check_projections(projections)
     if int(n_iters) != n_iters or n_iters <= 0:
         raise ValueError(f"n_iters must be a positive integer, got {n_iters!r}")
-    if method not in ("siddon", "trilinear"):
-        raise ValueError(f"method must be 'siddon' or 'trilinear', got {method!r}")
+    if method not in PROJECTORS:
+        raise ValueError(f"method must be one of {PROJECTORS}, got {method!r}")
+
+
+def _resolve(method: str, implementation: str, mesh) -> tuple[str, str]:
+    """``(method, implementation)`` with ``"auto"`` resolved.
+
+    ``method="auto"``: Joseph's projector on a single CPU (plane-by-plane reads that stay in
+    cache; the README gives the measured speed-up, ``benchmarks/cpu_baselines.py``),
+    Siddon elsewhere (the fused GPU kernel, and the z-slab pair of a device mesh).
+    ``implementation="auto"``: the fused kernel on a single GPU (about 20× the XLA pair per
+    iteration at 128³, ``benchmarks/baselines.py``) for Siddon and trilinear, XLA elsewhere.
+    """
+    if implementation not in ("auto", "xla", "pallas"):
+        raise ValueError(f"implementation must be 'auto', 'xla' or 'pallas', got {implementation!r}")
+    method = auto_method(method, otherwise="siddon", mesh=mesh)
+    if implementation == "auto":
+        implementation = "pallas" if mesh is None and jax.default_backend() == "gpu" and method != "joseph" else "xla"
+    return method, implementation
 
 
 def _x0(x0, geometry, dtype, mesh=None, shard="volume"):
@@ -120,16 +140,6 @@ def _operators(method, step, chunk_size, mesh, shard, dtype, implementation="xla
         return (lambda x, g: project(x, g, **kw)), (lambda y, g: backproject(y, g, dtype=dtype, **kw))
     kw.update(mesh=mesh, shard=shard)
     return (lambda x, g: project_sharded(x, g, **kw)), (lambda y, g: backproject_sharded(y, g, dtype=dtype, **kw))
-
-
-def _implementation(implementation: str, mesh) -> str:
-    """``"auto"`` → the fused kernel on a single GPU (about 20× the XLA pair per iteration at
-    128³, ``benchmarks/baselines.py``), XLA elsewhere; other values unchanged."""
-    if implementation == "auto":
-        return "pallas" if mesh is None and jax.default_backend() == "gpu" else "xla"
-    if implementation not in ("xla", "pallas"):
-        raise ValueError(f"implementation must be 'auto', 'xla' or 'pallas', got {implementation!r}")
-    return implementation
 
 
 def _run(n_iters, step, state, residual_of, progress, callback, desc):
@@ -232,7 +242,7 @@ def sart(
     nonneg: bool = True,
     tv_weight: float = 0.0,
     tv_iters: int = 10,
-    method: str = "siddon",
+    method: str = "auto",
     step: float = 0.5,
     backprojector: str = "auto",
     implementation: str = "auto",
@@ -257,7 +267,9 @@ def sart(
       nonneg: clip μ at 0 after every subset update.
       tv_weight: ASD-POCS-style TV step size relative to the data step (0 = off).
       tv_iters: TV gradient steps per iteration when ``tv_weight > 0``.
-      method, step, chunk_size: passed to the projector.
+      method: the projector, ``"siddon"``, ``"trilinear"``, ``"joseph"`` or ``"auto"`` (default:
+        Joseph's on a single CPU, Siddon elsewhere; see :func:`_resolve`).
+      step, chunk_size: passed to the projector.
       backprojector: ``"auto"`` (default): ``"voxel"`` where the rays undersample the volume
         (:func:`rays_undersample`: a detector pixel, scaled to the isocentre, wider than a
         voxel, where ray-driven Siddon leaves voxels unvisited between neighbouring rays and
@@ -305,8 +317,9 @@ def sart(
     mask = ids < n_views
     ids = np.where(mask, ids, np.arange(n_sub)[:, None])
     b = jnp.asarray(projections, dtype)
+    method, implementation = _resolve(method, implementation, mesh)
     weights, epoch, residual_of = _sart_programs(
-        method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), _implementation(implementation, mesh),
+        method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), implementation,
         backprojector, float(relaxation), bool(nonneg), float(tv_weight), int(tv_iters))
     ids_j = jnp.asarray(ids)
     W, V = weights(geometry, ids_j, jnp.asarray(mask, dtype))
@@ -325,7 +338,7 @@ def cgls(
     geometry: Geometry,
     *,
     n_iters: int = 20,
-    method: str = "siddon",
+    method: str = "auto",
     step: float = 0.5,
     implementation: str = "auto",
     x0: Float[ArrayLike, "nx ny nz"] | None = None,
@@ -344,7 +357,9 @@ def cgls(
       projections: measured line integrals ``(n_views, nv, nu)``.
       geometry: the scan.
       n_iters: iterations (one forward and one backprojection each).
-      method, step, chunk_size: passed to the projector.
+      method: the projector, ``"siddon"``, ``"trilinear"``, ``"joseph"`` or ``"auto"`` (default:
+        Joseph's on a single CPU, Siddon elsewhere; see :func:`_resolve`).
+      step, chunk_size: passed to the projector.
       implementation: ``"xla"``, ``"pallas"`` (fused GPU projector; its adjoint is the
         kernel's exact atomic-add transpose) or ``"auto"`` (pallas on one GPU, xla elsewhere).
       x0: initial volume (default zeros).
@@ -358,8 +373,8 @@ def cgls(
     """
     _check_common(projections, geometry, n_iters, method)
     b = jnp.asarray(projections, dtype)
-    init, iterate = _cgls_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype),
-                                   _implementation(implementation, mesh))
+    method, implementation = _resolve(method, implementation, mesh)
+    init, iterate = _cgls_programs(method, float(step), chunk_size, mesh, shard, jnp.dtype(dtype), implementation)
     state = init(_x0(x0, geometry, dtype, mesh, shard), geometry, b)
     state, hist = _run(
         n_iters, lambda s: iterate(s, geometry), state, lambda s: jnp.linalg.norm(s[1]), progress, callback, "CGLS"

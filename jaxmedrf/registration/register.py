@@ -59,7 +59,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from jaxmedrf import pose as P
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.geometry import Geometry, volume_box
-from jaxmedrf.projectors import project
+from jaxmedrf.projectors import METHODS, auto_method, project
 from jaxmedrf.registration.losses import get_loss
 from jaxmedrf.training import adam_with_schedule
 
@@ -88,6 +88,8 @@ class RegistrationConfig:
       patience, tol: stopping rule (iterations without improvement larger than ``tol``).
       loss: a name in :data:`jaxmedrf.registration.losses.LOSSES`.
       step: DRR sampling step in voxels (trilinear projector).
+      projector: the DRR's projector (:func:`drr`): ``"auto"`` (Joseph's on a CPU, trilinear
+        elsewhere), ``"trilinear"``, ``"joseph"`` or ``"siddon"``.
       intensity: also optimise a log intensity scale of the DRR.
       multi_start_levels: with several starts, how many of the coarsest levels run all of
         them; the best start (lowest loss) then continues alone. ``None``: all levels run
@@ -105,6 +107,7 @@ class RegistrationConfig:
     tol: float = 1e-6
     loss: str = "ncc"
     step: float = 1.0
+    projector: str = "auto"
     intensity: bool = False
     multi_start_levels: int | None = None
 
@@ -115,6 +118,8 @@ class RegistrationConfig:
         check_numbers(self, positive_ints=("iterations", "patience"),
                       positive=("lr", "rot_scale_deg", "trans_scale_mm", "step", "lr_decay", "lr_final_fraction"))
         get_loss(self.loss)
+        if self.projector not in ("auto", *METHODS):
+            raise ValueError(f"projector must be 'auto' or one of {METHODS}, got {self.projector!r}")
         m = self.multi_start_levels
         if m is not None and (int(m) != m or not 1 <= m <= len(self.levels)):
             raise ValueError(f"multi_start_levels must be None or an integer in [1, {len(self.levels)}], got {m!r}")
@@ -193,13 +198,16 @@ def _block_mean(image: Float[Array, "nv nu"], f: int) -> Float[Array, "mv mu"]:
     return img.reshape(mv, f, mu, f).mean(axis=(1, 3))
 
 
-def drr(volume: Float[ArrayLike, "nx ny nz"], geometry: Geometry, pose: P.Pose, *, step: float = 1.0) -> Float[Array, "nv nu"]:
-    """The DRR (line integrals, trilinear projector) of ``volume`` seen by a rig at ``pose``.
+def drr(volume: Float[ArrayLike, "nx ny nz"], geometry: Geometry, pose: P.Pose, *, step: float = 1.0,
+        method: str = "auto") -> Float[Array, "nv nu"]:
+    """The DRR (line integrals) of ``volume`` seen by a rig at ``pose``.
 
     ``geometry`` gives the detector, distances and grid; its angles/pose are replaced.
-    Differentiable in ``pose`` and ``volume``.
+    ``method``: the projector; ``"auto"`` is Joseph's on a CPU (several times faster there),
+    trilinear with ``step`` (voxels) elsewhere. Differentiable in ``pose`` and ``volume``.
     """
-    return project(volume, P.to_geometry(pose, geometry), method="trilinear", step=step)[0]
+    method = auto_method(method, otherwise="trilinear")
+    return project(volume, P.to_geometry(pose, geometry), method=method, step=step)[0]
 
 
 def params_to_pose(params: Float[Array, "*batch p"], init: P.Pose, pivot: Float[Array, "3"], config: RegistrationConfig) -> P.Pose:
@@ -264,7 +272,7 @@ def _run(volume, geometries, target, init, pivot, starts, slot, *, config, progr
         target_l = _block_mean(target, factor)
 
         def objective(p, geom=geom, target=target_l):
-            img = drr(volume, geom, params_to_pose(p, init, pivot, config), step=config.step)
+            img = drr(volume, geom, params_to_pose(p, init, pivot, config), step=config.step, method=config.projector)
             if config.intensity:
                 img = img * jnp.exp(p[6])
             return loss_fn(img, target)
