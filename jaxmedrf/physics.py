@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -88,6 +88,8 @@ DEFAULT_FILTRATION = {"aluminum": 2.5}
 _WATER = {"H": 0.111894, "O": 0.888106}
 #: Detector responses D(E): "energy" (ideal energy-integrating, D = E) or "counting" (D = 1).
 DETECTORS = ("energy", "counting")
+#: A spectrum's energies or fluence: an array, or a plain list (as JSON gives it).
+PerEnergy = Float[ArrayLike, " energies"] | Sequence[float]
 _E_RANGE = (1.0, 500.0)  # keV where the tables are used here
 
 # Tungsten anode: Z, A (g/mol), ρ (g/cm³) for Kanaya–Okayama's electron range.
@@ -103,7 +105,7 @@ def _check_energies(energies) -> np.ndarray:
     return e
 
 
-def mass_attenuation(material: str, energies: Float[ArrayLike, " energies"]) -> Float[np.ndarray, " energies"]:
+def mass_attenuation(material: str, energies: PerEnergy) -> Float[np.ndarray, " energies"]:
     """Mass attenuation ``k(E)`` of a material, mm⁻¹ per g/cm³ (μ/ρ in cm²/g ÷ 10), from ``xraydb``.
 
     Args:
@@ -127,7 +129,7 @@ def mass_attenuation(material: str, energies: Float[ArrayLike, " energies"]) -> 
         raise ValueError(f"unknown material {material!r} (water, bone, or an xraydb material/formula)") from e
 
 
-def normalize_spectrum(energies: Float[ArrayLike, " energies"], fluence: Float[ArrayLike, " energies"]
+def normalize_spectrum(energies: PerEnergy, fluence: PerEnergy
                        ) -> tuple[Float[np.ndarray, " energies"], Float[np.ndarray, " energies"]]:
     """Checks a spectrum and scales its fluence to sum 1 (float64).
 
@@ -149,13 +151,13 @@ def normalize_spectrum(energies: Float[ArrayLike, " energies"], fluence: Float[A
     return e, f / f.sum()
 
 
-def mean_energy(energies: Float[ArrayLike, " energies"], fluence: Float[ArrayLike, " energies"]) -> float:
+def mean_energy(energies: PerEnergy, fluence: PerEnergy) -> float:
     """Fluence-weighted mean photon energy, keV."""
     e, f = normalize_spectrum(energies, fluence)
     return float(np.sum(e * f))
 
 
-def detector_weights(energies: Float[ArrayLike, " energies"], fluence: Float[ArrayLike, " energies"], *,
+def detector_weights(energies: PerEnergy, fluence: PerEnergy, *,
                      detector: str = "energy") -> Float[np.ndarray, " energies"]:
     """Normalised weights ``S(E)·D(E) / Σ S·D`` of the polychromatic projection (module doc).
 
@@ -335,7 +337,7 @@ def default_bone_hu(reference_kev: float = REFERENCE_KEV) -> float:
 
 def polychromatic_projection(line_integrals: Float[ArrayLike, "materials *shape"],
                              mass_attenuations: Float[ArrayLike, "materials energies"],
-                             weights: Float[ArrayLike, " energies"]) -> Float[Array, "*shape"]:
+                             weights: PerEnergy) -> Float[Array, "*shape"]:
     r"""Polychromatic line integrals :math:`p = -\log \sum_E w_E \exp(-\sum_m k_m(E) L_m)`.
 
     Computed as a running log-sum-exp over energies (one pass per energy, memory of one
@@ -445,8 +447,8 @@ def add_scatter(transmission: Float[ArrayLike, "*batch nv nu"], *, amplitude: fl
     return t + amplitude * gaussian_blur(source, sigma)
 
 
-def water_curve(lengths: Float[ArrayLike, " n"], energies: Float[ArrayLike, " energies"],
-                fluence: Float[ArrayLike, " energies"], *, detector: str = "energy") -> Float[np.ndarray, " n"]:
+def water_curve(lengths: Float[ArrayLike, " n"], energies: PerEnergy,
+                fluence: PerEnergy, *, detector: str = "energy") -> Float[np.ndarray, " n"]:
     """Polychromatic line integral of ``lengths`` mm of water (density 1) for a spectrum (float64)."""
     from scipy.special import logsumexp
 
@@ -458,7 +460,7 @@ def water_curve(lengths: Float[ArrayLike, " n"], energies: Float[ArrayLike, " en
     return -logsumexp(log_w[None, :] - L[:, None] * k[None, :], axis=1)
 
 
-def water_correction_coefficients(energies: Float[ArrayLike, " energies"], fluence: Float[ArrayLike, " energies"],
+def water_correction_coefficients(energies: PerEnergy, fluence: PerEnergy,
                                   *, p_max: float, detector: str = "energy", order: int = 4,
                                   reference_kev: float = REFERENCE_KEV) -> Float[np.ndarray, " order"]:
     r"""Coefficients :math:`c_1..c_n` of the water precorrection :math:`q = \sum_k c_k p^k`.
@@ -490,8 +492,8 @@ def water_correction_coefficients(energies: Float[ArrayLike, " energies"], fluen
     return c / scale ** np.arange(1, order + 1)
 
 
-def water_correction(projections: Float[ArrayLike, "*shape"], energies: Float[ArrayLike, " energies"],
-                     fluence: Float[ArrayLike, " energies"], *, detector: str = "energy", order: int = 4,
+def water_correction(projections: Float[ArrayLike, "*shape"], energies: PerEnergy,
+                     fluence: PerEnergy, *, detector: str = "energy", order: int = 4,
                      reference_kev: float = REFERENCE_KEV) -> Float[Array, "*shape"]:
     """Water beam-hardening correction of measured line integrals (Herman 1979; module doc).
 
@@ -533,7 +535,7 @@ def material_projections(mu_volume: Float[ArrayLike, "nx ny nz"], geometry, *, m
 
 def detected_projections(line_integrals: Float[ArrayLike, "materials views nv nu"],
                          mass_attenuations: Float[ArrayLike, "materials energies"],
-                         weights: Float[ArrayLike, " energies"], *, scatter: float = 0.0,
+                         weights: PerEnergy, *, scatter: float = 0.0,
                          scatter_sigma: float | tuple[float, float] = 0.0,
                          blur_sigma: float | tuple[float, float] = 0.0) -> Float[Array, "views nv nu"]:
     """What the detector records, as line integrals: the polychromatic projection
