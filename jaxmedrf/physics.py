@@ -13,7 +13,8 @@ integrals :math:`L_m` (g/cm³·mm), and the detector reads
 
 .. math:: p = -\log \frac{\sum_E S(E)\,D(E)\,\exp\big(-\sum_m k_m(E) L_m\big)}{\sum_E S(E)\,D(E)}
 
-(Alvarez & Macovski, Phys. Med. Biol. 21 (1976) 733, Eq. 1 with a detector weighting), with
+(the polychromatic Beer–Lambert law with material-resolved attenuation, as in Alvarez & Macovski,
+Phys. Med. Biol. 21 (1976) 733, with a detector weighting), with
 :math:`S` the photon fluence per energy bin and :math:`D(E) = E` for an ideal energy-integrating
 detector (every photon absorbed, signal ∝ its energy) or :math:`D = 1` for a photon counter
 (:func:`detector_weights`). Beam hardening — cupping in water, streaks between bones — follows
