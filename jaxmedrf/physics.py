@@ -247,6 +247,7 @@ def read_spectrum(path: str | os.PathLike) -> tuple[Float[np.ndarray, " energies
     Formats: ``.npy`` — an (N, 2) array of (keV, fluence); ``.csv``/``.txt`` — two columns
     (comma, semicolon, tab or space separated; a header line and ``#`` comments are skipped,
     e.g. SpekPy's ``export_spectrum``); ``.json`` — ``{"energy_kev": [...], "fluence": [...]}``.
+    Rows below 1 keV holding under 1e-9 of the fluence are dropped.
 
     Raises:
         FileNotFoundError: no such file.
@@ -284,6 +285,11 @@ def read_spectrum(path: str | os.PathLike) -> tuple[Float[np.ndarray, " energies
         raise ValueError(f"{path}: not a spectrum table ({e})") from e
     if table.ndim != 2 or table.shape[1] != 2 or table.shape[0] < 1:
         raise ValueError(f"{path}: a spectrum is N rows of (energy keV, fluence), got shape {table.shape}")
+    # Bins below 1 keV that a filtered spectrum leaves (all but) empty are dropped, not refused.
+    soft = table[:, 0] < _E_RANGE[0]
+    if soft.any() and soft.sum() < len(table) and np.all(np.isfinite(table)) \
+            and np.all(np.abs(table[soft, 1]) <= 1e-9 * np.abs(table[:, 1]).sum()):
+        table = table[~soft]
     try:
         return normalize_spectrum(table[:, 0], table[:, 1])
     except ValueError as e:

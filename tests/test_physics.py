@@ -58,6 +58,11 @@ def test_read_spectrum_formats(tmp_path, spectrum120):
         e2, f2 = ph.read_spectrum(tmp_path / name)
         np.testing.assert_allclose(e2, e, rtol=1e-12)
         np.testing.assert_allclose(f2, f, rtol=1e-12, atol=1e-300)
+    (tmp_path / "soft.csv").write_text("0.5,0\n1.5,1\n2.5,3\n")
+    np.testing.assert_allclose(ph.read_spectrum(tmp_path / "soft.csv")[1], [0.25, 0.75])
+    (tmp_path / "soft.csv").write_text("0.5,1\n1.5,1\n")
+    with pytest.raises(ValueError, match=r"\[1, 500\] keV"):
+        ph.read_spectrum(tmp_path / "soft.csv")
     (tmp_path / "bad.csv").write_text("10,1\n5,1\n")
     (tmp_path / "bad.json").write_text('{"energy": [1]}')
     (tmp_path / "bad.npy").write_text("not npy")
