@@ -93,8 +93,11 @@ DETECTORS = ("energy", "counting")
 PerEnergy = Float[ArrayLike, " energies"] | Sequence[float]
 _E_RANGE = (1.0, 500.0)  # keV where the tables are used here
 
-# Tungsten anode: Z, A (g/mol), ρ (g/cm³) for Kanaya–Okayama's electron range.
+# Tungsten anode: Z, A (g/mol), ρ (g/cm³) for Kanaya–Okayama's electron range
+# R = 0.0276 µm · A · E^1.67 / (Z^0.889 · ρ), E in keV (J. Phys. D 5 (1972) 43).
 _W_Z, _W_A, _W_RHO = 74, 183.84, 19.3
+_KO_COEF, _KO_E_EXP, _KO_Z_EXP = 0.0276, 1.67, 0.889
+_DEPTH_STEPS = 256  # electron energies T sampled between 0 and kVp
 
 
 def _check_energies(energies) -> np.ndarray:
@@ -211,12 +214,12 @@ def kvp_spectrum(kvp: float, *, filtration: Mapping[str, float] | None = None, a
     e = (np.arange(n) + 0.5) * bin_kev
     e = e[e >= _E_RANGE[0]]
     # Kanaya–Okayama range (µm → mm) and the electron's depth per energy T (Thomson–Whiddington).
-    r_mm = 0.0276 * _W_A * kvp**1.67 / (_W_Z**0.89 * _W_RHO) * 1e-3
-    t = (np.arange(256) + 0.5) * (kvp / 256)
+    r_mm = _KO_COEF * _W_A * kvp**_KO_E_EXP / (_W_Z**_KO_Z_EXP * _W_RHO) * 1e-3
+    t = (np.arange(_DEPTH_STEPS) + 0.5) * (kvp / _DEPTH_STEPS)
     depth = r_mm * (1.0 - (t / kvp) ** 2)
     k_w = mass_attenuation("tungsten", e) * _W_RHO
     path = depth[None, :] / math.sin(math.radians(anode_angle))
-    phi = np.sum((t[None, :] > e[:, None]) * np.exp(-k_w[:, None] * path), axis=1) * (kvp / 256) / e
+    phi = np.sum((t[None, :] > e[:, None]) * np.exp(-k_w[:, None] * path), axis=1) * (kvp / _DEPTH_STEPS) / e
     for name, thick in filtration.items():
         if thick > 0:
             phi = phi * np.exp(-mass_attenuation(name, e) * _density(name) * thick)
