@@ -1,7 +1,7 @@
 """jaxmedrf: neural rendering for medical imaging in JAX.
 
 Modules: :mod:`~jaxmedrf.geometry` → :mod:`~jaxmedrf.rays` → :mod:`~jaxmedrf.projectors` /
-:mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` · :mod:`~jaxmedrf.preprocess` ·
+:mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` · :mod:`~jaxmedrf.physics` · :mod:`~jaxmedrf.preprocess` ·
 :mod:`~jaxmedrf.fields` · :mod:`~jaxmedrf.recon` (naf, fdk, sart, cgls) ·
 :mod:`~jaxmedrf.metrics` · :mod:`~jaxmedrf.io` · :mod:`~jaxmedrf.pose` ·
 :mod:`~jaxmedrf.registration` · :mod:`~jaxmedrf.parallel` · :mod:`~jaxmedrf.interop` (ASTRA, TIGRE,
@@ -54,6 +54,7 @@ _EXPORTS = {
     "parallel": ("jaxmedrf.parallel", None),
     "parallel_beam": ("jaxmedrf.geometry", 'parallel_beam'),
     "phantoms": ("jaxmedrf.phantoms", None),
+    "physics": ("jaxmedrf.physics", None),
     "pixel_rays": ("jaxmedrf.rays", 'pixel_rays'),
     "plot_geometry": ("jaxmedrf.interop", 'plot_geometry'),
     "poisson_noise": ("jaxmedrf.noise", 'poisson_noise'),

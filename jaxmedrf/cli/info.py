@@ -127,7 +127,35 @@ def _npz_lines(path: Path) -> tuple[list[str], list[str], set[str]]:
         lines += _geometry_lines(g)
     elif "geometry" not in z:
         lines.append("geometry: none")
+    if "physics" in z:
+        try:
+            lines += _physics_lines(z)
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"physics: not valid jaxmedrf physics settings ({type(e).__name__}: {e})")
     return lines, problems, set(z)
+
+
+def _physics_lines(z) -> list[str]:
+    """The physics model ``simulate`` recorded (:mod:`jaxmedrf.physics`)."""
+    from jaxmedrf.io.scan import load_physics
+
+    d = load_physics(z, what="file")
+    s = d.get("spectrum")
+    if s is None:
+        lines = ["physics: monochromatic"]
+    else:
+        e, f = np.asarray(s["energy_kev"], np.float64), np.asarray(s["fluence"], np.float64)
+        mean = float(np.sum(e * f) / np.sum(f))
+        lines = [f"physics: polychromatic, {s.get('source', '?')}: {e.size} energies {e.min():.4g} .. {e.max():.4g} keV, "
+                 f"mean {mean:.4g} keV; detector {d.get('detector', '?')}"]
+        m = d.get("materials") or {}
+        if m:
+            lines.append(f"materials: {' + '.join(m['names'])}, water up to {m['soft_threshold_hu']:g} HU, pure bone from "
+                         f"{m['bone_hu']:.0f} HU (μ volume at {m['reference_kev']:g} keV)")
+    sc = d.get("scatter")
+    lines.append("scatter: " + (f"amplitude {sc['amplitude']:g}, kernel σ {sc['sigma_mm']:g} mm" if sc else "none")
+                 + f"; detector blur σ {d.get('blur_sigma_mm', 0):g} mm")
+    return lines
 
 
 def describe(path: str | Path, *, series: str | None = None) -> tuple[list[str], list[str]]:

@@ -58,6 +58,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     naf.add_argument("--checkpoint-every", type=int, default=500, help="NAF: steps between checkpoints")
     naf.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
     naf.add_argument("--devices", type=int, default=None, help="NAF: devices to split rays over (default: all)")
+    p.add_argument("--bh-correction", default="none", choices=("none", "water"),
+                   help="water: beam-hardening correction of the projections before reconstruction (Herman's "
+                        "polynomial water precorrection to μ at 60 keV); the spectrum comes from the input's "
+                        "physics (simulate --kvp/--spectrum) or from --spectrum/--kvp here")
+    from jaxmedrf.cli._physics_args import add_physics_arguments
+
+    add_physics_arguments(p, simulate=False)
     p.add_argument("--distributed", action="store_true",
                    help="multi-host: jax.distributed.initialize from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID (every process runs the same command; the mesh spans all hosts' devices)")
@@ -221,6 +228,33 @@ def quality(volume, truth) -> dict:
     return {"psnr3d": float(metrics.psnr(volume, truth)), "ssim3d": float(metrics.ssim3d(volume, truth))}
 
 
+def _bh_correct(a, path, proj):
+    """``proj`` after ``--bh-correction`` (unchanged for ``none``); the spectrum from the flags,
+    else from the input's ``physics``; ``ValueError`` when neither has one."""
+    from jaxmedrf.cli._physics_args import spectrum_of
+
+    spectrum = spectrum_of(a)
+    if a.bh_correction == "none":
+        if spectrum is not None:
+            raise ValueError("--spectrum/--kvp are for --bh-correction water")
+        return proj, None
+    detector = a.detector
+    if spectrum is None:
+        from jaxmedrf.io.scan import load_physics
+
+        with np.load(path, allow_pickle=False) as z:
+            settings = load_physics({"physics": z["physics"]} if "physics" in z.files else {}, what=str(path))
+        spectrum = (settings or {}).get("spectrum")
+        if spectrum is None:
+            raise ValueError(f"--bh-correction water needs the spectrum: {path} records none (simulate it with "
+                             "--kvp/--spectrum, or give --kvp/--spectrum here)")
+        detector = settings.get("detector", detector)
+    from jaxmedrf import physics
+
+    out = physics.water_correction(proj, spectrum["energy_kev"], spectrum["fluence"], detector=detector)
+    return np.asarray(out, np.float32), spectrum.get("source")
+
+
 def _classical(method, proj, geometry, a):
     from jaxmedrf.recon import METHODS
 
@@ -253,7 +287,8 @@ def run(a) -> int:
             raise ValueError(f"{p}: its geometry differs from {a.inputs[0]}'s; several inputs must share one geometry")
     out = Path(a.out)
     many = len(scans) > 1
-    proj = np.stack([s[0] for s in scans])
+    corrected = [_bh_correct(a, p, s[0]) for p, s in zip(a.inputs, scans)]
+    proj = np.stack([c[0] for c in corrected])
     truths = [s[2] for s in scans]
     t0 = time.perf_counter()
     if a.method == "naf":
@@ -287,6 +322,8 @@ def run(a) -> int:
     names = [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]  # inputs may share a stem
     for i, (vol, truth) in enumerate(zip(volumes, truths)):
         metrics = {"method": a.method, "input": str(a.inputs[i]), "wall_seconds": wall, **extra}
+        if a.bh_correction != "none":
+            metrics.update(bh_correction=a.bh_correction, spectrum=corrected[i][1])
         if truth is not None:
             metrics.update(quality(vol, truth))
         path = out / f"{names[i]}_recon.npz" if many else out

@@ -2,7 +2,9 @@
 
 Writes ``OUT.npz`` with exactly the keys ``projections`` (float32, (n_views, nv, nu)),
 ``angles`` (rad), ``volume`` (float32, mm⁻¹, the ground truth on the geometry's grid) and
-``geometry`` (JSON, TIGRE field names plus ``beam``), and ``OUT.png`` beside it.
+``geometry`` (JSON, TIGRE field names plus ``beam``) — and ``physics`` (JSON: spectrum, detector,
+materials, scatter, blur) when ``--spectrum``/``--kvp``/``--scatter``/``--blur`` model the physics
+(:mod:`jaxmedrf.physics`) — and ``OUT.png`` beside it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "or the phantom's exact analytic line integrals")
     p.add_argument("--step", type=float, default=0.5, help="trilinear step, voxels")
     p.add_argument("--supersample", type=int, default=2, help="voxelisation: points per voxel edge")
+    from jaxmedrf.cli._physics_args import add_physics_arguments
+
+    add_physics_arguments(p, simulate=True)
     p.add_argument("--noise-i0", type=float, default=None, help="incident photons per pixel for Poisson noise (off if omitted)")
     p.add_argument("--noise-sigma", type=float, default=0.0, help="electronic noise std, counts (with --noise-i0)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for the noise")
@@ -196,6 +201,9 @@ def run(a) -> int:
         raise ValueError(f"--supersample must be a positive integer, got {a.supersample}")
     if a.volume is None and (a.preset or a.series or a.units):
         raise ValueError("--preset, --series and --units need --volume")
+    from jaxmedrf.cli._physics_args import physics_settings, simulate_physics
+
+    phys = physics_settings(a)  # None: the plain line integrals
     t0 = time.perf_counter()
     if a.volume is not None:
         geometry, volume, proj = _simulate_volume(a)
@@ -209,6 +217,8 @@ def run(a) -> int:
         phantom = phantoms.get_phantom(a.phantom, radius=radius, mu_scale=a.mu_scale)
         volume, proj = simulate(geometry, phantom, method=a.method, step=a.step, supersample=a.supersample)
         source = a.phantom
+    if phys is not None:
+        proj = simulate_physics(phys, volume, proj, geometry, method=a.method, step=a.step)
     if a.noise_i0 is not None:
         import jax
 
@@ -219,7 +229,7 @@ def run(a) -> int:
     dt = time.perf_counter() - t0
     from jaxmedrf.io.scan import save_scan
 
-    save_scan(out, proj, geometry, volume=volume)
+    save_scan(out, proj, geometry, volume=volume, physics=phys)
     png = out.with_suffix(".png")
     if not a.no_png:
         save_png(png, proj, volume, title=f"{source}, {geometry.beam} beam, {geometry.n_views} views, {a.method}")
@@ -228,6 +238,8 @@ def run(a) -> int:
 
         export_drr_pngs(proj, geometry, a.export_png)
     noise = f", Poisson noise I0={a.noise_i0:g}" if a.noise_i0 else ""
+    if phys is not None and phys["spectrum"] is not None:
+        noise = f", polychromatic ({phys['spectrum']['source']})" + noise
     print(
         f"simulated {geometry.n_views} {geometry.beam}-beam views of {source} "
         f"({'x'.join(map(str, geometry.n_voxel))} voxels, detector {geometry.n_detector[0]}x{geometry.n_detector[1]}, "
