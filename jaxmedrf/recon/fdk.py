@@ -23,8 +23,8 @@ du/DSD``; Kak & Slaney ch. 3.4.1, equiangular rays, with Feldkamp's cone weight)
 
 .. math::
 
-    q_β(γ, v) = \Big(p_β(γ, v) \frac{DSO\, DSD \cos γ}{\sqrt{DSD^2 + v^2}}\Big) * \Big(\frac{γ}{\sin γ}\Big)^2 h(γ),
-    \qquad μ(\mathbf x) = \sum_β Δβ\, w_β(γ)\, \frac{1}{L(\mathbf x, β)^2}\, q_β(γ(\mathbf x), v(\mathbf x))
+    q_β(γ, v) = \\Big(p_β(γ, v) \\frac{DSO\\, DSD \\cos γ}{\\sqrt{DSD^2 + v^2}}\\Big) * \\Big(\\frac{γ}{\\sin γ}\\Big)^2 h(γ),
+    \\qquad μ(\\mathbf x) = \\sum_β Δβ\\, w_β(γ)\\, \\frac{1}{L(\\mathbf x, β)^2}\\, q_β(γ(\\mathbf x), v(\\mathbf x))
 
 with ``L`` the distance from the source to the voxel in the plane of the fan (normal to ``v``).
 
