@@ -242,3 +242,4 @@ def test_cli_orbits_detectors_and_clear_refusals(tmp_path, capsys):
         capsys.readouterr()
         assert main([*sim, *bad, "--out", str(tmp_path / "bad.npz")]) == 2
         assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "bad.npz").exists()
+
