@@ -243,3 +243,15 @@ def test_cli_orbits_detectors_and_clear_refusals(tmp_path, capsys):
         assert main([*sim, *bad, "--out", str(tmp_path / "bad.npz")]) == 2
         assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "bad.npz").exists()
 
+
+
+@pytest.mark.parametrize("detector", ["flat", "cylindrical"])
+def test_project_points_lands_on_the_pixel_whose_ray_holds_the_point(detector):
+    from jaxmedrf.registration.errors import project_points
+
+    g = jm.cone_beam(n_views=1, n_voxel=(8,) * 3, d_voxel=2.0, n_detector=(5, 9), d_detector=(2.0, 3.0), DSD=60.0,
+                     DSO=40.0, off_detector=(1.0, -2.0), detector=detector)
+    rays = jm.pixel_rays(g, 0, jnp.array([1, 3, 4]), jnp.array([0, 5, 8]))
+    points = rays.origins + 0.6 * rays.directions
+    _, rc = project_points(points, g)
+    np.testing.assert_allclose(rc, [[1, 0], [3, 5], [4, 8]], atol=1e-3)
