@@ -129,14 +129,14 @@ def test_projection_matches_analytic_line_integrals(detector):
 def test_fdk_cylindrical_detector_matches_the_flat_panel():
     """Curved-detector FDK of a phantom equals flat-panel FDK of it (the same cone-beam artefacts): closer than
     the curved data read as a flat panel, and the same mean μ (the cos γ and (γ/sin γ)² weights)."""
-    g = _wide(detector="cylindrical")
+    g = _wide(n_views=32, detector="cylindrical")
     vol = _phantom(g)
     p = jm.project(vol, g)
     curved = np.asarray(fdk(p, g).volume)
     wrong = np.asarray(fdk(p, g.replace(detector="flat")).volume)
-    flat = _wide()
+    flat = _wide(n_views=32)
     ref = np.asarray(fdk(jm.project(vol, flat), flat).volume)
-    assert _psnr(curved, vol) > 24.0
+    assert _psnr(curved, vol) > 23.0
     assert _psnr(curved, ref) > 36.0 and _psnr(curved, ref) > _psnr(wrong, ref) + 0.5, (_psnr(curved, ref), _psnr(wrong, ref))
     inside = vol > 0.015
     assert curved[inside].mean() == pytest.approx(ref[inside].mean(), rel=0.01)
