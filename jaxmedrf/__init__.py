@@ -31,6 +31,8 @@ _EXPORTS = {
     "cgls": ("jaxmedrf.recon", 'cgls'),
     "circular_angles": ("jaxmedrf.geometry", 'circular_angles'),
     "cone_beam": ("jaxmedrf.geometry", 'cone_beam'),
+    "helical_beam": ("jaxmedrf.geometry", 'helical_beam'),
+    "short_scan_arc": ("jaxmedrf.geometry", 'short_scan_arc'),
     "fdk": ("jaxmedrf.recon", 'fdk'),
     "fields": ("jaxmedrf.fields", None),
     "from_astra": ("jaxmedrf.interop", 'from_astra'),

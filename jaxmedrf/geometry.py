@@ -20,7 +20,14 @@ The convention (a contract, tested in ``tests/test_geometry.py``):
   origin, and ``DSD``/``DSO`` are not used.
 * Optional per-view pose: a rotation ``R`` (3×3) and translation ``t`` (mm) move the whole
   source–detector rig after the orbit has placed it: ``S' = R S + t``, ``D' = R D + t``,
-  ``u' = R u``, ``v' = R v``. Identity when absent.
+  ``u' = R u``, ``v' = R v``. Identity when absent. A helical scan (:func:`helical_beam`) is a
+  circular orbit whose rig moves along ``z`` by the per-view translation.
+* Cylindrical (curved) detector (``detector="cylindrical"``, cone beam only): the columns lie on
+  a cylinder of radius ``DSD`` around the source, its axis along ``v`` through ``S``. Column
+  ``c`` sits at the fan angle ``γ = ((c - (nu-1)/2) du + off_u) / DSD`` (``du`` is the arc
+  length of a column, mm) and pixel ``(r, c)`` at
+  ``S + DSD (cos γ n̂ + sin γ u) + v ((r - (nv-1)/2) dv + off_v)`` with ``n̂ = (D - S)/DSD``;
+  ``γ = 0`` is the detector centre ``D`` as for the flat panel.
 
 Field names follow TIGRE (Biguri et al., "TIGRE: a MATLAB-GPU toolbox for CBCT image
 reconstruction", Biomed. Phys. Eng. Express 2016): ``DSD``, ``DSO``, ``n_detector`` (nv, nu),
@@ -43,17 +50,23 @@ from jaxtyping import Array, Float
 
 __all__ = [
     "BEAMS",
+    "DETECTORS",
     "Frames",
     "Geometry",
+    "axial_travel",
     "circular_angles",
     "cone_beam",
+    "fan_angles",
+    "helical_beam",
     "parallel_beam",
+    "short_scan_arc",
     "view_frames",
     "volume_box",
     "voxel_centers",
 ]
 
 BEAMS = ("cone", "parallel")
+DETECTORS = ("flat", "cylindrical")
 _LEAVES = (
     "DSD",
     "DSO",
@@ -65,7 +78,7 @@ _LEAVES = (
     "rotation",
     "translation",
 )
-_STATIC = ("n_detector", "n_voxel", "beam")
+_STATIC = ("n_detector", "n_voxel", "beam", "detector")
 _Real = np.ndarray | Array  # a geometry leaf: float64 NumPy when built, a jax.Array when traced
 
 
@@ -140,6 +153,8 @@ class Geometry:
       rotation: optional (n_views, 3, 3) rotation of the rig per view.
       translation: optional (n_views, 3) translation of the rig per view, mm.
       beam: ``"cone"`` or ``"parallel"``. Static.
+      detector: ``"flat"`` (a plane panel) or ``"cylindrical"`` (columns on a cylinder of radius
+        ``DSD`` around the source, ``du`` the arc length of a column; cone beam only). Static.
     """
 
     DSD: Float[_Real, ""]
@@ -154,10 +169,15 @@ class Geometry:
     rotation: Float[_Real, "views 3 3"] | None = None
     translation: Float[_Real, "views 3"] | None = None
     beam: Literal["cone", "parallel"] = "cone"
+    detector: Literal["flat", "cylindrical"] = "flat"
 
     def __post_init__(self):
         if self.beam not in BEAMS:
             raise ValueError(f"beam must be one of {BEAMS}, got {self.beam!r}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.detector == "cylindrical" and self.beam != "cone":
+            raise ValueError("a cylindrical detector needs a cone beam (its columns lie on a cylinder around the source)")
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         set_("n_detector", _as_counts("n_detector", self.n_detector, 2))
         set_("n_voxel", _as_counts("n_voxel", self.n_voxel, 3))
@@ -234,8 +254,11 @@ class Geometry:
             )
 
     def to_dict(self) -> dict:
-        """JSON-ready dict with every field under its TIGRE name plus ``"beam"``."""
+        """JSON-ready dict with every field under its TIGRE name plus ``"beam"`` (and ``"detector"``
+        when it is not flat)."""
         out = {"beam": self.beam, "n_detector": list(self.n_detector), "n_voxel": list(self.n_voxel)}
+        if self.detector != "flat":
+            out["detector"] = self.detector
         for k in _LEAVES:
             v = getattr(self, k)
             if v is not None:
@@ -291,18 +314,107 @@ def cone_beam(
     DSD: float = 1500.0,
     DSO: float = 1000.0,
     n_views: int = 50,
-    arc: float = 2 * math.pi,
+    arc: float | Literal["short"] = 2 * math.pi,
     angles=None,
     off_detector=(0.0, 0.0),
     off_origin=(0.0, 0.0, 0.0),
+    detector: Literal["flat", "cylindrical"] = "flat",
 ) -> Geometry:
-    """A circular cone-beam scan; defaults are NAF's 128³ setup (2 mm voxels, 1.6 mm pixels)."""
+    """A circular cone-beam scan; defaults are NAF's 128³ setup (2 mm voxels, 1.6 mm pixels).
+
+    ``arc`` is the angular range in rad, or ``"short"`` for a short scan of 180° plus the fan
+    angle (:func:`short_scan_arc`), the least that FDK with Parker weights reconstructs exactly.
+    """
+    kw = dict(DSD=DSD, DSO=DSO, n_detector=n_detector, d_detector=d_detector, off_detector=off_detector,
+              n_voxel=n_voxel, d_voxel=d_voxel, off_origin=off_origin, beam="cone", detector=detector)
     if angles is None:
+        if isinstance(arc, str):
+            if arc != "short":
+                raise ValueError(f"arc must be a number of radians or 'short', got {arc!r}")
+            arc = short_scan_arc(Geometry(angles=[0.0], **kw))
         angles = circular_angles(n_views, arc=arc)
-    return Geometry(
-        DSD=DSD, DSO=DSO, n_detector=n_detector, d_detector=d_detector, off_detector=off_detector,
-        n_voxel=n_voxel, d_voxel=d_voxel, off_origin=off_origin, angles=angles, beam="cone",
-    )
+    return Geometry(angles=angles, **kw)
+
+
+def fan_angles(geometry: Geometry) -> np.ndarray:
+    """Fan angle ``γ`` of each detector column of a cone-beam scan, rad, shape ``(nu,)``.
+
+    ``γ = atan(u / DSD)`` on a flat panel and ``u / DSD`` on a cylindrical one, with
+    ``u = (c - (nu-1)/2) du + off_u`` (mm); positive towards ``+u``.
+    """
+    if geometry.beam != "cone":
+        raise ValueError("fan angles are defined for a cone beam only")
+    nu = geometry.n_detector[1]
+    du, off_u, dsd = float(np.asarray(geometry.d_detector)[1]), float(np.asarray(geometry.off_detector)[1]), float(geometry.DSD)
+    u = (np.arange(nu) - (nu - 1) / 2) * du + off_u
+    return u / dsd if geometry.detector == "cylindrical" else np.arctan(u / dsd)
+
+
+def short_scan_arc(geometry: Geometry) -> float:
+    """The short-scan arc ``π + 2 max|γ|`` of a cone-beam geometry (its detector), rad.
+
+    Every line through the field of view is measured at least once over this arc (Parker,
+    "Optimal short scan convolution reconstruction for fan beam CT", Med. Phys. 9(2), 1982).
+    """
+    return float(math.pi + 2 * np.max(np.abs(fan_angles(geometry))))
+
+
+def axial_travel(geometry: Geometry) -> float:
+    """How far the source moves along the detector's ``v`` axis over the scan, mm.
+
+    ``max − min`` over views of ``S·v``: 0 for a circular orbit (tilted or not), the table feed
+    times the number of turns for a helical scan.
+    """
+    f = view_frames(jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), geometry))
+    return float(np.ptp(np.einsum("vi,vi->v", np.asarray(f.source, np.float64), np.asarray(f.v, np.float64))))
+
+
+def helical_beam(
+    *,
+    pitch: float,
+    n_turns: float,
+    views_per_turn: int = 50,
+    n_voxel=(128, 128, 128),
+    d_voxel=2.0,
+    n_detector=(64, 256),
+    d_detector=1.6,
+    DSD: float = 1500.0,
+    DSO: float = 1000.0,
+    start: float = 0.0,
+    off_detector=(0.0, 0.0),
+    off_origin=(0.0, 0.0, 0.0),
+    detector: Literal["flat", "cylindrical"] = "flat",
+) -> Geometry:
+    """A helical cone-beam scan: the circular orbit with the rig moving along ``z``.
+
+    The pitch is the table feed per turn over the detector height at the isocentre,
+    ``pitch = F / (nv dv DSO / DSD)`` (the clinical definition, collimation at the isocentre).
+    View ``k`` of ``N = round(n_turns · views_per_turn)`` is at ``θ_k = start + 2π k /
+    views_per_turn`` with the per-view translation ``t_k = (0, 0, z₀ + F (k − (N−1)/2) /
+    views_per_turn)``, ``z₀`` the volume centre's z: the source climbs along ``+z`` (the patient
+    table moving along ``−z``), centred on the volume.
+
+    Args:
+      pitch: table feed per turn over the detector height at the isocentre (> 0).
+      n_turns: number of turns (> 0, need not be an integer).
+      views_per_turn: views per 360°.
+      start: angle of the first view, rad.
+      others: as :func:`cone_beam` (the default detector is 64 rows, 256 columns).
+    """
+    if not (math.isfinite(pitch) and pitch > 0):
+        raise ValueError(f"pitch must be positive, got {pitch!r}")
+    if not (math.isfinite(n_turns) and n_turns > 0):
+        raise ValueError(f"n_turns must be positive, got {n_turns!r}")
+    if int(views_per_turn) != views_per_turn or views_per_turn <= 0:
+        raise ValueError(f"views_per_turn must be a positive integer, got {views_per_turn!r}")
+    n = max(1, round(n_turns * views_per_turn))
+    g = cone_beam(n_voxel=n_voxel, d_voxel=d_voxel, n_detector=n_detector, d_detector=d_detector, DSD=DSD, DSO=DSO,
+                  angles=start + 2 * math.pi * np.arange(n) / views_per_turn, off_detector=off_detector,
+                  off_origin=off_origin, detector=detector)
+    height = g.n_detector[0] * float(g.d_detector[0]) * float(g.DSO) / float(g.DSD)
+    feed = pitch * height
+    z = float(g.off_origin[2]) + feed * (np.arange(n) - (n - 1) / 2) / views_per_turn
+    return g.replace(translation=np.stack([np.zeros(n), np.zeros(n), z], -1))
 
 
 def parallel_beam(

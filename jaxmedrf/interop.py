@@ -23,7 +23,9 @@ source to the volume centre along ``w``. A ``ValueError`` names what a Geometry 
 skewed pixel grid (``u·v ≠ 0``), a mirrored detector (``(D − S)·w ≤ 0``: a camera whose image
 is jaxmedrf's with the columns reversed, read with ``flip_columns=True``), parallel rays not
 normal to the detector, or a pixel size, ``DSD`` or detector offset that differs between views
-(relative tolerance ``rtol``, on the geometry's size for lengths).
+(relative tolerance ``rtol``, on the geometry's size for lengths). A helical scan is its
+per-view translation, so every format that holds poses holds it. A cylindrical detector has
+no equivalent in any of these formats (all flat panels): the converters refuse it.
 
 Conventions of the formats (all verified against each tool's source, see the tests):
 
@@ -222,11 +224,14 @@ class _Rig:
     ``D`` (offsets included), unit axes ``u``, ``v``, unit direction ``w``; pixel sizes, offsets,
     ``DSD`` and the volume box."""
 
-    def __init__(self, geometry: Geometry):
+    def __init__(self, geometry: Geometry, *, curved_ok: bool = False):
         import jax
 
         if not isinstance(geometry, Geometry):
             raise ValueError(f"expected a jaxmedrf Geometry, got {type(geometry).__name__}")
+        if geometry.detector != "flat" and not curved_ok:
+            raise ValueError(f"a {geometry.detector} detector has no equivalent in ASTRA, TIGRE, DiffDRR, nanodrr or "
+                             "NeRF cameras (all flat panels); it stays a jaxmedrf geometry (Geometry.to_json)")
         try:
             g = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), geometry)
         except Exception as e:  # a tracer: the converters read concrete values
@@ -938,7 +943,7 @@ def plot_geometry(geometry: Geometry, *, views: int = 4, title: str | None = Non
     """
     from matplotlib.figure import Figure
 
-    rig = _Rig(geometry)
+    rig = _Rig(geometry, curved_ok=True)
     g = rig.g
     fig = Figure(figsize=(6.4, 6.0))
     ax = fig.add_subplot(projection="3d")
@@ -960,6 +965,11 @@ def plot_geometry(geometry: Geometry, *, views: int = 4, title: str | None = Non
     for k, i in enumerate(pick):
         su, sv = np.array([-1, 1, 1, -1, -1])[:, None], np.array([-1, -1, 1, 1, -1])[:, None]
         corners = rig.D[i] + su * hu[i] + sv * hv[i]
+        if g.detector == "cylindrical":  # the outline on the cylinder of radius DSD around the source
+            gam = np.linspace(-0.5, 0.5, 17)[:, None] * rig.nu * rig.du / rig.DSD + rig.off_u / rig.DSD
+            n_hat = (rig.D[i] - rig.off_u * rig.u[i] - rig.off_v * rig.v[i] - rig.S[i]) / rig.DSD
+            arc_ = rig.S[i] + rig.DSD * (np.cos(gam) * n_hat + np.sin(gam) * rig.u[i]) + rig.off_v * rig.v[i]
+            corners = np.concatenate([arc_ - hv[i], arc_[::-1] + hv[i], arc_[:1] - hv[i]])
         ax.plot(*corners.T, color="tab:blue", lw=1.2, label="detector" if k == 0 else None)
         ax.plot(*np.stack([path[i], rig.D[i]]).T, color="tab:green", lw=0.6, ls="--",
                 label="central ray" if k == 0 else None)
@@ -975,6 +985,7 @@ def plot_geometry(geometry: Geometry, *, views: int = 4, title: str | None = Non
     ax.set_zlabel("z (mm)")
     ax.legend(loc="upper left", fontsize=7)
     nx, ny, nz = rig.n_voxel
-    ax.set_title(title or f"{g.beam} beam, {g.n_views} views, detector {rig.nv}×{rig.nu}, volume {nx}×{ny}×{nz}",
+    curved = ", cylindrical" if g.detector == "cylindrical" else ""
+    ax.set_title(title or f"{g.beam} beam, {g.n_views} views, detector {rig.nv}×{rig.nu}{curved}, volume {nx}×{ny}×{nz}",
                  fontsize=9)
     return fig

@@ -43,13 +43,22 @@ def pixel_rays(
     row: Int[ArrayLike, "*#batch"],
     col: Int[ArrayLike, "*#batch"],
 ) -> Rays:
-    """Rays through pixel ``(row, col)`` of view ``view`` (integer arrays, broadcast together)."""
+    """Rays through pixel ``(row, col)`` of view ``view`` (integer arrays, broadcast together).
+
+    Flat or cylindrical detector (``geometry.detector``; equations in :mod:`jaxmedrf.geometry`).
+    """
     frames = view_frames(geometry)
     nv, nu = geometry.n_detector
     dv, du = jnp.asarray(geometry.d_detector)[0], jnp.asarray(geometry.d_detector)[1]
     off_v, off_u = jnp.asarray(geometry.off_detector)[0], jnp.asarray(geometry.off_detector)[1]
     a = (col - (nu - 1) / 2) * du + off_u
     b = (row - (nv - 1) / 2) * dv + off_v
+    if geometry.detector == "cylindrical":  # columns on a cylinder of radius DSD around the source
+        src = frames.source[view]
+        gamma = (a / geometry.DSD)[..., None]
+        radial = frames.center[view] - src  # DSD · n̂
+        pix = src + radial * jnp.cos(gamma) + (geometry.DSD * jnp.sin(gamma)) * frames.u[view] + frames.v[view] * b[..., None]
+        return Rays(src, pix - src)
     pix = frames.center[view] + frames.u[view] * a[..., None] + frames.v[view] * b[..., None]
     if geometry.beam == "cone":
         src = frames.source[view]

@@ -27,7 +27,7 @@ def add_physics_arguments(p, *, simulate: bool) -> None:
     g.add_argument("--filter-cu", type=float, default=0.0, metavar="MM", help="with --kvp: copper filtration, mm")
     g.add_argument("--anode-angle", type=float, default=param_default(physics.kvp_spectrum, "anode_angle"),
                    metavar="DEG", help="with --kvp: anode angle, degrees")
-    g.add_argument("--detector", default=param_default(physics.detector_weights, "detector"), choices=physics.DETECTORS,
+    g.add_argument("--response", default=param_default(physics.detector_weights, "detector"), choices=physics.DETECTORS,
                    help="detector response: energy-integrating (signal ∝ E) or photon counting")
     if not simulate:
         return
@@ -77,7 +77,7 @@ def physics_settings(a) -> dict | None:
     bone_hu = physics.default_bone_hu()
     if spectrum is not None and not -1000.0 < a.bone_threshold < bone_hu:
         raise ValueError(f"--bone-threshold must be in (-1000, {bone_hu:.0f}) HU, got {a.bone_threshold}")
-    return {"spectrum": spectrum, "detector": a.detector,
+    return {"spectrum": spectrum, "detector": a.response,
             "materials": None if spectrum is None else {
                 "names": ["water", "bone"], "soft_threshold_hu": a.bone_threshold, "bone_hu": bone_hu,
                 "reference_kev": physics.REFERENCE_KEV},

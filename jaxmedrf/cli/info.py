@@ -77,8 +77,20 @@ def _geometry_lines(g) -> list[str]:
         f"voxel grid: {' x '.join(map(str, g.n_voxel))} voxels (nx x ny x nz) of {_sizes(g.d_voxel)} mm = "
         f"{_sizes(np.asarray(g.n_voxel) * np.asarray(g.d_voxel, np.float64))} mm, centre (x, y, z) {_num(g.off_origin)} mm",
     ]
+    if g.detector != "flat":
+        lines[1] += f", {g.detector} (columns on a circle of radius DSD around the source, {du / float(g.DSD):.4g} rad each)"
     if g.rotation is not None or g.translation is not None:
-        lines.append("rig pose: a rotation/translation per view (not a plain circular orbit)")
+        from jaxmedrf.geometry import axial_travel
+
+        travel = axial_travel(g) if g.beam == "cone" else 0.0
+        if g.rotation is None and travel > 0:
+            height = nv * dv * float(g.DSO) / float(g.DSD)
+            turns = abs(float(np.ptp(np.asarray(g.angles, np.float64)))) / (2 * np.pi)
+            feed = travel / turns if turns > 0 else float("nan")
+            lines.append(f"helical: the source travels {travel:.4g} mm along z over {turns:.3g} turns "
+                         f"(table feed {feed:.4g} mm/turn, pitch {feed / height:.3g})")
+        else:
+            lines.append("rig pose: a rotation/translation per view (not a plain circular orbit)")
     return lines
 
 

@@ -50,7 +50,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--d-voxel", type=float, nargs="+", default=None, metavar="MM",
                    help="voxel size dx [dy dz] in mm (default: 256 mm field of view / nx)")
     p.add_argument("--off-origin", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("X", "Y", "Z"), help="volume centre, mm")
-    p.add_argument("--n-views", type=int, default=None, help="number of projections (default 50; 72 with --preset mednerf)")
+    p.add_argument("--n-views", type=int, default=None,
+                   help="number of projections, per turn with --orbit helical (default 50; 72 with --preset mednerf)")
+    p.add_argument("--orbit", default="circular", choices=["circular", "short-scan", "helical"],
+                   help="cone-beam source path: a circle over --arc, a short scan (180° + fan angle), or a helix")
+    p.add_argument("--pitch", type=float, default=None,
+                   help="helical pitch: table feed per turn / detector height at the isocentre (default 1)")
+    p.add_argument("--turns", type=float, default=None, help="helical turns (default 2)")
+    p.add_argument("--detector", default="flat", choices=["flat", "cylindrical"],
+                   help="flat panel, or columns on a cylinder of radius DSD around the source (cone)")
     p.add_argument("--arc", type=float, default=None, help="angular range in degrees (default 360 cone, 180 parallel)")
     p.add_argument("--dsd", type=float, default=1500.0, help="source–detector distance DSD, mm (cone)")
     p.add_argument("--dso", type=float, default=1000.0, help="source–origin distance DSO, mm (cone)")
@@ -125,7 +133,26 @@ def _geometry_from_args(a):
         off_origin=tuple(a.off_origin),
         angles=circular_angles(a.n_views, arc=math.radians(arc_deg)),
         beam=a.beam,
+        detector=a.detector,
     )
+
+
+def _orbit(g, a):
+    """``g`` on the source path of ``--orbit`` (builders in :mod:`jaxmedrf.geometry`)."""
+    from jaxmedrf.geometry import circular_angles, helical_beam, short_scan_arc
+
+    if a.orbit != "helical" and (a.pitch is not None or a.turns is not None):
+        raise ValueError("--pitch and --turns need --orbit helical")
+    if a.orbit == "circular":
+        return g
+    if g.beam != "cone" or a.arc is not None:
+        raise ValueError(f"--orbit {a.orbit} needs --beam cone and sets the arc itself (no --arc)")
+    if a.orbit == "short-scan":
+        return g.replace(angles=circular_angles(g.n_views, arc=short_scan_arc(g)))
+    return helical_beam(pitch=1.0 if a.pitch is None else a.pitch, n_turns=2.0 if a.turns is None else a.turns,
+                        views_per_turn=g.n_views, n_voxel=g.n_voxel, d_voxel=g.d_voxel, n_detector=g.n_detector,
+                        d_detector=g.d_detector, DSD=float(g.DSD), DSO=float(g.DSO), off_detector=g.off_detector,
+                        off_origin=g.off_origin, detector=g.detector)
 
 
 def simulate(geometry, phantom, *, method="siddon", step=0.5, supersample=2):
@@ -201,6 +228,8 @@ def run(a) -> int:
         raise ValueError(f"--supersample must be a positive integer, got {a.supersample}")
     if a.volume is None and (a.preset or a.series or a.units):
         raise ValueError("--preset, --series and --units need --volume")
+    if a.volume is not None and (a.orbit != "circular" or a.detector != "flat"):
+        raise ValueError("--orbit and --detector apply to phantoms (not --volume)")
     from jaxmedrf.cli._physics_args import physics_settings, simulate_physics
 
     phys = physics_settings(a)  # None: the plain line integrals
@@ -209,7 +238,7 @@ def run(a) -> int:
         geometry, volume, proj = _simulate_volume(a)
         source = Path(a.volume).name
     else:
-        geometry = _geometry_from_args(a)
+        geometry = _orbit(_geometry_from_args(a), a)
         extent = np.asarray(geometry.n_voxel) * np.asarray(geometry.d_voxel)
         radius = a.phantom_radius if a.phantom_radius is not None else 0.5 * float(extent.min())
         if not (math.isfinite(radius) and radius > 0):

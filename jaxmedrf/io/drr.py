@@ -229,6 +229,10 @@ def export_drr_pngs(
         "pixel_center": "detector_center + u*((col-(nu-1)/2)*du + off_u) + v*(((nv-1)/2-png_row)*dv + off_v)",
         "frame": "volume frame = patient LPS, volume centre at off_origin; rotation axis z (superior)",
     }
+    if geometry.detector != "flat":
+        common["detector"] = geometry.detector
+        common["pixel_center"] = ("source + DSD*(cos(g)*n + sin(g)*u) + v*(((nv-1)/2-png_row)*dv + off_v), "
+                                  "g = ((col-(nu-1)/2)*du + off_u)/DSD, n = (detector_center - source)/DSD")
     with atomic_dir(out_dir) as tmp:
         index = []
         for i in range(proj.shape[0]):

@@ -1,7 +1,9 @@
 """The fused Pallas projectors behind :func:`jaxmedrf.project`'s ``implementation="pallas"``:
 argument checks, batching over views, and the fallback to the XLA projector (with one warning)
 where a kernel cannot run. The kernels themselves (:mod:`jaxmedrf.kernels.projector`) take
-rays and know nothing of this.
+rays and know nothing of this. The rays come from :func:`jaxmedrf.pixel_rays`, so every orbit and
+detector of a :class:`~jaxmedrf.Geometry` (short scans, helical translations, cylindrical
+panels) runs in the kernel as it does in XLA: none needs a fallback.
 """
 
 from __future__ import annotations

@@ -18,6 +18,23 @@ scan (each ray measured twice); for a short scan (``arc < 360°``) ``w`` are Par
 (Parker, "Optimal short scan convolution reconstruction for fan beam CT", Med. Phys. 9(2),
 1982), generalised to any arc ≥ 180° + fan angle as in Wesarg et al. 2002.
 
+Cylindrical (curved) detector, columns equally spaced in the fan angle ``γ`` (step ``α =
+du/DSD``; Kak & Slaney ch. 3.4.1, equiangular rays, with Feldkamp's cone weight):
+
+.. math::
+
+    q_β(γ, v) = \\Big(p_β(γ, v) \\frac{DSO\\, DSD \\cos γ}{\\sqrt{DSD^2 + v^2}}\\Big) * \\Big(\\frac{γ}{\\sin γ}\\Big)^2 h(γ),
+    \\qquad μ(\\mathbf x) = \\sum_β Δβ\\, w_β(γ)\\, \\frac{1}{L(\\mathbf x, β)^2}\\, q_β(γ(\\mathbf x), v(\\mathbf x))
+
+with ``L`` the distance from the source to the voxel in the plane of the fan (normal to ``v``).
+
+Short scans and limited angles: an arc of at least 180° plus the fan angle
+(:func:`jaxmedrf.geometry.short_scan_arc`) is reconstructed exactly (to discretisation) with
+Parker's weights; between 180° and that it is reconstructed with a warning (the weights then
+miss some rays); below 180° (limited angle) FBP cannot recover the volume and :func:`fdk`
+refuses, pointing to SART, CGLS or NAF, which take any arc. A helical scan (the source moving
+along the rotation axis, :func:`jaxmedrf.geometry.helical_beam`) is refused the same way.
+
 Parallel beam (Kak & Slaney eq. 3.44/3.61): ``μ(x) = Σ_θ Δθ (π/arc) q_θ(x·u_θ, z)`` with
 ``q = p * h`` in detector units.
 
@@ -41,7 +58,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxmedrf.geometry import Geometry, view_frames, voxel_centers
+from jaxmedrf.geometry import Geometry, axial_travel, fan_angles, view_frames, voxel_centers
 from jaxmedrf.parallel import pad_to_mesh, shard_map
 from jaxmedrf.recon._result import Result
 
@@ -66,13 +83,18 @@ def _window(name: str, w: np.ndarray) -> np.ndarray:
     raise ValueError(f"filter must be one of {FILTERS}, got {name!r}")
 
 
-def ramp_filter(n: int, *, filter: str = "ram-lak", pad: int | None = None) -> tuple[np.ndarray, int]:
+def ramp_filter(n: int, *, filter: str = "ram-lak", pad: int | None = None,
+                fan_step: float | None = None) -> tuple[np.ndarray, int]:
     """Frequency response of the windowed ramp filter for rows of ``n`` samples.
 
     The ramp is built from the band-limited spatial kernel (Kak & Slaney eq. 3.61, unit sample
     spacing), zero-padded to ``pad`` samples (default: the next power of two ≥ 2n, which
     avoids the interperiod interference of circular convolution) and Fourier transformed, so
     its DC term is correct (not zero). Divide the filtered result by the sample spacing in mm.
+
+    With ``fan_step`` (``α``, rad) the samples are equiangular (a cylindrical detector): the
+    kernel at lag ``k`` is multiplied by ``(kα / sin kα)²`` (Kak & Slaney ch. 3.4.1; then divide
+    by ``α``).
 
     Returns:
       ``(H, pad)``: the real response of length ``pad`` (FFT order) and the padded length.
@@ -89,6 +111,10 @@ def ramp_filter(n: int, *, filter: str = "ram-lak", pad: int | None = None) -> t
     h[0] = 0.25
     odd = k % 2 == 1
     h[odd] = -1.0 / (np.pi * k[odd]) ** 2
+    if fan_step is not None:
+        x = k * float(fan_step)
+        ok = (k > 0) & (x < 0.9 * np.pi)  # lags past the row are multiplied by padding zeros
+        h[ok] *= (x[ok] / np.sin(x[ok])) ** 2
     H = np.real(np.fft.fft(h))
     w = 2 * np.pi * np.abs(np.fft.fftfreq(pad))
     return H * _window(filter, w), pad
@@ -176,7 +202,8 @@ def _backproject(q, weights, geometry: Geometry, *, chunk_views: int, mesh=None)
 def voxel_backproject(projections: Float[ArrayLike, "views nv nu"], geometry: Geometry, *, chunk_views: int = 8,
                       mesh=None) -> Float[Array, "nx ny nz"]:
     """Voxel-driven backprojection without filtering or view weights: every voxel sums each
-    view's bilinear detector read at its projection, times ``(DSO/U)²`` in cone beam.
+    view's bilinear detector read at its projection, times ``(DSO/U)²`` in cone beam
+    (``(DSO/L)²`` on a cylindrical detector, ``L`` the source–voxel distance in the fan plane).
 
     It is FDK's backprojector, and the unmatched ``Aᵀ`` of ``sart(backprojector="voxel")``.
     """
@@ -243,6 +270,7 @@ def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):
     dv, du = (jnp.asarray(geometry.d_detector, q.dtype)[i] for i in (0, 1))
     off_v, off_u = (jnp.asarray(geometry.off_detector, q.dtype)[i] for i in (0, 1))
     cone = geometry.beam == "cone"
+    curved = geometry.detector == "cylindrical"
     DSO = jnp.asarray(geometry.DSO, q.dtype)
 
     n_chunks = -(-n_views // chunk_views)
@@ -262,11 +290,18 @@ def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):
             dsd = jnp.linalg.norm(axis)
             n = axis / dsd
             U = dot(n) - jnp.dot(S, n)  # distance source → voxel along the central ray, mm
-            lam = dsd / U
-            # P − D = S + λ(x − S) − D; its u and v coordinates
-            pu = jnp.dot(S - D, u) + lam * (dot(u) - jnp.dot(S, u))
-            pv = jnp.dot(S - D, v) + lam * (dot(v) - jnp.dot(S, v))
-            scale = (DSO / U) ** 2
+            if curved:  # the column at fan angle γ, the row where the ray meets the cylinder
+                w = dot(u) - jnp.dot(S, u)
+                L2 = U * U + w * w  # squared distance source → voxel in the fan's plane, mm²
+                pu = dsd * jnp.arctan2(w, U)
+                pv = (dot(v) - jnp.dot(S, v)) * dsd * jax.lax.rsqrt(L2)
+                scale = DSO**2 / L2
+            else:
+                lam = dsd / U
+                # P − D = S + λ(x − S) − D; its u and v coordinates
+                pu = jnp.dot(S - D, u) + lam * (dot(u) - jnp.dot(S, u))
+                pv = jnp.dot(S - D, v) + lam * (dot(v) - jnp.dot(S, v))
+                scale = (DSO / U) ** 2
         else:
             pu = dot(u) - jnp.dot(D, u)
             pv = dot(v) - jnp.dot(D, v)
@@ -310,8 +345,8 @@ def fdk(
     Args:
       projections: line integrals of μ, ``(n_views, nv, nu)``, dimensionless.
       geometry: the scan; cone beam must be a circular orbit (poses are honoured by the
-        backprojection but the filtering assumes a circle); angles equally spaced, increasing
-        or decreasing.
+        backprojection but the filtering assumes a circle; a helical orbit is refused); angles
+        equally spaced, increasing or decreasing; flat or cylindrical detector.
       filter: ramp window, one of :data:`FILTERS` (``"ram-lak"`` = plain ramp).
       pad: zero-padded row length for the FFT (default next power of two ≥ 2·nu).
       short_scan: apply Parker weights (cone beam). Default: when the arc is < 360°.
@@ -325,30 +360,48 @@ def fdk(
       :class:`Result` with ``volume`` in mm⁻¹ (shape ``n_voxel``) and an empty history.
 
     Raises:
-      ValueError: wrong projection shape, unknown filter, non-positive ``chunk_views``, or a
-        short scan below 180° (+ fan angle for cone beam), which cannot be reconstructed.
+      ValueError: wrong projection shape, unknown filter, non-positive ``chunk_views``, an arc
+        below 180° (limited angle) or a helical orbit, which FBP cannot reconstruct (the
+        message names SART, CGLS and NAF, which can).
+
+    Warns:
+      UserWarning: a cone-beam arc between 180° and 180° + fan angle (an incomplete short scan).
     """
     geometry.check_projections(projections)
     if int(chunk_views) != chunk_views or chunk_views <= 0:
         raise ValueError(f"chunk_views must be a positive integer, got {chunk_views!r}")
     n_views, nv, nu = geometry.projection_shape
-    H, pad = ramp_filter(nu, filter=filter, pad=pad)
     angles = np.asarray(geometry.angles, dtype=np.float64)
     arc, step = _arc(angles)
     dv, du = np.asarray(geometry.d_detector, np.float64)
     off_v, off_u = np.asarray(geometry.off_detector, np.float64)
     p = jnp.asarray(projections, dtype)
     full = arc >= 2 * math.pi - _FULL_SCAN_TOL
+    cone = geometry.beam == "cone"
+    other = "reconstruct it with SART, CGLS or NAF (any orbit)"
+    if cone:
+        travel, row = axial_travel(geometry), dv * float(geometry.DSO) / float(geometry.DSD)
+        if travel > row:
+            raise ValueError(f"FDK needs a circular orbit; the source travels {travel:.1f} mm along the rotation axis"
+                             f" (a helical scan, more than one detector row at the isocentre, {row:.2f} mm): {other}")
+    fan = float(np.max(np.abs(fan_angles(geometry)))) if cone else 0.0
+    if arc < math.pi - 1e-6:
+        raise ValueError(f"arc must be at least 180° for {'FDK' if cone else 'FBP'}, got {np.degrees(arc):.1f}° (a limited-"
+                         f"angle scan, below the {np.degrees(math.pi + 2 * fan):.1f}° short scan): {other}")
+    curved = geometry.detector == "cylindrical"
+    H, pad = ramp_filter(nu, filter=filter, pad=pad, fan_step=du / float(geometry.DSD) if curved else None)
 
-    if geometry.beam == "cone":
+    if cone:
         DSD, DSO = float(geometry.DSD), float(geometry.DSO)
-        mag = DSO / DSD
         uu = (np.arange(nu) - (nu - 1) / 2) * du + off_u
         vv = (np.arange(nv) - (nv - 1) / 2) * dv + off_v
-        cosw = DSD / np.sqrt(DSD**2 + uu[None, :] ** 2 + vv[:, None] ** 2)
-        da = du * mag
-        gamma = np.arctan(uu * mag / DSO)  # fan angle of each column (u/DSD = a/DSO)
-        fan = float(np.max(np.abs(gamma)))
+        gamma = fan_angles(geometry)  # fan angle of each column
+        if curved:  # DSO cos(ray, central ray) / DSO² (the backprojector weighs by (DSO/L)²)
+            cosw = np.cos(gamma)[None, :] * DSD / np.sqrt(DSD**2 + vv[:, None] ** 2) / DSO
+            spacing = du / DSD  # α, rad
+        else:
+            cosw = DSD / np.sqrt(DSD**2 + uu[None, :] ** 2 + vv[:, None] ** 2)
+            spacing = du * DSO / DSD  # Δa, mm at the rotation axis
         use_parker = (not full) if short_scan is None else bool(short_scan)
         if use_parker:
             if arc < math.pi + 2 * fan - 1e-6:
@@ -357,8 +410,6 @@ def fdk(
                     " the short scan is incomplete and the FDK volume will have artefacts",
                     stacklevel=2,
                 )
-            if arc < math.pi - 1e-6:
-                raise ValueError(f"arc must be at least 180° for FDK, got {np.degrees(arc):.1f}°")
             sign = 1.0 if angles[-1] >= angles[0] else -1.0
             beta = sign * (angles - angles[0])[:, None]
             w = parker_weights(beta, sign * gamma[None, :], arc)  # (V, nu)
@@ -366,10 +417,8 @@ def fdk(
         else:
             row_w = np.full((n_views, 1, 1), 0.5 * (2 * math.pi / n_views if full else step))
         pre = jnp.asarray(cosw[None] * row_w, dtype)
-        q = _filter_rows(p * pre, jnp.asarray(H, dtype), pad) / da
+        q = _filter_rows(p * pre, jnp.asarray(H, dtype), pad) / spacing
     else:
-        if arc < math.pi - 1e-6:
-            raise ValueError(f"arc must be at least 180° for FBP, got {np.degrees(arc):.1f}°")
         dtheta = 2 * math.pi / n_views if full else step
         q = _filter_rows(p, jnp.asarray(H, dtype), pad) / du * (dtheta * math.pi / arc)
     weights = jnp.ones((n_views,), dtype)

@@ -49,8 +49,8 @@ def project_points(
     """Detector coordinates of CT points seen by view 0 of ``geometry`` (or by ``pose``).
 
     With ``pose`` the rig is placed by :func:`jaxmedrf.pose.to_geometry` (angle 0). Cone beam:
-    the ray from the source through the point meets the detector plane; parallel beam: the
-    point is moved along the beam.
+    the ray from the source through the point meets the detector plane (or cylinder, for a
+    cylindrical detector); parallel beam: the point is moved along the beam.
 
     Returns:
       ``(vu_mm, rc_px)``: ``(v, u)`` in mm from the detector centre along its axes, and the
@@ -75,6 +75,12 @@ def project_points(
         x = points
     a = (x - d) @ u
     b = (x - d) @ v
+    if geometry.detector == "cylindrical":  # arc length at the fan angle, height where the ray meets the cylinder
+        ray = points - s
+        dsd = jnp.linalg.norm(d - s)
+        depth, side = ray @ ((d - s) / dsd), ray @ u
+        a = dsd * jnp.arctan2(side, depth)
+        b = (ray @ v) * dsd / jnp.sqrt(depth**2 + side**2)
     dv, du = jnp.asarray(geometry.d_detector)[0], jnp.asarray(geometry.d_detector)[1]
     ov, ou = jnp.asarray(geometry.off_detector)[0], jnp.asarray(geometry.off_detector)[1]
     nv, nu = geometry.n_detector
