@@ -109,3 +109,16 @@ def test_augment_volume_keeps_grid_and_varies(images):
     assert a.shape == b.shape == v.shape and a.min() >= 0
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(a, gdata.augment_volume(0, v))
+
+
+def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
+    from jaxmedrf.cli import main
+
+    assert main(["generate", "train", str(tmp_path / "nothing"), "--out", str(tmp_path / "g")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["generate", "train", str(tmp_path), "--out", str(tmp_path / "g"), "--patch", "12"]) == 2
+    assert "--patch" in capsys.readouterr().err
+    assert main(["generate", "invert", str(tmp_path / "x.png"), "--model", str(tmp_path), "--out",
+                 str(tmp_path / "v.npz")]) == 2
+    assert "model.json" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists() and not (tmp_path / "v.npz").exists()
