@@ -69,10 +69,11 @@ from jaxmedrf.render import render_rays
 from jaxmedrf.training import train_loop
 
 __all__ = [
-    "GANState", "GRAFConfig", "GenerativeModel", "InversionResult", "d_loss", "detector_rays", "discriminator_apply",
-    "d_step", "dag_logits", "discriminator_init", "fake_patches", "g_loss", "g_step", "normalise", "gan_init", "generator_field", "generator_init", "invert", "load_generator",
-    "patch_coords", "render_patches", "render_views", "sample_real_patches", "train_generative", "train_step",
-    "generator_volume",
+    "GANState", "GRAFConfig", "GenerativeModel", "InversionResult", "d_loss", "d_step", "dag_logits",
+    "detector_rays", "discriminator_apply", "discriminator_init", "fake_patches", "g_loss", "g_step", "gan_init",
+    "generator_field", "generator_init", "generator_volume", "invert", "load_generator", "normalise",
+    "patch_coords", "render_patches", "render_views", "sample_codes", "sample_real_patches", "train_generative",
+    "train_step",
 ]
 
 
@@ -533,11 +534,9 @@ def train_generative(
         if resume:
             if not mfile.exists():
                 raise ValueError(f"resume: {mfile} not found")
-            saved = json.loads(mfile.read_text())
-            for d in (saved, json.loads(json.dumps(meta))):
+            saved, mine = json.loads(mfile.read_text()), json.loads(json.dumps(meta))
+            for d in (saved, mine):  # a resumed run may train for longer
                 d["config"].pop("n_iters", None)
-            mine = json.loads(json.dumps(meta))
-            mine["config"].pop("n_iters", None)
             if saved != mine:
                 raise ValueError(f"resume: the model in {root} was trained with other settings or data")
             state, path = restore_checkpoint(root, state)
