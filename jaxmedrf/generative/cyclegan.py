@@ -242,7 +242,10 @@ def translate(params: dict, images: Float[ArrayLike, "n h w"], *, direction: str
     """``images`` translated by ``G`` (``"a2b"``) or ``F`` (``"b2a"``)."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
-    return generator(params["G" if direction == "a2b" else "F"], jnp.asarray(images, jnp.float32))
+    return _generator_jit(params["G" if direction == "a2b" else "F"], jnp.asarray(images, jnp.float32))
+
+
+_generator_jit = jax.jit(generator)
 
 
 def mr_like(key: PRNGKeyArray, ct: Float[ArrayLike, "n h w"], *, bias_strength: float = 0.3) -> Float[Array, "n h w"]:
