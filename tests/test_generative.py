@@ -122,3 +122,13 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
                  str(tmp_path / "v.npz")]) == 2
     assert "model.json" in capsys.readouterr().err
     assert not (tmp_path / "g").exists() and not (tmp_path / "v.npz").exists()
+
+
+def test_cli_flags_default_to_the_config():
+    from jaxmedrf.cli import _parser
+    from jaxmedrf.cli._config_args import build_configs
+
+    argv = ["generate", "train", "drr/", "--out", "gen/"]
+    assert build_configs(_parser(argv).parse_args(argv)).graf_config == graf.GRAFConfig()
+    args = build_configs(_parser(argv + ["--patch", "16", "--r1", "5"]).parse_args(argv + ["--patch", "16", "--r1", "5"]))
+    assert args.graf_config == graf.GRAFConfig(patch=16, r1_weight=5.0)
