@@ -40,6 +40,7 @@ _EXPORTS = {
     "from_nanodrr": ("jaxmedrf.interop", 'from_nanodrr'),
     "from_nerf": ("jaxmedrf.interop", 'from_nerf'),
     "from_tigre": ("jaxmedrf.interop", 'from_tigre'),
+    "generative": ("jaxmedrf.generative", None),
     "geometry_rays": ("jaxmedrf.rays", 'geometry_rays'),
     "interop": ("jaxmedrf.interop", None),
     "io": ("jaxmedrf.io", None),
