@@ -238,7 +238,7 @@ def _bh_correct(a, path, proj):
         if spectrum is not None:
             raise ValueError("--spectrum/--kvp are for --bh-correction water")
         return proj, None
-    detector = a.detector
+    detector = a.response
     if spectrum is None:
         from jaxmedrf.io.scan import load_physics
 
