@@ -31,7 +31,7 @@ report them.
 ``lineformer``: NAF's training with SAX-NeRF's Lineformer field and masked local-global ray
 sampling (:mod:`jaxmedrf.fields.lineformer`, :mod:`jaxmedrf.recon.mlg`), its variants in
 ``LINEFORMER_VARIANTS`` (overrides of NAFConfig, ``lf_*`` of LineformerConfig, ``mlg_*`` of
-MLGConfig; ``mlg=None`` samples rays uniformly as NAF does).
+MLGConfig; ``mlg=True``: masked local-global ray sampling, else uniform as NAF's).
 
 JSON (``results/ct_protocol_<device>_<date>.json``) and PNGs are written after every case.
 """
@@ -77,10 +77,10 @@ NAF_VARIANTS = {
 # Lineformer settings compared by --lineformer-variants.
 LINEFORMER_VARIANTS = {
     "default": {},
-    "uniform": {"mlg": None},
+    "mlg": {"mlg": True},
     "m4": {"lf_segment_length": 4},
     "m8": {"lf_segment_length": 8},
-    "views4": {"mlg_views_per_step": 4},
+    "mlg8": {"mlg": True, "mlg_views_per_step": 8},
     "s64": {"n_samples": 64},
     "it750": {"n_iters": 750},
 }
@@ -224,7 +224,7 @@ def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = Fals
     over = dict(overrides or {})
     lf_over = {k[3:]: over.pop(k) for k in list(over) if k.startswith("lf_")}
     mlg_over = {k[4:]: over.pop(k) for k in list(over) if k.startswith("mlg_")}
-    mlg = over.pop("mlg", "on")
+    mlg = over.pop("mlg", False)
     enc_over = {k[5:]: over.pop(k) for k in list(over) if k.startswith("hash_")}
     if small:  # CPU smoke test: a small table, few steps
         enc_over = {"log2_table_size": 12, "n_levels": 6, "finest_resolution": 64, **enc_over}
@@ -236,7 +236,7 @@ def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = Fals
         f = cfg.field
         cfg = dataclasses.replace(cfg, field=LineformerConfig(encoding=f.encoding, out_activation=f.out_activation,
                                                               **lf_over),
-                                  ray_sampling=None if mlg is None else MLGConfig(**mlg_over))
+                                  ray_sampling=MLGConfig(**mlg_over) if mlg else None)
     cfg = dataclasses.replace(cfg, **over)
     t0 = time.perf_counter()
     res = train_naf(proj, g, cfg, progress=False)

@@ -3,7 +3,7 @@
 The tuning cases of ``ct_protocol`` only (``phantom``, ``chest0``), 32³ voxels, 48² detector,
 25 views, the same steps, rays and samples for both (a small hash grid, as ``--small``).
 
-    python -m benchmarks.lineformer_cpu [--n 32] [--iters 300] [--cases phantom,chest0]
+    python -m benchmarks.lineformer_cpu [--n 32] [--iters 300] [--cases phantom,chest0] [--methods naf,...]
 
 JSON: ``results/lineformer_cpu_<device>_<date>.json``.
 """
@@ -15,6 +15,14 @@ import argparse
 from benchmarks import ct_protocol
 from benchmarks.common import environment, write_json
 
+# label -> (Lineformer?, overrides of ct_protocol.run_naf)
+METHODS = {
+    "naf": (False, {}),
+    "lineformer:mlg": (True, {"mlg": True}),
+    "lineformer:uniform": (True, {}),
+    "lineformer:views8": (True, {"mlg": True, "mlg_views_per_step": 8}),
+}
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,6 +31,8 @@ def main(argv=None):
     ap.add_argument("--views", type=int, default=25)
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--cases", default="phantom,chest0")
+    ap.add_argument("--methods", default="naf,lineformer:mlg,lineformer:uniform", help=f"from {sorted(METHODS)}")
+    ap.add_argument("--tag", default="", help="suffix of the JSON name")
     a = ap.parse_args(argv)
     over = {"n_iters": a.iters, "batch_rays": 512, "n_samples": a.n, "hash_log2_table_size": 14, "hash_n_levels": 8,
             "hash_finest_resolution": 4 * a.n}
@@ -30,14 +40,13 @@ def main(argv=None):
                "views": a.views, "overrides": over, "rows": []}
     for case in a.cases.split(","):
         proj, g, truth = ct_protocol.make_case(case, a.views, None, n=a.n, det=a.detector)
-        for label, kw in (("naf", {}), ("lineformer", {"lineformer": True}),
-                          ("lineformer:uniform", {"lineformer": True, "extra": {"mlg": None}})):
-            o = {**over, **kw.pop("extra", {})}
-            res, _ = ct_protocol.run_naf(proj, g, truth, overrides=o, **kw)
+        for label in a.methods.split(","):
+            lineformer, extra = METHODS[label]
+            res, _ = ct_protocol.run_naf(proj, g, truth, overrides={**over, **extra}, lineformer=lineformer)
             row = {"case": case, "method": label, **res}
             payload["rows"].append(row)
             print({k: row[k] for k in ("case", "method", "psnr3d", "ssim3d", "seconds", "train_seconds")}, flush=True)
-            write_json("lineformer_cpu", payload)
+            write_json("lineformer_cpu" + (f"_{a.tag}" if a.tag else ""), payload)
     return payload
 
 

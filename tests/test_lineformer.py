@@ -201,7 +201,7 @@ def sim(tmp_path_factory):
 def test_cli_round_trip_with_resume(sim, tmp_path, capsys):
     common = [str(sim), "--method", "naf", "--field", "lineformer", "--segment-length", "4", "--attention-heads", "2",
               "--batch-rays", "128", "--n-samples", "16", "--log2-table-size", "10", "--hash-levels", "4",
-              "--hash-finest-resolution", "32", "--mlg-window", "4", "--grid-supersample", "1", "--devices", "1",
+              "--hash-finest-resolution", "32", "--ray-sampling", "mlg", "--mlg-window", "4", "--grid-supersample", "1", "--devices", "1",
               "--no-progress", "--no-png",
               "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "25"]
     out = tmp_path / "lf.npz"

@@ -81,9 +81,9 @@ def _add_lineformer_args(group) -> None:
                              ("--head-dim", "head_dim", "width of each attention head"),
                              ("--attention-blocks", "n_blocks", "transformer layers per attention block")):
         group.add_argument(flag, type=int, default=field_default(LineformerConfig, name), help=f"lineformer: {text}")
-    group.add_argument("--ray-sampling", default="auto", choices=("auto", "uniform", "mlg"),
-                       help="NAF: rays of a step uniform over all pixels, or masked local-global (mlg: detector windows "
-                            "+ pixels inside the projection's mask); auto: mlg with --field lineformer, else uniform")
+    group.add_argument("--ray-sampling", default="uniform", choices=("uniform", "mlg"),
+                       help="NAF: rays of a step uniform over all pixels, or SAX-NeRF's masked local-global sampling "
+                            "(mlg: detector windows + pixels inside the projection's mask)")
     for flag, name, typ, text in (("--mlg-window", "window", int, "side of a detector window, pixels"),
                                   ("--mlg-local-fraction", "local_fraction", float, "share of the rays in whole windows"),
                                   ("--mlg-threshold", "threshold", float, "mask: projection > this × its maximum"),
@@ -103,7 +103,7 @@ def _naf_config(a):
             encoding=f.encoding, width=f.width, depth=f.depth, skips=f.skips, out_activation=f.out_activation,
             mu_scale=f.mu_scale, segment_length=a.segment_length, heads=a.attention_heads, head_dim=a.head_dim,
             n_blocks=a.attention_blocks))
-    if a.ray_sampling == "mlg" or (a.ray_sampling == "auto" and a.field == "lineformer"):
+    if a.ray_sampling == "mlg":
         cfg = dataclasses.replace(cfg, ray_sampling=MLGConfig(
             window=a.mlg_window, local_fraction=a.mlg_local_fraction, threshold=a.mlg_threshold,
             views_per_step=a.mlg_views))
