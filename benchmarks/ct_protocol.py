@@ -25,7 +25,13 @@ on ``phantom`` and ``chest0``: the held-out blocks ``chest1``–``chest3`` and `
 report them.
 
     python -m benchmarks.ct_protocol [--small] [--cases chest0,...] [--views 50,25]
-        [--noise none,1e5] [--methods fdk,sart,cgls,asd_pocs,naf] [--naf-variants NAME,...]
+        [--noise none,1e5] [--methods fdk,sart,cgls,asd_pocs,naf,lineformer] [--naf-variants NAME,...]
+        [--lineformer-variants NAME,...]
+
+``lineformer``: NAF's training with SAX-NeRF's Lineformer field and masked local-global ray
+sampling (:mod:`jaxmedrf.fields.lineformer`, :mod:`jaxmedrf.recon.mlg`), its variants in
+``LINEFORMER_VARIANTS`` (overrides of NAFConfig, ``lf_*`` of LineformerConfig, ``mlg_*`` of
+MLGConfig; ``mlg=True``: masked local-global ray sampling, else uniform as NAF's).
 
 JSON (``results/ct_protocol_<device>_<date>.json``) and PNGs are written after every case.
 """
@@ -66,6 +72,17 @@ NAF_VARIANTS = {
     "s256_it3000": {"n_samples": 256, "n_iters": 3000},
     "fine1024_it3000": {"hash_finest_resolution": 1024, "n_iters": 3000},
     "batch16k_it3000": {"batch_rays": 16384, "n_iters": 3000},
+}
+
+# Lineformer settings compared by --lineformer-variants.
+LINEFORMER_VARIANTS = {
+    "default": {},
+    "mlg": {"mlg": True},
+    "m4": {"lf_segment_length": 4},
+    "m8": {"lf_segment_length": 8},
+    "mlg8": {"mlg": True, "mlg_views_per_step": 8},
+    "s64": {"n_samples": 64},
+    "it750": {"n_iters": 750},
 }
 
 
@@ -195,14 +212,19 @@ def run_classical(method: str, proj, g, truth, *, iters: int) -> dict:
     return out, vol
 
 
-def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = False) -> dict:
+def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = False, lineformer: bool = False) -> dict:
     import dataclasses
 
     from jaxmedrf.fields import HashGridConfig
+    from jaxmedrf.fields.lineformer import LineformerConfig
+    from jaxmedrf.recon.mlg import MLGConfig
     from jaxmedrf.recon.naf import NAFConfig, train_naf
 
     cfg = NAFConfig()
     over = dict(overrides or {})
+    lf_over = {k[3:]: over.pop(k) for k in list(over) if k.startswith("lf_")}
+    mlg_over = {k[4:]: over.pop(k) for k in list(over) if k.startswith("mlg_")}
+    mlg = over.pop("mlg", False)
     enc_over = {k[5:]: over.pop(k) for k in list(over) if k.startswith("hash_")}
     if small:  # CPU smoke test: a small table, few steps
         enc_over = {"log2_table_size": 12, "n_levels": 6, "finest_resolution": 64, **enc_over}
@@ -210,6 +232,11 @@ def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = Fals
     if enc_over:
         enc = dataclasses.replace(cfg.field.encoding, **enc_over)
         cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, encoding=enc))
+    if lineformer:  # the MLP's encoding and output, attention in place of its hidden layer
+        f = cfg.field
+        cfg = dataclasses.replace(cfg, field=LineformerConfig(encoding=f.encoding, out_activation=f.out_activation,
+                                                              **lf_over),
+                                  ray_sampling=MLGConfig(**mlg_over) if mlg else None)
     cfg = dataclasses.replace(cfg, **over)
     t0 = time.perf_counter()
     res = train_naf(proj, g, cfg, progress=False)
@@ -272,6 +299,8 @@ def main(argv=None):
     ap.add_argument("--noise", default="none,1e5", help="'none' and/or Poisson I0 values")
     ap.add_argument("--methods", default="fdk,sart,cgls,asd_pocs,naf")
     ap.add_argument("--naf-variants", default="default", help=f"comma-separated names from {sorted(NAF_VARIANTS)}")
+    ap.add_argument("--lineformer-variants", default="default",
+                    help=f"comma-separated names from {sorted(LINEFORMER_VARIANTS)}")
     ap.add_argument("--detector", type=int, default=None, help="detector pixels per side (default 256; --small 24)")
     ap.add_argument("--iters", type=int, default=50, help="SART/CGLS/ASD-POCS iterations (each also reports its best)")
     ap.add_argument("--noisy-views", default="50", help="view counts that also run with noise")
@@ -301,14 +330,18 @@ def main(argv=None):
                     continue
                 vols = {}
                 for method in methods:
-                    variants = a.naf_variants.split(",") if method == "naf" else [None]
+                    variants = ({"naf": a.naf_variants, "lineformer": a.lineformer_variants}[method].split(",")
+                                if method in ("naf", "lineformer") else [None])
                     for var in variants:
-                        label = method if var is None else ("naf" if var == "default" else f"naf:{var}")
+                        label = method if var in (None, "default") else f"{method}:{var}"
                         row = {"case": case, "views": views, "noise": noise, "method": label,
                                "n_voxel": g.n_voxel[0], "d_voxel": float(np.asarray(g.d_voxel).reshape(-1)[0])}
                         try:
                             if method == "naf":
                                 res, vol = run_naf(proj, g, truth, overrides=NAF_VARIANTS[var], small=a.small)
+                            elif method == "lineformer":
+                                res, vol = run_naf(proj, g, truth, overrides=LINEFORMER_VARIANTS[var], small=a.small,
+                                                   lineformer=True)
                             else:
                                 res, vol = run_classical(method, proj, g, truth, iters=iters)
                             row.update(res)

@@ -18,6 +18,12 @@ __version__ = "0.1.0"
 # public name -> (module, attribute); attribute None: the module itself
 _EXPORTS = {
     "FieldConfig": ("jaxmedrf.fields", 'FieldConfig'),
+    "LineformerConfig": ("jaxmedrf.fields.lineformer", 'LineformerConfig'),
+    "MLGConfig": ("jaxmedrf.recon.mlg", 'MLGConfig'),
+    "lineformer_apply": ("jaxmedrf.fields.lineformer", 'lineformer_apply'),
+    "lineformer_init": ("jaxmedrf.fields.lineformer", 'lineformer_init'),
+    "lineformer_query_grid": ("jaxmedrf.fields.lineformer", 'lineformer_query_grid'),
+    "mlg_indices": ("jaxmedrf.recon.mlg", 'mlg_indices'),
     "Frames": ("jaxmedrf.geometry", 'Frames'),
     "Geometry": ("jaxmedrf.geometry", 'Geometry'),
     "HashGridConfig": ("jaxmedrf.fields", 'HashGridConfig'),

@@ -56,6 +56,7 @@ def render_rays(
     n_importance: int = 0,
     key: PRNGKeyArray | None = None,
     occupancy: OccupancyGrid | None = None,
+    ray_field: bool = False,
 ) -> Float[Array, " rays"]:
     """Line integrals of ``field`` along ``(R, 3)`` rays, inside the box ``[lo, hi]``.
 
@@ -69,6 +70,10 @@ def render_rays(
     into its occupied cells: both passes sample the occupied-length coordinate of
     :func:`jaxmedrf.occupancy.occupied_segments` instead of ``t`` (empty-space skipping; the
     integral stays exact for a field that is zero outside the occupied cells).
+
+    With ``ray_field=True``, ``field`` is a *ray field*: it takes the ordered samples of every ray,
+    ``(R, S, 3)`` mm, and returns ``(R, S)`` μ in mm⁻¹, so that μ at a sample may depend on the other
+    samples of its ray (:mod:`jaxmedrf.fields.lineformer`); the samples are sorted along each ray.
     """
     k_uniform, k_pdf = (None, None) if key is None else jax.random.split(key)
     t_near, t_far = box_intersect(rays, lo, hi)
@@ -83,7 +88,7 @@ def render_rays(
     def mu_at(t):
         t = to_t(t)
         pts = rays.origins[:, None, :] + t[..., None] * rays.directions[:, None, :]
-        return field(pts.reshape(-1, 3)).reshape(t.shape)
+        return field(pts) if ray_field else field(pts.reshape(-1, 3)).reshape(t.shape)
 
     if n_importance <= 0:
         return integrate(mu_at(t), dt, rays.lengths)

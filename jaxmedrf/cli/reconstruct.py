@@ -1,6 +1,8 @@
 """``jaxmedrf reconstruct``: a volume from projections (``.npz`` from ``simulate``).
 
-``--method naf`` trains a neural attenuation field (:mod:`jaxmedrf.recon.naf`); the
+``--method naf`` trains a neural attenuation field (:mod:`jaxmedrf.recon.naf`), an MLP or
+(``--field lineformer``) SAX-NeRF's line-segment attention field with masked local-global ray
+sampling (:mod:`jaxmedrf.fields.lineformer`, :mod:`jaxmedrf.recon.mlg`); the
 classical baselines (``fdk``, ``sart``, ``cgls``) run through the same command and write the
 same output. Several input files (same geometry) train together, one field per file.
 """
@@ -58,6 +60,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     naf.add_argument("--checkpoint-every", type=int, default=500, help="NAF: steps between checkpoints")
     naf.add_argument("--resume", action="store_true", help="NAF: continue from the newest checkpoint")
     naf.add_argument("--devices", type=int, default=None, help="NAF: devices to split rays over (default: all)")
+    _add_lineformer_args(naf)
     p.add_argument("--bh-correction", default="none", choices=("none", "water"),
                    help="water: beam-hardening correction of the projections before reconstruction (Herman's "
                         "polynomial water precorrection to μ at 60 keV); the spectrum comes from the input's "
@@ -73,6 +76,49 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-png", action="store_true", help="do not write the slice PNG")
     return p
+
+
+def _add_lineformer_args(group) -> None:
+    """``--field`` and the flags of the Lineformer field and MLG sampling (defaults: the configs')."""
+    from jaxmedrf.cli._config_args import field_default
+    from jaxmedrf.fields.lineformer import LineformerConfig
+    from jaxmedrf.recon.mlg import MLGConfig
+
+    group.add_argument("--field", default="mlp", choices=("mlp", "lineformer"),
+                       help="NAF: the field: mlp (NAF) or lineformer (SAX-NeRF: self-attention among the samples of "
+                            "each line segment of a ray; the hash-grid flags apply to it)")
+    for flag, name, text in (("--segment-length", "segment_length", "samples per line segment (M)"),
+                             ("--attention-heads", "heads", "attention heads"),
+                             ("--head-dim", "head_dim", "width of each attention head"),
+                             ("--attention-blocks", "n_blocks", "transformer layers per attention block")):
+        group.add_argument(flag, type=int, default=field_default(LineformerConfig, name), help=f"lineformer: {text}")
+    group.add_argument("--ray-sampling", default="uniform", choices=("uniform", "mlg"),
+                       help="NAF: rays of a step uniform over all pixels, or SAX-NeRF's masked local-global sampling "
+                            "(mlg: detector windows + pixels inside the projection's mask)")
+    for flag, name, typ, text in (("--mlg-window", "window", int, "side of a detector window, pixels"),
+                                  ("--mlg-local-fraction", "local_fraction", float, "share of the rays in whole windows"),
+                                  ("--mlg-threshold", "threshold", float, "mask: projection > this × its maximum"),
+                                  ("--mlg-views", "views_per_step", int, "views a step's rays come from")):
+        group.add_argument(flag, type=typ, default=field_default(MLGConfig, name), help=f"mlg: {text}")
+
+
+def _naf_config(a):
+    """``a.naf_config`` with the field and ray sampling that ``--field`` / ``--ray-sampling`` ask for."""
+    from jaxmedrf.fields.lineformer import LineformerConfig
+    from jaxmedrf.recon.mlg import MLGConfig
+
+    cfg = a.naf_config
+    if a.field == "lineformer":
+        f = cfg.field
+        cfg = dataclasses.replace(cfg, field=LineformerConfig(
+            encoding=f.encoding, width=f.width, depth=f.depth, skips=f.skips, out_activation=f.out_activation,
+            mu_scale=f.mu_scale, segment_length=a.segment_length, heads=a.attention_heads, head_dim=a.head_dim,
+            n_blocks=a.attention_blocks))
+    if a.ray_sampling == "mlg":
+        cfg = dataclasses.replace(cfg, ray_sampling=MLGConfig(
+            window=a.mlg_window, local_fraction=a.mlg_local_fraction, threshold=a.mlg_threshold,
+            views_per_step=a.mlg_views))
+    return cfg
 
 
 def naf_args():
@@ -280,6 +326,7 @@ def run(a) -> int:
             raise ValueError(f"--distributed: {e}") from e
     from jaxmedrf.recon.naf import train_naf
 
+    cfg = _naf_config(a) if a.method == "naf" else None  # a refused setting exits before any input is read
     scans = [load_scan(p) for p in a.inputs]
     geometry = scans[0][1]
     for p, (_, g, _) in zip(a.inputs[1:], scans[1:]):
@@ -300,7 +347,6 @@ def run(a) -> int:
         mesh = make_mesh(n_devices=n_dev) if n_dev > 1 else None
         if mesh is not None and a.batch_rays % n_dev:
             raise ValueError(f"--batch-rays {a.batch_rays} does not divide over {n_dev} devices; use a multiple of {n_dev}")
-        cfg = a.naf_config
         try:
             res = train_naf(proj, geometry, cfg, mesh=mesh, checkpoint_dir=a.checkpoint_dir,
                             checkpoint_every=a.checkpoint_every if a.checkpoint_dir else 0, resume=a.resume,
@@ -309,8 +355,9 @@ def run(a) -> int:
             raise ValueError(str(e)) from e
         volumes = np.asarray(res.volume)
         resolved = cfg.for_geometry(geometry)
-        extra = {"steps": resolved.n_iters, "n_samples": resolved.n_samples, "train_seconds": res.history["train_seconds"],
-                 "mlp_compute_dtype": cfg.field.compute_dtype,
+        extra = {"field": a.field, "ray_sampling": "uniform" if cfg.ray_sampling is None else "mlg",
+                 "steps": resolved.n_iters, "n_samples": resolved.n_samples, "train_seconds": res.history["train_seconds"],
+                 "mlp_compute_dtype": getattr(cfg.field, "compute_dtype", "float32"),
                  "field_implementation": res.history["field_implementation"],
                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}

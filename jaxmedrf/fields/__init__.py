@@ -15,6 +15,13 @@ from jaxmedrf.fields.field import (
     make_field_fn as make_field_fn,
     query_grid as query_grid,
 )
+from jaxmedrf.fields.lineformer import (
+    LineformerConfig as LineformerConfig,
+    line_attention as line_attention,
+    lineformer_apply as lineformer_apply,
+    lineformer_init as lineformer_init,
+    lineformer_query_grid as lineformer_query_grid,
+)
 from jaxmedrf.fields.mlp import (
     MLPParams as MLPParams,
     leaky_relu as leaky_relu,
@@ -27,6 +34,7 @@ __all__ = (
     "FieldConfig",
     "FrequencyConfig",
     "HashGridConfig",
+    "LineformerConfig",
     "MLPParams",
     "field_apply",
     "field_init",
@@ -34,6 +42,10 @@ __all__ = (
     "hash_grid_encode",
     "hash_grid_init",
     "leaky_relu",
+    "line_attention",
+    "lineformer_apply",
+    "lineformer_init",
+    "lineformer_query_grid",
     "make_field_fn",
     "mlp_apply",
     "mlp_init",

@@ -23,6 +23,10 @@ Sparse-View CBCT Reconstruction", MICCAI 2022, Eq. 1–3; Müller et al., Instan
   (:mod:`jaxmedrf.occupancy`) lives in the training state, is refreshed every
   ``occupancy_update_every`` steps from the current field, and the marcher puts its samples
   only in its occupied cells (Instant-NGP Sec. 4). The output volume does not use it.
+* Lineformer (``field=LineformerConfig(...)``, :mod:`jaxmedrf.fields.lineformer`): a ray field
+  (μ at a sample depends on its line segment; SAX-NeRF, CVPR 2024) in place of the MLP, rendered
+  with ``ray_field=True``; with ``ray_sampling=MLGConfig(...)`` (:mod:`jaxmedrf.recon.mlg`) each
+  step's rays are SAX-NeRF's masked local-global sample instead of uniform over all pixels.
 """
 
 from __future__ import annotations
@@ -44,10 +48,12 @@ from jaxtyping import Array, ArrayLike, Float
 from jaxmedrf._checks import check_numbers
 from jaxmedrf.fields.encodings import HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply, field_init, query_grid, resolved_implementation
+from jaxmedrf.fields.lineformer import LineformerConfig, lineformer_apply, lineformer_init, lineformer_query_grid
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.occupancy import occupancy_init, occupancy_update, occupied_fraction
 from jaxmedrf.parallel import batch_sharding, constrain
 from jaxmedrf.rays import box_intersect, pixel_rays
+from jaxmedrf.recon.mlg import MLGConfig, mlg_indices
 from jaxmedrf.render import render_rays
 from jaxmedrf.training import INSTANT_NGP_ADAM, adam_with_schedule, train_loop
 
@@ -59,8 +65,9 @@ class NAFConfig:
     """Every setting of a NAF reconstruction.
 
     Attributes:
-      field: the field (encoding + MLP). The hash grid's finest level has 512 cells across the
-        volume box (Instant-NGP's 2048 resolves far below a 128³–256³ voxel grid; on the
+      field: the field: encoding + MLP (:class:`FieldConfig`), or a Lineformer ray field
+        (:class:`jaxmedrf.fields.lineformer.LineformerConfig`; no occupancy grid). The hash
+        grid's finest level has 512 cells across the volume box (Instant-NGP's 2048 resolves far below a 128³–256³ voxel grid; on the
         tuning cases of ``benchmarks/ct_protocol.py`` 512 scored +0.2–0.4 dB and trained
         faster).
       auto_mu_scale: replace ``field.mu_scale`` by 4 × the data's mean μ along the rays
@@ -90,9 +97,11 @@ class NAFConfig:
       occupancy_update_every: steps between grid refreshes (the first at step 0).
       occupancy_threshold: a cell is empty below this fraction of the grid's largest μ.
       occupancy_decay: factor of the per-cell moving maximum at each refresh.
+      ray_sampling: ``None``: each step's rays uniform over all pixels of all views; an
+        :class:`jaxmedrf.recon.mlg.MLGConfig`: masked local-global sampling (SAX-NeRF).
     """
 
-    field: FieldConfig = FieldConfig(encoding=HashGridConfig(finest_resolution=512, implementation="auto"),
+    field: FieldConfig | LineformerConfig = FieldConfig(encoding=HashGridConfig(finest_resolution=512, implementation="auto"),
                                      out_activation="softplus")
     auto_mu_scale: bool = True
     n_iters: int | None = None
@@ -112,6 +121,7 @@ class NAFConfig:
     occupancy_update_every: int = 16
     occupancy_threshold: float = 0.01
     occupancy_decay: float = 0.8
+    ray_sampling: MLGConfig | None = None
 
     def __post_init__(self):
         check_numbers(
@@ -126,6 +136,11 @@ class NAFConfig:
             raise ValueError(f"occupancy_threshold must be in [0, 1), got {self.occupancy_threshold!r}")
         if not 0.0 <= self.occupancy_decay <= 1.0:
             raise ValueError(f"occupancy_decay must be in [0, 1], got {self.occupancy_decay!r}")
+        if isinstance(self.field, LineformerConfig) and self.occupancy_resolution:
+            raise ValueError("occupancy_resolution must be 0 with a Lineformer field (the grid is made of pointwise queries)")
+        if self.ray_sampling is not None and self.batch_rays % self.ray_sampling.views_per_step:
+            raise ValueError(f"batch_rays={self.batch_rays} does not divide over "
+                             f"ray_sampling.views_per_step={self.ray_sampling.views_per_step}")
 
     def for_geometry(self, geometry: Geometry) -> "NAFConfig":
         """This configuration with ``n_iters`` and ``n_samples`` set for ``geometry``'s voxel grid
@@ -184,20 +199,25 @@ def _tv(key, params, field_cfg, lo, hi, d_voxel, patch):
     start = lo + corner * jnp.maximum(hi - lo - patch * step, 0.0)
     grid = jnp.stack(jnp.meshgrid(*[jnp.arange(patch)] * 3, indexing="ij"), -1).reshape(-1, 3)
     pts = start + grid * step
-    mu = field_apply(params, pts, field_cfg, lo=lo, hi=hi).reshape(patch, patch, patch)
+    if isinstance(field_cfg, LineformerConfig):  # lines along z, as the volume is queried
+        mu = lineformer_apply(params, pts.reshape(patch * patch, patch, 3), field_cfg, lo=lo, hi=hi)
+    else:
+        mu = field_apply(params, pts, field_cfg, lo=lo, hi=hi)
+    mu = mu.reshape(patch, patch, patch)
     return sum(jnp.mean(jnp.abs(jnp.diff(mu, axis=a))) for a in range(3))
 
 
 def field_volume(params, config: NAFConfig, geometry: Geometry) -> Array:
     """The field on the geometry's voxel grid (voxel means with ``config.grid_supersample``)."""
     s = config.grid_supersample
+    query_grid_ = lineformer_query_grid if isinstance(config.field, LineformerConfig) else query_grid
     if s == 1:
-        return query_grid(params, config.field, geometry)
+        return query_grid_(params, config.field, geometry)
     offs = (np.arange(s) + 0.5) / s - 0.5
     d = jnp.asarray(geometry.d_voxel, jnp.float32)
     total = 0.0
     for o in np.stack(np.meshgrid(offs, offs, offs, indexing="ij"), -1).reshape(-1, 3):
-        total = total + query_grid(params, config.field, geometry, offset=jnp.asarray(o, jnp.float32) * d)
+        total = total + query_grid_(params, config.field, geometry, offset=jnp.asarray(o, jnp.float32) * d)
     return total / s**3
 
 
@@ -219,20 +239,28 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
         # locally and all-reduce it; the flattened (level-major) layout made it all-gather every
         # point's indices and cotangents instead (1.6 GB a step at 8192 rays × 128 samples).
         field_cfg = dataclasses.replace(field_cfg, encoding=dataclasses.replace(enc, implementation="per_level"))
-    if mesh is not None and mesh.size > 1 and field_cfg.implementation != "xla":
+    if mesh is not None and mesh.size > 1 and getattr(field_cfg, "implementation", "xla") != "xla":
         # The fused field kernel is one pallas_call, which XLA cannot partition over the rays.
         field_cfg = dataclasses.replace(field_cfg, implementation="xla")
 
+    mlg = cfg.ray_sampling
+    ray_field = isinstance(field_cfg, LineformerConfig)
+    apply = lineformer_apply if ray_field else field_apply
+
     def loss_fn(params, key, proj_flat, occupancy):
         k_idx, k_samp, k_tv = jax.random.split(key, 3)
-        idx = jax.random.randint(k_idx, (cfg.batch_rays,), 0, total)
+        if mlg is None:
+            idx = jax.random.randint(k_idx, (cfg.batch_rays,), 0, total)
+        else:
+            mask = (proj_flat > mlg.threshold * jnp.max(proj_flat)).reshape(n_views, nv, nu)
+            idx = mlg_indices(k_idx, mask, n_rays=cfg.batch_rays, config=mlg)
         if mesh is not None:
             idx = constrain(idx, mesh)
         view, rem = idx // (nv * nu), idx % (nv * nu)
         rays = pixel_rays(geometry, view, rem // nu, rem % nu)
-        field = lambda x: field_apply(params, x, field_cfg, lo=lo, hi=hi)  # noqa: E731
+        field = lambda x: apply(params, x, field_cfg, lo=lo, hi=hi)  # noqa: E731
         pred = render_rays(field, rays, lo, hi, n_samples=cfg.n_samples, n_importance=cfg.n_importance, key=k_samp,
-                           occupancy=occupancy)
+                           occupancy=occupancy, ray_field=ray_field)
         resid = pred - proj_flat[idx]
         loss = jnp.mean(resid**2)
         if cfg.l1_weight:
@@ -280,7 +308,8 @@ def init_state(cfg: NAFConfig, keys: Array, geometry: Geometry | None = None) ->
         raise ValueError("init_state: occupancy_resolution > 0 needs the geometry")
 
     def one(key):
-        params = field_init(jax.random.fold_in(key, 1 << 30), cfg.field)
+        init = lineformer_init if isinstance(cfg.field, LineformerConfig) else field_init
+        params = init(jax.random.fold_in(key, 1 << 30), cfg.field)
         grid = occupancy_init(*volume_box(geometry), resolution=cfg.occupancy_resolution) if cfg.occupancy_resolution else None
         return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), key, grid)
 
@@ -418,7 +447,7 @@ def train_naf(
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     state, last_ckpt = _open_checkpoints(ckpt_root, config, geometry, state, n_cases=n_cases + n_pad, resume=resume,
                                          log=log)
-    if mesh is not None and mesh.size > 1 and config.field.implementation != "xla":
+    if mesh is not None and mesh.size > 1 and getattr(config.field, "implementation", "xla") != "xla":
         # One pallas_call (the fused field) is not partitioned by XLA over devices.
         config = dataclasses.replace(config, field=dataclasses.replace(config.field, implementation="xla"))
     train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
@@ -441,7 +470,8 @@ def train_naf(
         last_ckpt = save_checkpoint(ckpt_root, state)
     volume = to_volume(state.params)[:n_cases]
     history["mu_scale"] = config.field.mu_scale
-    history["field_implementation"] = resolved_implementation(config.field)
+    history["field_implementation"] = (resolved_implementation(config.field) if isinstance(config.field, FieldConfig)
+                                       else "xla")
     if state.occupancy is not None:
         history["occupied_fraction"] = float(occupied_fraction(jax.tree_util.tree_map(lambda x: x[:n_cases],
                                                                                       state.occupancy)))
@@ -509,6 +539,8 @@ def _open_checkpoints(ckpt_root, config, geometry, state, *, n_cases, resume, lo
         if not d["config"].get("occupancy_resolution"):  # off: checkpoints from before it existed match
             for k in [k for k in d["config"] if k.startswith("occupancy_")]:
                 d["config"].pop(k)
+        if d["config"].get("ray_sampling", 0) is None:  # off: checkpoints from before it existed match
+            d["config"].pop("ray_sampling")
     if saved != mine:
         raise ValueError(f"resume: the checkpoint in {ckpt_root} was made with another configuration")
     state, last_ckpt = restore_checkpoint(ckpt_root, state)

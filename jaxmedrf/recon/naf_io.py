@@ -21,8 +21,10 @@ from jaxtyping import Array, Float
 from jaxmedrf.chunking import chunked_map
 from jaxmedrf.fields.encodings import FrequencyConfig, HashGridConfig
 from jaxmedrf.fields.field import FieldConfig, field_apply
+from jaxmedrf.fields.lineformer import LineformerConfig, lineformer_apply
 from jaxmedrf.geometry import Geometry, volume_box
 from jaxmedrf.rays import pixel_rays
+from jaxmedrf.recon.mlg import MLGConfig
 from jaxmedrf.recon.naf import NAFConfig, _ckpt_dirs, init_state, restore_checkpoint
 from jaxmedrf.render import render_rays
 
@@ -39,12 +41,15 @@ def naf_config_from_dict(d: dict) -> NAFConfig:
     """Inverse of ``json.loads(NAFConfig.to_json())``."""
     d = dict(d)
     field = dict(d.pop("field"))
+    ray_sampling = d.pop("ray_sampling", None)
     enc_type = field.pop("encoding_type", "HashGridConfig")
     if enc_type not in _ENCODINGS:
         raise ValueError(f"unknown encoding type {enc_type!r} in the saved configuration")
     names = {f.name for f in dataclasses.fields(_ENCODINGS[enc_type])}
     enc = _ENCODINGS[enc_type](**{k: v for k, v in _tuples(field.pop("encoding")).items() if k in names})
-    return NAFConfig(field=FieldConfig(encoding=enc, **_tuples(field)), **d)
+    field_cls = LineformerConfig if "segment_length" in field else FieldConfig
+    return NAFConfig(field=field_cls(encoding=enc, **_tuples(field)),
+                     ray_sampling=None if ray_sampling is None else MLGConfig(**ray_sampling), **d)
 
 
 def load_field(checkpoint_dir: str | Path, *, case: int = 0):
@@ -98,11 +103,14 @@ def render_projections(
     config = config.for_geometry(field_geometry)
     lo, hi = volume_box(field_geometry)
     n_views, nv, nu = geometry.projection_shape
-    field = lambda x: field_apply(params, x, config.field, lo=lo, hi=hi)  # noqa: E731
+    ray_field = isinstance(config.field, LineformerConfig)
+    apply = lineformer_apply if ray_field else field_apply
+    field = lambda x: apply(params, x, config.field, lo=lo, hi=hi)  # noqa: E731
 
     def one(ids):  # the rays of a chunk, made from their pixel ids
         view, pixel = ids // (nv * nu), ids % (nv * nu)
         rays = pixel_rays(geometry, view, pixel // nu, pixel % nu)
-        return render_rays(field, rays, lo, hi, n_samples=config.n_samples, n_importance=config.n_importance)
+        return render_rays(field, rays, lo, hi, n_samples=config.n_samples, n_importance=config.n_importance,
+                           ray_field=ray_field)
 
     return chunked_map(one, n_views * nv * nu, int(chunk_rays)).reshape(n_views, nv, nu)
