@@ -261,6 +261,8 @@ def prior_from_bytes(data: bytes, *, name: str = "input") -> DenoisingPrior:
         known = {f.name for f in dataclasses.fields(DenoiserConfig)}
         if not isinstance(fields, dict) or set(fields) - known:
             raise ValueError(f"unknown config keys {sorted(set(fields) - known)}")
+        if isinstance(fields.get("sigmas"), list):
+            fields["sigmas"] = tuple(fields["sigmas"])
         config = DenoiserConfig(**fields)
         trained_on = tuple(str(t) for t in json.loads(tree["trained_on"]))
         params = tree["params"]
