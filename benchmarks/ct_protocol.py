@@ -327,6 +327,7 @@ def main(argv=None):
                     proj, g, truth = make_case(case, views, noise, n=n, det=det)
                 except Exception as e:
                     payload["rows"].append({"case": case, "views": views, "noise": noise, "error": repr(e)})
+                    print(json.dumps(payload["rows"][-1]), flush=True)
                     continue
                 vols = {}
                 for method in methods:
@@ -359,7 +360,7 @@ def main(argv=None):
     for key, s in payload.get("summary_held_out", {}).items():
         print(f"{key}: PSNR3D {s['psnr3d_mean']:.2f} ± {s['psnr3d_std']:.2f} dB, SSIM3D {s['ssim3d_mean']:.4f}, "
               f"{s['seconds_mean']:.1f} s (n={s['n']})")
-    print("wrote", path)
+    print("wrote", write_json(name, payload, out_dir))
     return payload
 
 

