@@ -31,6 +31,7 @@ _EXPORTS = {
     "cgls": ("jaxmedrf.recon", 'cgls'),
     "circular_angles": ("jaxmedrf.geometry", 'circular_angles'),
     "cone_beam": ("jaxmedrf.geometry", 'cone_beam'),
+    "explain": ("jaxmedrf.explain", None),
     "fdk": ("jaxmedrf.recon", 'fdk'),
     "fields": ("jaxmedrf.fields", None),
     "from_astra": ("jaxmedrf.interop", 'from_astra'),

@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "render": "jaxmedrf.cli.render",
     "interpolate": "jaxmedrf.cli.interpolate",
     "geometry": "jaxmedrf.cli.geometry",
+    "explain": "jaxmedrf.cli.explain",
 }
 
 
