@@ -238,7 +238,7 @@ def field_provenance(
 
     ``P_{v,r}(x) = J_μ(x) J_{R_v}ᵀ 1_r``: the renderer's VJP (``jax.vjp`` of ``render_view``)
     carries view ``v``'s region indicator to a parameter tangent, and the JVP of ``volume_fn``
-    (``jax.jvp``) carries that tangent to the voxel grid — the tangent kernel between each voxel
+    (a Jacobian-vector product, taken as the VJP of the VJP) carries that tangent to the voxel grid — the tangent kernel between each voxel
     and the pixel set (see the module docstring). Tangents are summed per group before the JVP,
     so the cost is one VJP per view and region and one JVP per output map and per view.
 
@@ -260,7 +260,12 @@ def field_provenance(
         return jax.vmap(lambda c: vjp(c)[0])(cots)
 
     def pull(t):
-        return jax.jvp(volume_fn, (params,), (t,))[1]
+        # J_μ t as the VJP of the (linear) VJP, u ↦ J_μᵀ u: forward mode would be one pass, but
+        # the hash grid's gather is a custom_vjp, which JAX cannot push a JVP through.
+        out = jax.eval_shape(volume_fn, params)
+        u0 = jnp.zeros(out.shape, out.dtype)
+        _, vjp = jax.vjp(volume_fn, params)
+        return jax.vjp(lambda u: vjp(u)[0], u0)[1](t)[0]
 
     return _provenance_scan(back_view, pull, zero, geometry, vg, n_groups, reg, n_regions)
 
