@@ -37,6 +37,10 @@ def main(argv=None):
     ap.add_argument("--views", type=int, default=50)
     ap.add_argument("--ensemble", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=None, help="voxels per side (default 128; --small 16)")
+    ap.add_argument("--detector", type=int, default=None, help="detector pixels per side (default 256; --small 24)")
+    ap.add_argument("--iters", type=int, default=None, help="NAF steps (default: NAF's; --small 100)")
+    ap.add_argument("--tag", default="", help="suffix of the JSON name")
     ap.add_argument("--out-dir", default=None)
     a = ap.parse_args(argv)
 
@@ -48,12 +52,15 @@ def main(argv=None):
     from jaxmedrf.recon.naf import NAFConfig
 
     n, det = (16, 24) if a.small else (128, 256)
+    n, det = a.n or n, a.detector or det
     proj, g, truth = make_case(a.case, a.views, None, n=n, det=det)
     cfg = NAFConfig(seed=a.seed)
     if a.small:  # the protocol's CPU smoke settings, a few more steps
         enc = dataclasses.replace(cfg.field.encoding, log2_table_size=12, n_levels=6, finest_resolution=64)
         cfg = dataclasses.replace(cfg, field=dataclasses.replace(cfg.field, encoding=enc), n_iters=100,
                                   batch_rays=256, n_samples=24)
+    if a.iters:
+        cfg = dataclasses.replace(cfg, n_iters=a.iters)
     assert isinstance(cfg.field.encoding, HashGridConfig)
     t0 = time.perf_counter()
     res = E.train_ensemble(jax.random.key(a.seed), proj, g, cfg, n_members=a.ensemble, progress=False)
@@ -74,7 +81,8 @@ def main(argv=None):
         "correlation_body_voxels": correlations(err[body], std[body]),
         "correlation_single_member_error": correlations(np.abs(members[0] - truth), std),
     }
-    path = write_json("explain_uncertainty" + ("_small" if a.small else ""), payload, a.out_dir)
+    name = "explain_uncertainty" + ("_small" if a.small else "") + (f"_{a.tag}" if a.tag else "")
+    path = write_json(name, payload, a.out_dir)
     c, b = payload["correlation_all_voxels"], payload["correlation_body_voxels"]
     print(f"{a.case} {n}³, {a.ensemble} members: PSNR3D of the mean {payload['psnr3d_mean']:.2f} dB; "
           f"|error| vs std: Spearman {c['spearman']:.3f}, Pearson {c['pearson']:.3f} (all voxels); "

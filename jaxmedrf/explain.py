@@ -233,6 +233,7 @@ def field_provenance(
     n_groups: int | None = None,
     regions: Int[ArrayLike, "nv nu"] | None = None,
     n_regions: int | None = None,
+    tangent_mask: PyTree | None = None,
 ) -> Provenance:
     """Provenance of a neural-field reconstruction through the field's Jacobian.
 
@@ -248,6 +249,9 @@ def field_provenance(
       params: the field's parameters (a pytree of float arrays).
       geometry: the scan (views and detector).
       view_groups, n_groups, regions, n_regions: as :func:`provenance`.
+      tangent_mask: optional pytree like ``params`` of 0/1 factors: the kernel through those
+        parameters only (``Σ_{θ_k ∈ mask} ∂μ/∂θ_k ∂p/∂θ_k``), e.g. the hash table alone, whose
+        entries are local, without the MLP, whose weights every point shares.
 
     Returns:
       :class:`Provenance`, in units of μ per unit projection value per unit step (mm⁻¹).
@@ -257,7 +261,8 @@ def field_provenance(
 
     def back_view(v, cots):
         _, vjp = jax.vjp(lambda p: render_view(p, v), params)
-        return jax.vmap(lambda c: vjp(c)[0])(cots)
+        t = jax.vmap(lambda c: vjp(c)[0])(cots)
+        return t if tangent_mask is None else jax.tree.map(lambda a, m: a * m, t, tangent_mask)
 
     def pull(t):
         # J_μ t as the VJP of the (linear) VJP, u ↦ J_μᵀ u: forward mode would be one pass, but
@@ -280,11 +285,26 @@ def naf_provenance(
     regions: Int[ArrayLike, "nv nu"] | None = None,
     n_regions: int | None = None,
     chunk_rays: int = 1 << 14,
+    parameters: str = "all",
 ) -> Provenance:
     """:func:`field_provenance` of a trained NAF field (:func:`jaxmedrf.train_naf`'s ``params``
     and resolved ``config``, or :func:`jaxmedrf.load_field`'s): each view rendered with the
     training's deterministic sampling in chunks of ``chunk_rays`` rays (rematerialised in the
-    VJP, so memory is one chunk's), the volume as the reconstruction's voxel means."""
+    VJP, so memory is one chunk's), the volume as the reconstruction's voxel means (its VJP holds
+    the residuals of the whole grid's evaluation).
+
+    ``parameters="encoding"`` takes the kernel through the hash table only. Through all
+    parameters the shared MLP weights dominate it: every voxel then draws on every view and tile
+    equally (a 16³ Shepp–Logan field, 8 views: every voxel's fraction of each of 4 sectors and 4
+    tiles 0.250 to three digits; through the table alone, tiles 0.006–0.495), which says
+    that the network couples the whole volume, not where a voxel's value comes from.
+    """
+    if parameters not in ("all", "encoding"):
+        raise ValueError(f"parameters must be 'all' or 'encoding', got {parameters!r}")
+    mask = None
+    if parameters == "encoding":
+        mask = {"encoding": jax.tree.map(lambda a: jnp.ones((), a.dtype), params["encoding"]),
+                "mlp": jax.tree.map(lambda a: jnp.zeros((), a.dtype), params["mlp"])}
     config = config.for_geometry(geometry)
     lo, hi = volume_box(geometry)
     _, nv, nu = geometry.projection_shape
@@ -301,7 +321,8 @@ def naf_provenance(
         return chunked_map(one, nv * nu, int(chunk_rays), remat=True).reshape(nv, nu)
 
     return field_provenance(render_view, lambda p: field_volume(p, config, geometry), params, geometry,
-                            view_groups=view_groups, n_groups=n_groups, regions=regions, n_regions=n_regions)
+                            view_groups=view_groups, n_groups=n_groups, regions=regions, n_regions=n_regions,
+                            tangent_mask=mask)
 
 
 def provenance_fractions(maps: Float[ArrayLike, "groups *shape"]) -> Float[Array, "groups *shape"]:

@@ -11,6 +11,7 @@ import itertools
 import json
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -86,22 +87,29 @@ def test_naf_provenance_matches_dense_jacobians(rng):
                           jm.fields.field_init(jax.random.key(0), field))
     tiles = E.detector_tiles(g.n_detector, (1, 2))
     pr = E.naf_provenance(params, cfg, g, regions=tiles, chunk_rays=5)
+    local = E.naf_provenance(params, cfg, g, regions=tiles, chunk_rays=5, parameters="encoding")
 
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     vol = lambda f: field_volume(unravel(f), cfg, g).ravel()  # noqa: E731
     j_vol = np.asarray(jax.jacrev(vol)(flat), np.float64)  # (voxels, P)
     ref = np.zeros((g.n_views, 2, j_vol.shape[0]))
+    ref_local = np.zeros_like(ref)  # through the hash table only
+    table = np.asarray(jax.flatten_util.ravel_pytree(
+        {"encoding": jax.tree.map(jnp.ones_like, params["encoding"]),
+         "mlp": jax.tree.map(jnp.zeros_like, params["mlp"])})[0], np.float64)
     for v in range(g.n_views):
         render = lambda f: jm.render_projections(unravel(f), cfg, g, E.single_view(g, v))[0].ravel()  # noqa: E731
         j_r = np.asarray(jax.jacrev(render)(flat), np.float64)  # (pixels, P)
         for r in range(2):
             ref[v, r] = j_vol @ (j_r.T @ (tiles.ravel() == r))
+            ref_local[v, r] = j_vol @ (table * (j_r.T @ (tiles.ravel() == r)))
     shape = (-1, *g.n_voxel)
     tol = 1e-4 * np.abs(ref).max()
     np.testing.assert_allclose(pr.views, ref.sum(1).reshape(shape), atol=tol)
     np.testing.assert_allclose(pr.regions, ref.sum(0).reshape(shape), atol=tol)
     np.testing.assert_allclose(pr.total, ref.sum((0, 1)).reshape(g.n_voxel), atol=tol)
-    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(local.regions, ref_local.sum(0).reshape(shape), atol=1e-4 * np.abs(ref_local).max())
+    assert np.abs(ref_local).max() > 0 and np.abs(ref - ref_local).max() > 1e-3 * np.abs(ref).max()
 
 
 # ----------------------------------------------------------------------------- uncertainty

@@ -53,6 +53,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     pv.add_argument("--view-sectors", type=int, default=4, help="groups of consecutive views")
     pv.add_argument("--detector-grid", type=int, nargs=2, default=(2, 2), metavar=("ROWS", "COLS"),
                     help="detector tiles")
+    pv.add_argument("--field-parameters", default="encoding", choices=("encoding", "all"),
+                    help="NAF --recon: the tangent kernel through the hash table only (local) or through all "
+                         "parameters (the shared MLP weights make it nearly uniform)")
     pv.add_argument("--method", default="siddon", choices=("siddon", "trilinear"), help="projector (volume recon)")
     pv.add_argument("--out", required=True, help="output folder")
 
@@ -164,7 +167,7 @@ def _write(out: Path, maps: dict, g, background, *, title: str, summary: dict, s
                 ax = axes[r][c]
                 ax.imshow(b, cmap="gray", origin="lower")
                 im = ax.imshow(np.ma.masked_where(img == 0, img), cmap="RdBu_r" if two else "inferno", alpha=0.6, origin="lower",
-                               vmin=-lim if two else float(min(m.min(), 0.0)), vmax=lim)
+                               vmin=-lim if two else float(m.min()), vmax=lim if two else float(m.max()))
                 ax.set_title(f"{name}: {plane}", fontsize=9)
                 ax.axis("off")
             fig.colorbar(im, ax=list(axes[r]), fraction=0.02)
@@ -200,13 +203,14 @@ def _provenance(a) -> tuple:
         params, cfg, g_field = load_field(recon)
         if g_field.to_json() != g.to_json():
             raise ValueError(f"{recon}: the field was trained on another geometry than {a.scan}'s")
-        fn = jax.jit(lambda p: E.naf_provenance(p, cfg, g, view_groups=sectors, regions=tiles))
+        fn = jax.jit(lambda p: E.naf_provenance(p, cfg, g, view_groups=sectors, regions=tiles,
+                                                parameters=a.field_parameters))
         t0 = time.perf_counter()
         pr = jax.block_until_ready(fn(params))
         from jaxmedrf.recon.naf import field_volume
 
         background = np.asarray(field_volume(params, cfg.for_geometry(g), g))
-        kind = "NAF field (J_mu J_R^T 1, tangent kernel)"
+        kind = f"NAF field (J_mu J_R^T 1, tangent kernel through {a.field_parameters} parameters)"
     else:
         background = _volume_npz(recon, what="--recon")[0] if recon is not None else truth
         if background is not None and background.shape != g.n_voxel:
