@@ -70,9 +70,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                          formatter_class=fmt)
     at.add_argument("input", help=".npz with volume and geometry (simulate, reconstruct); projections for "
                                   "--target reprojection/registration come from it or from --scan")
-    at.add_argument("--target", required=True,
+    at.add_argument("--target", default=None,
                     help=f"scalar function: one of {', '.join(TARGETS)}, or module:function (a JAX function "
-                         "volume → scalar; the module is imported, from the current folder too)")
+                         "volume → scalar; the module is imported, from the current folder too); not with "
+                         "--features/--head")
     at.add_argument("--box", type=int, nargs=6, default=None, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                     help="region-mean: voxel index box [X0, X1) × [Y0, Y1) × [Z0, Z1) (default: the central half)")
     at.add_argument("--scan", default=None, help="reprojection/registration: .npz with the projections")
@@ -310,6 +311,8 @@ def _attribute(a) -> tuple:
         raise ValueError("--features and --head go together (the user's model split at a layer)")
     if a.features is not None and a.method != "gradcam":
         raise ValueError("--features/--head are for --method gradcam")
+    if (a.target is None) == (a.features is None):
+        raise ValueError("give either --target or --features/--head (the function to explain)")
     vol, g = _volume_npz(Path(a.input), what="input")
     x = jnp.asarray(vol)
     base = jnp.zeros_like(x) if a.baseline == "zero" else jnp.full_like(x, float(vol.mean()))
