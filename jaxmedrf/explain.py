@@ -450,7 +450,8 @@ def integrated_gradients(
         a, w = aw
         return acc + w * grad(base + a * delta), None
 
-    total, _ = jax.lax.scan(body, jnp.zeros_like(x), (jnp.asarray(alphas, jnp.float32), jnp.asarray(weights, jnp.float32)))
+    nodes = (jnp.asarray(alphas, jnp.float32), jnp.asarray(weights, jnp.float32))
+    total, _ = jax.lax.scan(body, jnp.zeros_like(x), nodes)
     return total * delta
 
 

@@ -223,16 +223,18 @@ def _provenance(a) -> tuple:
         background = np.zeros(g.n_voxel, np.float32)
     views, regions = np.asarray(E.provenance_fractions(pr.views)), np.asarray(E.provenance_fractions(pr.regions))
     maps = {"coverage": pr.total, "effective_views": pr.effective_views,
-            **{f"view_sector_{k}": v for k, v in enumerate(views)}, **{f"detector_tile_{k}": v for k, v in enumerate(regions)}}
+            **{f"view_sector_{k}": v for k, v in enumerate(views)},
+            **{f"detector_tile_{k}": v for k, v in enumerate(regions)}}
     total = np.asarray(pr.total, np.float64)
     scale = float(np.abs(total).max()) or 1.0
+    gap = lambda parts: float(np.abs(np.asarray(parts, np.float64).sum(0) - total).max() / scale)  # noqa: E731
     summary = {"action": "provenance", "scan": str(a.scan), "recon": str(recon) if recon else None, "kind": kind,
                "seconds": seconds, "n_views": g.n_views, "view_sectors": sectors.tolist(),
                "detector_grid": list(a.detector_grid),
-               "sum_check": {"views_vs_total_max_rel": float(np.abs(np.asarray(pr.views, np.float64).sum(0) - total).max() / scale),
-                             "regions_vs_total_max_rel": float(np.abs(np.asarray(pr.regions, np.float64).sum(0) - total).max() / scale)},
+               "sum_check": {"views_vs_total_max_rel": gap(pr.views), "regions_vs_total_max_rel": gap(pr.regions)},
                "maps": {k: _stats(v) for k, v in maps.items()}}
-    title = f"provenance ({kind}): fractions per voxel; coverage in {'mm' if recon is None or not recon.is_dir() else 'kernel units'}"
+    unit = "kernel units" if recon is not None and recon.is_dir() else "mm"
+    title = f"provenance ({kind}): fractions per voxel; coverage in {unit}"
     return maps, g, background, title, summary, False
 
 
@@ -359,10 +361,12 @@ def run(a) -> int:
 
 def _headline(summary: dict) -> dict:
     if summary["action"] == "provenance":
-        return {"seconds": summary["seconds"], "max relative sum error": summary["sum_check"]["views_vs_total_max_rel"]}
+        return {"seconds": summary["seconds"],
+                "max relative sum error": summary["sum_check"]["views_vs_total_max_rel"]}
     if summary["action"] == "uncertainty":
         c = summary.get("correlation_abs_error_vs_std", {})
-        return {"mean std": summary["std"]["mean"], **({"Spearman(|error|, std)": c["spearman"]} if c.get("spearman") is not None else {})}
+        rho = {"Spearman(|error|, std)": c["spearman"]} if c.get("spearman") is not None else {}
+        return {"mean std": summary["std"]["mean"], **rho}
     out = {"f(x)": summary["f_input"], "sum": summary["sum_attribution"]}
     if "completeness_gap" in summary:
         out["completeness gap"] = summary["completeness_gap"]
