@@ -239,9 +239,10 @@ def field_provenance(
 
     ``P_{v,r}(x) = J_μ(x) J_{R_v}ᵀ 1_r``: the renderer's VJP (``jax.vjp`` of ``render_view``)
     carries view ``v``'s region indicator to a parameter tangent, and the JVP of ``volume_fn``
-    (a Jacobian-vector product, taken as the VJP of the VJP) carries that tangent to the voxel grid — the tangent kernel between each voxel
-    and the pixel set (see the module docstring). Tangents are summed per group before the JVP,
-    so the cost is one VJP per view and region and one JVP per output map and per view.
+    (a Jacobian-vector product, taken as the VJP of the VJP) carries that tangent to the voxel
+    grid — the tangent kernel between each voxel and the pixel set (see the module docstring).
+    Tangents are summed per group before the JVP, so the cost is one VJP per view and region and
+    one JVP per output map and per view.
 
     Args:
       render_view: ``(params, v) → (nv, nu)`` the field's projection of view ``v`` (``v`` traced).
