@@ -113,6 +113,7 @@ def test_naf_provenance_matches_dense_jacobians(rng):
 
 
 # ----------------------------------------------------------------------------- uncertainty
+@pytest.mark.slow  # a NAF training step compiles (most of this file's time)
 def test_identical_members_have_zero_spread_and_different_keys_do_not(rng):
     g = jm.cone_beam(n_voxel=(8,) * 3, d_voxel=32.0, n_detector=(10, 10), d_detector=40.0, n_views=6)
     vol = jm.voxelize(jm.shepp_logan(radius=128.0, mu_scale=1.0), g)
