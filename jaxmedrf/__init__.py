@@ -41,6 +41,7 @@ _EXPORTS = {
     "cone_beam": ("jaxmedrf.geometry", 'cone_beam'),
     "helical_beam": ("jaxmedrf.geometry", 'helical_beam'),
     "short_scan_arc": ("jaxmedrf.geometry", 'short_scan_arc'),
+    "explain": ("jaxmedrf.explain", None),
     "fdk": ("jaxmedrf.recon", 'fdk'),
     "fields": ("jaxmedrf.fields", None),
     "from_astra": ("jaxmedrf.interop", 'from_astra'),

@@ -35,6 +35,7 @@ SUBCOMMANDS = {
     "geometry": "jaxmedrf.cli.geometry",
     "generate": "jaxmedrf.cli.generate",
     "train-prior": "jaxmedrf.cli.train_prior",
+    "explain": "jaxmedrf.cli.explain",
 }
 
 
