@@ -101,7 +101,7 @@ def test_bad_angles_and_volume():
     with pytest.raises(ValueError, match=r"n_voxel is \(8, 9, 10\)"):
         jm.project(jnp.zeros((8, 9, 11)), g)
     with pytest.raises(ValueError, match="method"):
-        jm.project(jnp.zeros((8, 9, 10)), g, method="joseph")
+        jm.project(jnp.zeros((8, 9, 10)), g, method="nope")
     with pytest.raises(ValueError, match="beam"):
         jm.Geometry(DSD=1, DSO=0.5, n_detector=(2, 2), d_detector=1, n_voxel=(2, 2, 2), d_voxel=1,
                     angles=[0.0], beam="fan")
