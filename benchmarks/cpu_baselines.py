@@ -9,8 +9,9 @@ and CGLS (20 iterations) run with the projector each picks by default on a CPU
 previous default (Siddon; ``--old-iters`` iterations only, timed per iteration, since 20 take
 tens of minutes). Registration: a 96 × 96 × 80 synthetic CT (``benchmarks/register.py``), a
 128² X-ray, 8 starts, :class:`~jaxmedrf.registration.RegistrationConfig` defaults
-(every start on every level, as ``jaxmedrf register --starts 8`` runs; ``projector="auto"``:
-Joseph's on a CPU) beside ``projector="trilinear"`` (the previous one).
+(``projector="auto"``: Joseph's on a CPU; the starts share the coarsest level, then the best
+continues alone, as ``jaxmedrf register --starts 8`` runs) beside every start on every level
+(``--register-settings auto:0``, the previous default; ``trilinear:0`` was the one before).
 
 Reported: seconds including and excluding compilation (every call is repeated once the
 programs are compiled), PSNR3D of μ (``data_range`` = the truth's max − min, no clipping), the
@@ -81,8 +82,9 @@ def _recon_rows(g, truth, proj, iters: int, old_iters: int):
                 lambda fn=fn: fn(proj, g, n_iters=old_iters, method="siddon", progress=False).volume), old_iters
 
 
-def _register_rows(small: bool, n_starts: int, trials: int):
-    """One row per trial and projector: the registration of ``benchmarks/register.py``'s trials."""
+def _register_rows(small: bool, n_starts: int, trials: int, settings):
+    """One row per trial and setting ``(projector, multi_start_levels)``: the registration of
+    ``benchmarks/register.py``'s trials."""
     import jax
     import jax.numpy as jnp
 
@@ -108,13 +110,15 @@ def _register_rows(small: bool, n_starts: int, trials: int):
         truth = P.compose(random_offset(rng, 10.0, 10.0, pivot), nominal)
         target = R.drr(vol, g, truth, method="siddon")  # no projector registers against its own DRR
         init = P.compose(random_offset(rng, 10.0, 10.0, pivot), truth)
-        for projector in ("auto", "trilinear"):
-            cfg = R.RegistrationConfig(projector=projector, iterations=30 if small else R.RegistrationConfig.iterations)
+        for projector, multi in settings:
+            cfg = R.RegistrationConfig(projector=projector, multi_start_levels=multi,
+                                       iterations=30 if small else R.RegistrationConfig.iterations)
             t0 = time.perf_counter()
             res = R.register(vol, g, target, init, config=cfg, starts=starts)
             wall = time.perf_counter() - t0
             est = P.Pose(jnp.asarray(res.pose.rotation, jnp.float32), jnp.asarray(res.pose.translation, jnp.float32))
-            yield {"trial": trial, "projector": projector, "starts": n_starts, "seconds_incl_compile": wall,
+            yield {"trial": trial, "projector": projector, "multi_start_levels": multi, "starts": n_starts,
+                   "seconds_incl_compile": wall,
                    "compile_s": res.compile_s, "seconds": res.time_s,
                    "initial_mtre_mm": float(R.mean_target_registration_error(init, truth, landmarks)),
                    "mtre_mm": float(R.mean_target_registration_error(est, truth, landmarks))}
@@ -127,13 +131,19 @@ def main(argv=None) -> int:
     ap.add_argument("--starts", type=int, default=8, help="registration starts")
     ap.add_argument("--trials", type=int, default=1, help="registrations")
     ap.add_argument("--skip", default="", help="comma-separated: recon, register")
+    ap.add_argument("--register-settings", nargs="+", default=["auto:1", "auto:0"], metavar="PROJECTOR:M",
+                    help="registrations to time: projector (auto = Joseph's on a CPU, trilinear, siddon) and "
+                         "multi_start_levels M (1, the default: the starts share the coarsest level; 0: every "
+                         "start runs every level)")
+    ap.add_argument("--tag", default="", help="suffix of the JSON's name")
     ap.add_argument("--out-dir", default=None)
     a = ap.parse_args(argv)
     n, views, det, iters = (16, 24, 24, 2) if a.small else (64, 180, 96, 20)
     payload = {"benchmark": "cpu_baselines", "environment": environment(), "small": a.small,
                "case": {"n_voxel": n, "views": views, "detector": det, "iters": iters},
                "rows": [], "register": []}
-    name = "cpu_baselines_small" if a.small else "cpu_baselines"
+    name = ("cpu_baselines_small" if a.small else "cpu_baselines") + (f"_{a.tag}" if a.tag else "")
+    settings = [(p, int(m) or None) for p, m in (x.split(":") for x in a.register_settings)]
     skip = set(filter(None, a.skip.split(",")))
     if "recon" not in skip:
         g, truth, proj = _case(n, views, det)
@@ -146,7 +156,7 @@ def main(argv=None) -> int:
             print(row, flush=True)
             write_json(name, payload, a.out_dir)
     if "register" not in skip:
-        for row in _register_rows(a.small, a.starts, a.trials):
+        for row in _register_rows(a.small, a.starts, a.trials, settings):
             row["loadavg"] = os.getloadavg()
             payload["register"].append(row)
             print(row, flush=True)
