@@ -446,3 +446,26 @@ def test_drr_sidecars_carry_each_views_detector(tmp_path):
         c = np.asarray(side["detector_center"]) + np.asarray(side["u"]) * ((2 - 3) * 3.0 + ou) \
             + np.asarray(side["v"]) * (((5 - 1) / 2 - 4) * 2.0 + ov)
         np.testing.assert_allclose(c, np.asarray(rays.origins + rays.directions)[k, 0, 2], atol=1e-4)
+
+
+def test_register_reads_the_views_own_detector(tmp_path):
+    """``jaxmedrf register --xray scan.npz --view k`` on a tomosynthesis scan: the registration geometry
+    carries view k's DSD, DSO and panel offset, so the true pose renders exactly view k's rays."""
+    import argparse
+
+    from jaxmedrf import pose as P
+    from jaxmedrf.cli.register import load_xray
+
+    g = _tomo("arc", n_views=5)
+    proj = np.asarray(jm.project(np.full(g.n_voxel, 0.01, np.float32), g))
+    path = tmp_path / "scan.npz"
+    np.savez(path, projections=proj, angles=np.asarray(g.angles), geometry=np.asarray(g.to_json()))
+    args = argparse.Namespace(xray=str(path), view=3, sdd=None, pixel_spacing=None, detector=None, sod=None,
+                              principal_point=None)
+    img, geom, _, truth = load_xray(args, np.zeros(g.n_voxel, np.float32), g, np.asarray(g.d_voxel))
+    np.testing.assert_array_equal(img, proj[3])
+    assert float(np.ravel(geom.DSD)[0]) == pytest.approx(float(g.DSD[3]))
+    rays = jm.geometry_rays(P.to_geometry(truth, geom))
+    want = jm.geometry_rays(g)
+    np.testing.assert_allclose(np.asarray(rays.origins + rays.directions)[0],
+                               np.asarray(want.origins + want.directions)[3], atol=1e-3)
