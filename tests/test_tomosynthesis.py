@@ -469,3 +469,15 @@ def test_register_reads_the_views_own_detector(tmp_path):
     want = jm.geometry_rays(g)
     np.testing.assert_allclose(np.asarray(rays.origins + rays.directions)[0],
                                np.asarray(want.origins + want.directions)[3], atol=1e-3)
+
+
+def test_fbp_refuses_a_sweep_along_the_panels_columns():
+    """A fixed panel with the source moving along v (the columns): a tomosynthesis scan, but the FBP's
+    filter runs along the rows; it says so instead of returning a wrong volume (SART takes it)."""
+    z = np.linspace(-30.0, 30.0, 5)
+    g = jm.Geometry(DSD=150.0, DSO=90.0, n_detector=(7, 5), d_detector=2.0, n_voxel=(8,) * 3, d_voxel=2.0,
+                    angles=np.zeros(5), translation=np.stack([0 * z, 0 * z, z], -1),
+                    off_detector=np.stack([-z, 0 * z], -1))
+    assert jm.tomosynthesis_sweep(g).path == "linear"
+    with pytest.raises(ValueError, match="sweep along u.*SART, CGLS or NAF"):
+        fdk(np.zeros(g.projection_shape, np.float32), g)
