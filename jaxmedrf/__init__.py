@@ -41,6 +41,8 @@ _EXPORTS = {
     "cone_beam": ("jaxmedrf.geometry", 'cone_beam'),
     "helical_beam": ("jaxmedrf.geometry", 'helical_beam'),
     "short_scan_arc": ("jaxmedrf.geometry", 'short_scan_arc'),
+    "tomosynthesis": ("jaxmedrf.geometry", 'tomosynthesis'),
+    "tomosynthesis_sweep": ("jaxmedrf.geometry", 'tomosynthesis_sweep'),
     "explain": ("jaxmedrf.explain", None),
     "fdk": ("jaxmedrf.recon", 'fdk'),
     "fields": ("jaxmedrf.fields", None),

@@ -28,6 +28,13 @@ The convention (a contract, tested in ``tests/test_geometry.py``):
   length of a column, mm) and pixel ``(r, c)`` at
   ``S + DSD (cos γ n̂ + sin γ u) + v ((r - (nv-1)/2) dv + off_v)`` with ``n̂ = (D - S)/DSD``;
   ``γ = 0`` is the detector centre ``D`` as for the flat panel.
+* Per-view detector (TIGRE's own form: its ``geo.DSD``, ``geo.DSO`` and ``geo.offDetector`` may
+  have one entry per angle): ``DSD`` and ``DSO`` may be ``(n_views,)`` arrays and
+  ``off_detector`` an ``(n_views, 2)`` array; view ``k`` then uses its own values in every
+  equation above. With the per-view translation this places any source position in front of a
+  panel of fixed orientation: digital tomosynthesis (:func:`tomosynthesis`) is a rig that moves
+  with the source (``t_k``) while ``off_detector`` shifts the panel back by as much, so that the
+  panel stays put and ``DSD_k`` is the perpendicular distance from the source to it.
 
 Field names follow TIGRE (Biguri et al., "TIGRE: a MATLAB-GPU toolbox for CBCT image
 reconstruction", Biomed. Phys. Eng. Express 2016): ``DSD``, ``DSO``, ``n_detector`` (nv, nu),
@@ -53,13 +60,18 @@ __all__ = [
     "DETECTORS",
     "Frames",
     "Geometry",
+    "Sweep",
+    "ViewDetector",
     "axial_travel",
     "circular_angles",
     "cone_beam",
+    "detector_per_view",
     "fan_angles",
     "helical_beam",
     "parallel_beam",
     "short_scan_arc",
+    "tomosynthesis",
+    "tomosynthesis_sweep",
     "view_frames",
     "volume_box",
     "voxel_centers",
@@ -113,6 +125,29 @@ def _as_float_array(name: str, value: Any, shape: tuple[int, ...] | None, broadc
     return arr
 
 
+def _as_per_view(name: str, value: Any, shape: tuple[int, ...], n: int) -> Any:
+    """:func:`_as_float_array` for a field given for all views (``shape``) or one per view
+    (``(n, *shape)``)."""
+    if not _is_concrete(value):
+        return value
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numeric, got {value!r}") from e
+    if arr.shape not in (shape, (n, *shape)):
+        raise ValueError(f"{name} must have shape {shape} (all views) or {(n, *shape)} (one per view of the"
+                         f" {n}), got shape {arr.shape}: {_short(value)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {_short(value)}")
+    return arr
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a field's value, cut to a readable length."""
+    text = repr(np.asarray(value).tolist()) if not isinstance(value, (str, bytes)) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _as_counts(name: str, value: Any, n: int) -> tuple[int, ...]:
     try:
         seq = tuple(value) if np.ndim(value) else (value,) * n
@@ -141,11 +176,14 @@ class Geometry:
     below; inside a JAX transformation the leaves are traced arrays (``jax.Array``) instead.
 
     Attributes:
-      DSD: distance source → detector, mm (cone beam; ignored for parallel beam).
-      DSO: distance source → origin (rotation axis), mm (cone beam only).
+      DSD: distance source → detector, mm (cone beam; ignored for parallel beam): a number, or
+        one per view ``(n_views,)`` (cone beam).
+      DSO: distance source → origin (rotation axis), mm (cone beam only): a number, or one per
+        view ``(n_views,)``.
       n_detector: (nv, nu) detector rows and columns. Static.
       d_detector: (dv, du) detector pixel size, mm.
-      off_detector: (v, u) detector offset along its axes, mm.
+      off_detector: (v, u) detector offset along its axes, mm: ``(2,)``, or one pair per view
+        ``(n_views, 2)``.
       n_voxel: (nx, ny, nz) voxels. Static.
       d_voxel: (dx, dy, dz) voxel size, mm.
       off_origin: (x, y, z) position of the volume centre, mm.
@@ -157,11 +195,11 @@ class Geometry:
         ``DSD`` around the source, ``du`` the arc length of a column; cone beam only). Static.
     """
 
-    DSD: Float[_Real, ""]
-    DSO: Float[_Real, ""]
+    DSD: Float[_Real, ""] | Float[_Real, " views"]
+    DSO: Float[_Real, ""] | Float[_Real, " views"]
     n_detector: tuple[int, int]
     d_detector: Float[_Real, "2"]
-    off_detector: Float[_Real, "2"] = (0.0, 0.0)
+    off_detector: Float[_Real, "2"] | Float[_Real, "views 2"] = (0.0, 0.0)
     n_voxel: tuple[int, int, int]
     d_voxel: Float[_Real, "3"]
     off_origin: Float[_Real, "3"] = (0.0, 0.0, 0.0)
@@ -181,12 +219,6 @@ class Geometry:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         set_("n_detector", _as_counts("n_detector", self.n_detector, 2))
         set_("n_voxel", _as_counts("n_voxel", self.n_voxel, 3))
-        set_("DSD", _as_float_array("DSD", self.DSD, ()))
-        set_("DSO", _as_float_array("DSO", self.DSO, ()))
-        set_("d_detector", _as_float_array("d_detector", self.d_detector, (2,), broadcast=True))
-        set_("off_detector", _as_float_array("off_detector", self.off_detector, (2,)))
-        set_("d_voxel", _as_float_array("d_voxel", self.d_voxel, (3,), broadcast=True))
-        set_("off_origin", _as_float_array("off_origin", self.off_origin, (3,)))
         angles = self.angles
         if _is_concrete(angles):
             angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
@@ -195,6 +227,12 @@ class Geometry:
             angles = _as_float_array("angles", angles, None)
         set_("angles", angles)
         n = np.shape(angles)[0]
+        set_("DSD", _as_per_view("DSD", self.DSD, (), n))
+        set_("DSO", _as_per_view("DSO", self.DSO, (), n))
+        set_("d_detector", _as_float_array("d_detector", self.d_detector, (2,), broadcast=True))
+        set_("off_detector", _as_per_view("off_detector", self.off_detector, (2,), n))
+        set_("d_voxel", _as_float_array("d_voxel", self.d_voxel, (3,), broadcast=True))
+        set_("off_origin", _as_float_array("off_origin", self.off_origin, (3,)))
         if self.rotation is not None:
             set_("rotation", _as_float_array("rotation", self.rotation, (n, 3, 3)))
         if self.translation is not None:
@@ -203,13 +241,18 @@ class Geometry:
             val = getattr(self, name)
             if _is_concrete(val) and np.any(val <= 0):
                 raise ValueError(f"{name} must be positive, got {val.tolist()}")
+        if self.beam != "cone" and (np.ndim(self.DSD) or np.ndim(self.DSO)):
+            raise ValueError("a per-view DSD or DSO needs a cone beam (a parallel beam uses neither)")
         if self.beam == "cone" and _is_concrete(self.DSO) and _is_concrete(self.DSD):
-            if self.DSO <= 0:
-                raise ValueError(f"DSO must be positive for cone beam, got {float(self.DSO)}")
-            if self.DSD <= self.DSO:
+            dso, dsd = np.broadcast_arrays(self.DSO, self.DSD)
+            if np.any(dso <= 0):
+                raise ValueError(f"DSO must be positive for cone beam, got {_short(self.DSO)}")
+            if np.any(dsd <= dso):
+                k = int(np.argmax(dsd <= dso))
+                where = f" in view {k}" if dso.ndim else ""
                 raise ValueError(
                     f"DSD must exceed DSO for cone beam (the detector lies beyond the rotation"
-                    f" axis), got DSD={float(self.DSD)}, DSO={float(self.DSO)}"
+                    f" axis), got DSD={float(dsd.flat[k])}, DSO={float(dso.flat[k])}{where}"
                 )
 
     # ----------------------------------------------------------------- pytree plumbing
@@ -234,6 +277,27 @@ class Geometry:
     def projection_shape(self) -> tuple[int, int, int]:
         """``(n_views, nv, nu)``."""
         return (self.n_views, *self.n_detector)
+
+    @property
+    def per_view_detector(self) -> bool:
+        """Whether ``DSD``, ``DSO`` or ``off_detector`` is given per view (e.g. tomosynthesis)."""
+        return bool(np.ndim(self.DSD) or np.ndim(self.DSO) or np.ndim(self.off_detector) > 1)
+
+    def take_views(self, idx: Any) -> "Geometry":
+        """The scan restricted to views ``idx`` (an integer array or slice; traced indices work):
+        ``angles``, ``rotation``, ``translation`` and any per-view ``DSD``, ``DSO`` and
+        ``off_detector`` are indexed, the rest is shared."""
+        per_view = {"angles": 1, "rotation": 3, "translation": 2, "DSD": 1, "DSO": 1, "off_detector": 2}
+        concrete = isinstance(idx, slice) or _is_concrete(idx)
+        key = idx if isinstance(idx, slice) or not concrete else np.asarray(idx)
+
+        def pick(v):
+            return v[key] if isinstance(v, np.ndarray) and concrete else jnp.asarray(v)[idx]
+
+        leaves, aux = self.tree_flatten()
+        new = [pick(v) if (v is not None and k in per_view and np.ndim(v) == per_view[k]) else v
+               for k, v in zip(_LEAVES, leaves)]
+        return Geometry.tree_unflatten(aux, new)
 
     def replace(self, **changes) -> "Geometry":
         """A copy with some fields changed (validated again)."""
@@ -344,6 +408,9 @@ def fan_angles(geometry: Geometry) -> np.ndarray:
     """
     if geometry.beam != "cone":
         raise ValueError("fan angles are defined for a cone beam only")
+    if geometry.per_view_detector:
+        raise ValueError("fan angles need one DSD and detector offset for all views; this geometry sets them per view"
+                         " (e.g. tomosynthesis)")
     nu = geometry.n_detector[1]
     du, off_u, dsd = float(np.asarray(geometry.d_detector)[1]), float(np.asarray(geometry.off_detector)[1]), float(geometry.DSD)
     u = (np.arange(nu) - (nu - 1) / 2) * du + off_u
@@ -417,6 +484,149 @@ def helical_beam(
     return g.replace(translation=np.stack([np.zeros(n), np.zeros(n), z], -1))
 
 
+def tomosynthesis(
+    *,
+    path: Literal["linear", "arc"] = "linear",
+    sweep: float | None = None,
+    travel: float | None = None,
+    n_views: int = 25,
+    DSO: float = 600.0,
+    DSD: float = 650.0,
+    n_voxel=(32, 128, 128),
+    d_voxel=1.0,
+    n_detector=(160, 192),
+    d_detector=1.0,
+    off_detector=(0.0, 0.0),
+    off_origin=(0.0, 0.0, 0.0),
+) -> Geometry:
+    """Digital tomosynthesis: the source sweeps over a flat panel that stays put.
+
+    Dobbins & Godfrey, "Digital x-ray tomosynthesis: current state of the art and clinical
+    potential", Phys. Med. Biol. 48(19), R65–R106, 2003. The panel lies in the ``y``–``z`` plane
+    at ``x = DSO − DSD`` (``u = ŷ``, ``v = ẑ``, its centre at ``(DSO − DSD, off_u, off_v)``),
+    facing the source on the ``+x`` side; the isocentre is the origin. The source sweeps along
+    ``y`` (the panel's ``u`` axis, so its rows), views ordered from ``−y`` to ``+y``:
+
+    * ``path="linear"``: ``S_k = (DSO, y_k, 0)`` with ``y_k`` equally spaced over ``travel``
+      (mm), or over ``±DSO tan(sweep/2)`` (the sweep angle seen from the isocentre);
+    * ``path="arc"``: ``S_k = DSO (cos φ_k, sin φ_k, 0)`` about the isocentre with ``φ_k``
+      equally spaced over ``sweep`` (rad), or over ``travel / DSO`` (the arc length, mm).
+
+    Stored as the rig at ``θ = 0`` moved by ``t_k = (0, S_k·ŷ, 0)``, with the panel shifted back
+    by ``off_detector_k = (off_v, off_u − S_k·ŷ)``, ``DSD_k = S_k·x̂ + DSD − DSO`` the
+    perpendicular distance from the source to the panel and ``DSO_k = S_k·x̂`` (per view for the
+    arc, one value for the line). A tomosynthesis volume is not a true 3-D reconstruction: the
+    narrow sweep leaves the depth (``x``) resolution poor (Dobbins & Godfrey, sec. 2).
+
+    Args:
+      path: ``"linear"`` or ``"arc"``.
+      sweep: total sweep angle seen from the isocentre, rad, in ``(0, π)`` (default 40°).
+      travel: length of the source path instead of ``sweep``, mm.
+      n_views: number of projections (≥ 2).
+      DSO: source–isocentre distance at the centre of the sweep, mm.
+      DSD: source–panel distance (perpendicular) at the centre of the sweep, mm (> DSO).
+      n_voxel, d_voxel, off_origin: the volume grid (``x`` is the depth, normal to the panel).
+      n_detector, d_detector, off_detector: the panel (``(nv, nu)`` pixels of ``(dv, du)`` mm, its
+        centre's offset ``(v, u)``, mm).
+    """
+    if path not in ("linear", "arc"):
+        raise ValueError(f"path must be 'linear' or 'arc', got {path!r}")
+    if sweep is not None and travel is not None:
+        raise ValueError("give the sweep angle or the travel, not both")
+    if int(n_views) != n_views or n_views < 2:
+        raise ValueError(f"n_views must be an integer of at least 2, got {n_views!r}")
+    DSO, DSD = float(DSO), float(DSD)
+    if not (math.isfinite(DSO) and math.isfinite(DSD) and 0 < DSO < DSD):
+        raise ValueError(f"need 0 < DSO < DSD (mm), got DSO={DSO}, DSD={DSD}")
+    n = int(n_views)
+    if travel is not None:
+        if not (math.isfinite(travel) and travel > 0):
+            raise ValueError(f"travel must be positive (mm), got {travel!r}")
+        sweep = 2 * math.atan(travel / (2 * DSO)) if path == "linear" else travel / DSO
+    elif sweep is None:
+        sweep = math.radians(40.0)
+    if not (math.isfinite(sweep) and 0 < sweep < math.pi):
+        raise ValueError(f"the sweep must be between 0 and 180° (rad), got {math.degrees(sweep):.6g}°")
+    if path == "linear":
+        y = DSO * math.tan(sweep / 2) * np.linspace(-1.0, 1.0, n)
+        dso, dsd = DSO, DSD
+    else:
+        phi = np.linspace(-sweep / 2, sweep / 2, n)
+        y = DSO * np.sin(phi)
+        dso = DSO * np.cos(phi)
+        dsd = dso + (DSD - DSO)
+    off = np.asarray(off_detector, np.float64)
+    if off.shape != (2,):
+        raise ValueError(f"off_detector must be (v, u), mm, got {off_detector!r}")
+    zeros = np.zeros(n)
+    return Geometry(DSD=dsd, DSO=dso, n_detector=n_detector, d_detector=d_detector,
+                    off_detector=np.stack([zeros + off[0], off[1] - y], -1), n_voxel=n_voxel, d_voxel=d_voxel,
+                    off_origin=off_origin, angles=zeros, translation=np.stack([zeros, y, zeros], -1), beam="cone")
+
+
+class Sweep(NamedTuple):
+    """The source path of a tomosynthesis scan (:func:`tomosynthesis_sweep`).
+
+    Attributes:
+      path: ``"linear"`` (the sources on a line), ``"arc"`` (on a circle) or ``"curved"``.
+      angle: range of the source's direction seen from the volume centre, in the plane of the
+        panel's normal and ``u`` axis, rad.
+      travel: length of the source path (the sum of the steps between views), mm.
+    """
+
+    path: str
+    angle: float
+    travel: float
+
+
+def _frames64(geometry: Geometry) -> tuple[Frames, ViewDetector]:
+    """:func:`view_frames` and :func:`detector_per_view` in float64 NumPy (concrete geometries)."""
+    # fresh float64 copies (as in jaxmedrf.interop): JAX may reuse a float32 copy of the same leaf
+    g = jax.tree_util.tree_map(lambda x: np.array(x, np.float64, copy=True), geometry)
+    with jax.enable_x64(True):
+        f, d = view_frames(g), detector_per_view(g)
+        return (Frames(*(np.asarray(x, np.float64) for x in f)), ViewDetector(*(np.asarray(x, np.float64) for x in d)))
+
+
+def tomosynthesis_sweep(geometry: Geometry, *, rtol: float = 1e-5) -> Sweep | None:
+    """The source sweep when ``geometry`` is a tomosynthesis scan, else ``None``.
+
+    A tomosynthesis scan here is a cone beam whose flat panel (its pixel grid: centre with
+    offsets, ``u`` and ``v``) is the same in every view, within ``rtol`` of the geometry's size,
+    while the source moves: :func:`tomosynthesis`'s scans, and any geometry with the same rays
+    (e.g. read back from ASTRA ``cone_vec`` vectors).
+    """
+    if geometry.beam != "cone" or geometry.detector != "flat" or geometry.n_views < 2:
+        return None
+    f, det = _frames64(geometry)
+    S, u, v = f.source, f.u, f.v
+    P = f.center + det.off_detector[:, 1:2] * u + det.off_detector[:, 0:1] * v
+    tol = rtol * max(1.0, float(np.abs(S).max()), float(np.abs(P).max()))
+    if np.abs(P - P[0]).max() > tol or np.abs(u - u[0]).max() > rtol or np.abs(v - v[0]).max() > rtol:
+        return None
+    travel = float(np.linalg.norm(np.diff(S, axis=0), axis=-1).sum())
+    if travel <= tol:
+        return None
+    normal = np.cross(u[0], v[0])  # from the panel towards the source
+    rel = S - np.asarray(geometry.off_origin, np.float64)
+    phi = np.arctan2(rel @ u[0], rel @ normal)
+    X = S - S.mean(0)
+    basis = np.linalg.svd(X, full_matrices=False)[2]
+    local = X @ basis.T  # coordinates along the principal directions of the path
+    rms = lambda a: float(np.sqrt(np.mean(np.sum(a * a, -1))))  # noqa: E731  (n, k) → RMS length
+    if rms(local[:, 1:]) <= tol:
+        kind = "linear"
+    else:
+        kind = "curved"
+        if rms(local[:, 2:]) <= tol:  # planar: fit a circle (Kåsa's algebraic fit)
+            x, y = local[:, 0], local[:, 1]
+            (a, b, c), *_ = np.linalg.lstsq(np.stack([x, y, np.ones_like(x)], -1), x * x + y * y, rcond=None)
+            r = math.sqrt(max(c + a * a / 4 + b * b / 4, 0.0))
+            if rms((np.hypot(x - a / 2, y - b / 2) - r)[:, None]) <= tol:
+                kind = "arc"
+    return Sweep(kind, float(np.ptp(phi)), travel)
+
+
 def parallel_beam(
     *,
     n_voxel=(128, 128, 128),
@@ -459,9 +669,10 @@ def view_frames(geometry: Geometry) -> Frames:
     radial = jnp.stack([c, s, zeros], -1)
     u = jnp.stack([-s, c, zeros], -1)
     v = jnp.stack([zeros, zeros, ones], -1)
-    if geometry.beam == "cone":
-        source = geometry.DSO * radial
-        center = (geometry.DSO - geometry.DSD) * radial
+    if geometry.beam == "cone":  # [..., None]: a number, or one per view
+        dso, dsd = jnp.asarray(geometry.DSO)[..., None], jnp.asarray(geometry.DSD)[..., None]
+        source = dso * radial
+        center = (dso - dsd) * radial
     else:
         source = radial * 0.0
         center = radial * 0.0
@@ -474,6 +685,23 @@ def view_frames(geometry: Geometry) -> Frames:
         t = jnp.asarray(geometry.translation)
         source, center = source + t, center + t
     return Frames(source, center, u, v, direction)
+
+
+class ViewDetector(NamedTuple):
+    """Per-view detector distances and offsets, broadcast to every view (mm)."""
+
+    DSD: Float[Array, " views"]
+    DSO: Float[Array, " views"]
+    off_detector: Float[Array, "views 2"]
+
+
+def detector_per_view(geometry: Geometry) -> ViewDetector:
+    """``DSD``, ``DSO`` ``(n_views,)`` and ``off_detector`` ``(n_views, 2)`` of every view, whether
+    the geometry gives them once or per view (mm)."""
+    n = geometry.n_views
+    return ViewDetector(jnp.broadcast_to(jnp.asarray(geometry.DSD), (n,)),
+                        jnp.broadcast_to(jnp.asarray(geometry.DSO), (n,)),
+                        jnp.broadcast_to(jnp.asarray(geometry.off_detector), (n, 2)))
 
 
 def volume_box(geometry: Geometry) -> tuple[Float[Array, "3"], Float[Array, "3"]]:

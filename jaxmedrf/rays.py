@@ -45,19 +45,24 @@ def pixel_rays(
 ) -> Rays:
     """Rays through pixel ``(row, col)`` of view ``view`` (integer arrays, broadcast together).
 
-    Flat or cylindrical detector (``geometry.detector``; equations in :mod:`jaxmedrf.geometry`).
+    Flat or cylindrical detector (``geometry.detector``; equations in :mod:`jaxmedrf.geometry`);
+    ``DSD`` and ``off_detector`` given per view are read at ``view``.
     """
     frames = view_frames(geometry)
     nv, nu = geometry.n_detector
     dv, du = jnp.asarray(geometry.d_detector)[0], jnp.asarray(geometry.d_detector)[1]
-    off_v, off_u = jnp.asarray(geometry.off_detector)[0], jnp.asarray(geometry.off_detector)[1]
+    off = jnp.asarray(geometry.off_detector)
+    off = off[view] if off.ndim == 2 else off  # one (v, u) offset per view, or one for all
+    off_v, off_u = off[..., 0], off[..., 1]
     a = (col - (nu - 1) / 2) * du + off_u
     b = (row - (nv - 1) / 2) * dv + off_v
     if geometry.detector == "cylindrical":  # columns on a cylinder of radius DSD around the source
+        dsd = jnp.asarray(geometry.DSD)
+        dsd = dsd[view] if dsd.ndim else dsd
         src = frames.source[view]
-        gamma = (a / geometry.DSD)[..., None]
+        gamma = (a / dsd)[..., None]
         radial = frames.center[view] - src  # DSD · n̂
-        pix = src + radial * jnp.cos(gamma) + (geometry.DSD * jnp.sin(gamma)) * frames.u[view] + frames.v[view] * b[..., None]
+        pix = src + radial * jnp.cos(gamma) + (dsd[..., None] * jnp.sin(gamma)) * frames.u[view] + frames.v[view] * b[..., None]
         return Rays(src, pix - src)
     pix = frames.center[view] + frames.u[view] * a[..., None] + frames.v[view] * b[..., None]
     if geometry.beam == "cone":

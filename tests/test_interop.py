@@ -209,10 +209,8 @@ def test_astra_default_window_is_unit_voxels():
     (lambda v: v.__setitem__((1, slice(9, 12)), (v[1, 9:12] + 0.3 * v[1, 6:9]) / math.hypot(1, 0.3 * 2.5 / 3)),
      "not perpendicular"),  # |v| kept
     (lambda v: v.__setitem__((1, slice(6, 9)), 1.1 * v[1, 6:9]), "pixel size along u"),
-    (lambda v: v.__setitem__((2, slice(3, 6)), v[2, 3:6] + 5 * (v[2, 3:6] - v[2, 0:3]) / 300), "DSD"),
-    (lambda v: v.__setitem__((0, slice(3, 6)), v[0, 3:6] + 2.0 * v[0, 6:9] / 3.0), "offset along u"),
     (lambda v: v.__setitem__((slice(None), slice(6, 9)), -v[:, 6:9]), "mirrored"),
-])
+])  # a DSD or detector offset that differs between views is held per view (tests/test_tomosynthesis.py)
 def test_astra_refuses_what_a_geometry_cannot_hold(edit, words):
     data = interop.to_astra(cone())
     edit(data["proj_geom"]["Vectors"])
@@ -357,9 +355,8 @@ def test_tigre_reads_a_geometry_object_and_separate_angles(volume):
     assert_same_fields(g, interop.from_tigre(obj, angles=angles))
 
 
+# (a per-angle DSD or offDetector is read per view: tests/test_tomosynthesis.py)
 @pytest.mark.parametrize("edit, words", [
-    (dict(DSD=np.array([300.0, 301.0, 300.0])), "DSD"),
-    (dict(offDetector=np.array([[0, 0], [0, 1.0], [0, 0]])), "offset along u"),
     (dict(mode="fan"), "mode"),
     (dict(nVoxel=[16, 16]), "nVoxel"),
 ])

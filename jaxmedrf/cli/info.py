@@ -62,29 +62,48 @@ def _angle_line(angles: np.ndarray) -> str:
     return line
 
 
+def _spread(values, fmt: str = ".6g") -> str:
+    """``a`` when all values are equal, else ``a .. b``."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}} .. {hi:{fmt}}"
+
+
 def _geometry_lines(g) -> list[str]:
+    from jaxmedrf.geometry import tomosynthesis_sweep
+
     nv, nu = g.n_detector
     dv, du = np.asarray(g.d_detector, np.float64)
+    n = g.n_views  # DSD, DSO and offsets of every view (given once, or per view), float64
+    dsd, dso = (np.broadcast_to(np.asarray(x, np.float64), (n,)) for x in (g.DSD, g.DSO))
+    off = np.broadcast_to(np.asarray(g.off_detector, np.float64), (n, 2))
+    per_view = " (per view)" if np.ndim(g.DSD) or np.ndim(g.DSO) else ""
     if g.beam == "cone":
-        dso, dsd = float(g.DSO), float(g.DSD)
-        beam = f"geometry: cone beam, DSO {dso:.6g} mm, DSD {dsd:.6g} mm (magnification {dsd / dso:.4g})"
+        beam = (f"geometry: cone beam, DSO {_spread(dso)} mm, DSD {_spread(dsd)} mm (magnification "
+                f"{_spread(dsd / dso, '.4g')}){per_view}")
     else:
         beam = "geometry: parallel beam"
+    offset = (f"offset (v, u) {_num(g.off_detector)} mm" if np.ndim(g.off_detector) == 1 else
+              f"offset per view: v {_spread(off[:, 0], '.4g')} mm, u {_spread(off[:, 1], '.4g')} mm")
     lines = [
         beam,
-        f"detector: {nv} x {nu} pixels (nv x nu) of {dv:.4g} x {du:.4g} mm = {nv * dv:.4g} x {nu * du:.4g} mm, "
-        f"offset (v, u) {_num(g.off_detector)} mm",
+        f"detector: {nv} x {nu} pixels (nv x nu) of {dv:.4g} x {du:.4g} mm = {nv * dv:.4g} x {nu * du:.4g} mm, {offset}",
         f"voxel grid: {' x '.join(map(str, g.n_voxel))} voxels (nx x ny x nz) of {_sizes(g.d_voxel)} mm = "
         f"{_sizes(np.asarray(g.n_voxel) * np.asarray(g.d_voxel, np.float64))} mm, centre (x, y, z) {_num(g.off_origin)} mm",
     ]
     if g.detector != "flat":
-        lines[1] += f", {g.detector} (columns on a circle of radius DSD around the source, {du / float(g.DSD):.4g} rad each)"
-    if g.rotation is not None or g.translation is not None:
+        lines[1] += (f", {g.detector} (columns on a circle of radius DSD around the source, "
+                     f"{_spread(du / dsd, '.4g')} rad each)")
+    sweep = tomosynthesis_sweep(g)
+    if sweep is not None:
+        lines.append(f"tomosynthesis ({sweep.path} source path) over a stationary flat panel: sweep "
+                     f"{np.degrees(sweep.angle):.4g}° seen from the volume centre, travel {sweep.travel:.4g} mm "
+                     f"(a limited-angle scan: sharp slices parallel to the panel, little depth resolution)")
+    elif g.rotation is not None or g.translation is not None:
         from jaxmedrf.geometry import axial_travel
 
         travel = axial_travel(g) if g.beam == "cone" else 0.0
         if g.rotation is None and travel > 0:
-            height = nv * dv * float(g.DSO) / float(g.DSD)
+            height = nv * dv * float(np.mean(dso / dsd))
             turns = abs(float(np.ptp(np.asarray(g.angles, np.float64)))) / (2 * np.pi)
             feed = travel / turns if turns > 0 else float("nan")
             lines.append(f"helical: the source travels {travel:.4g} mm along z over {turns:.3g} turns "

@@ -193,8 +193,9 @@ def load_xray(args, vol, ct_geom, spacing):
         nominal = P.Pose(P._rz_np(float(np.asarray(g.angles)[args.view])), np.zeros(3))
         if g.beam != "cone":
             raise ValueError("--xray: registration needs a cone-beam geometry, got beam='parallel'")
-        det = dict(DSD=float(g.DSD), DSO=float(g.DSO), n_detector=g.n_detector,
-                   d_detector=np.asarray(g.d_detector), off_detector=np.asarray(g.off_detector))
+        one = g.take_views(np.array([args.view]))  # the view's own DSD, DSO and offset where given per view
+        det = dict(DSD=float(np.ravel(one.DSD)[0]), DSO=float(np.ravel(one.DSO)[0]), n_detector=g.n_detector,
+                   d_detector=np.asarray(g.d_detector), off_detector=np.asarray(one.off_detector).reshape(-1, 2)[0])
     else:
         img = _load_image(path)
         if img.ndim != 2:

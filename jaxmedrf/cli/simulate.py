@@ -52,11 +52,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--off-origin", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("X", "Y", "Z"), help="volume centre, mm")
     p.add_argument("--n-views", type=int, default=None,
                    help="number of projections, per turn with --orbit helical (default 50; 72 with --preset mednerf)")
-    p.add_argument("--orbit", default="circular", choices=["circular", "short-scan", "helical"],
-                   help="cone-beam source path: a circle over --arc, a short scan (180° + fan angle), or a helix")
+    p.add_argument("--orbit", default="circular", choices=["circular", "short-scan", "helical", "tomosynthesis"],
+                   help="cone-beam source path: a circle over --arc, a short scan (180° + fan angle), a helix, or "
+                        "tomosynthesis (the source sweeps over a stationary flat panel in the y-z plane at "
+                        "x = DSO - DSD, along y; DSO to the isocentre at the origin)")
     p.add_argument("--pitch", type=float, default=None,
                    help="helical pitch: table feed per turn / detector height at the isocentre (default 1)")
     p.add_argument("--turns", type=float, default=None, help="helical turns (default 2)")
+    p.add_argument("--sweep-path", default=None, choices=["linear", "arc"],
+                   help="tomosynthesis source path: a line parallel to the panel, or an arc about the isocentre "
+                        "(default linear)")
+    p.add_argument("--sweep", type=float, default=None,
+                   help="tomosynthesis sweep angle seen from the isocentre, degrees (default 40)")
+    p.add_argument("--travel", type=float, default=None,
+                   help="tomosynthesis source travel instead of --sweep: the path's length, mm")
     p.add_argument("--detector", default="flat", choices=["flat", "cylindrical"],
                    help="flat panel, or columns on a cylinder of radius DSD around the source (cone)")
     p.add_argument("--arc", type=float, default=None, help="angular range in degrees (default 360 cone, 180 parallel)")
@@ -143,16 +152,52 @@ def _orbit(g, a):
 
     if a.orbit != "helical" and (a.pitch is not None or a.turns is not None):
         raise ValueError("--pitch and --turns need --orbit helical")
+    if a.orbit != "tomosynthesis" and (a.sweep_path is not None or a.sweep is not None or a.travel is not None):
+        raise ValueError("--sweep-path, --sweep and --travel need --orbit tomosynthesis")
     if a.orbit == "circular":
         return g
     if g.beam != "cone" or a.arc is not None:
         raise ValueError(f"--orbit {a.orbit} needs --beam cone and sets the arc itself (no --arc)")
     if a.orbit == "short-scan":
         return g.replace(angles=circular_angles(g.n_views, arc=short_scan_arc(g)))
+    if a.orbit == "tomosynthesis":
+        return _tomosynthesis(g, a)
     return helical_beam(pitch=1.0 if a.pitch is None else a.pitch, n_turns=2.0 if a.turns is None else a.turns,
                         views_per_turn=g.n_views, n_voxel=g.n_voxel, d_voxel=g.d_voxel, n_detector=g.n_detector,
                         d_detector=g.d_detector, DSD=float(g.DSD), DSO=float(g.DSO), off_detector=g.off_detector,
                         off_origin=g.off_origin, detector=g.detector)
+
+
+def _tomosynthesis(g, a):
+    """The tomosynthesis scan of ``--sweep-path``/``--sweep``/``--travel`` on ``g``'s volume, distances
+    and panel; without ``--d-detector`` the pixels are sized so that the panel holds the volume's
+    shadow from every source position (10% margin)."""
+    from jaxmedrf.geometry import tomosynthesis, view_frames, volume_box
+
+    if a.detector != "flat":
+        raise ValueError("--orbit tomosynthesis needs a flat panel (--detector flat)")
+    if a.n_views < 2:
+        raise ValueError(f"--orbit tomosynthesis needs at least 2 views, got --n-views {a.n_views}")
+    sweep = math.radians(a.sweep) if a.sweep is not None else None
+    t = tomosynthesis(path=a.sweep_path or "linear", sweep=sweep, travel=a.travel, n_views=g.n_views,
+                      DSO=float(g.DSO), DSD=float(g.DSD), n_voxel=g.n_voxel, d_voxel=g.d_voxel,
+                      n_detector=g.n_detector, d_detector=g.d_detector, off_detector=g.off_detector,
+                      off_origin=g.off_origin)
+    if a.d_detector is not None:
+        return t
+    f = view_frames(t)
+    S, u, v = (np.asarray(x, np.float64) for x in (f.source, f.u, f.v))
+    off = np.asarray(t.off_detector, np.float64)
+    panel = np.asarray(f.center, np.float64)[0] + off[0, 1] * u[0] + off[0, 0] * v[0]  # the same for every view
+    normal = np.cross(u[0], v[0])
+    lo, hi = (np.asarray(x, np.float64) for x in volume_box(t))
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    ray = corners[None] - S[:, None]  # (views, 8, 3)
+    if np.any(ray @ normal >= 0):
+        raise ValueError(f"the volume reaches the source's side (DSO={float(g.DSO):g} mm is too short)")
+    hit = S[:, None] + ray * (((panel - S) @ normal)[:, None] / (ray @ normal))[..., None]
+    half_u, half_v = (float(np.abs((hit - panel) @ axis).max()) for axis in (u[0], v[0]))
+    return t.replace(d_detector=(2.2 * half_v / t.n_detector[0], 2.2 * half_u / t.n_detector[1]))
 
 
 def simulate(geometry, phantom, *, method="siddon", step=0.5, supersample=2):

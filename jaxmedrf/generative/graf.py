@@ -150,8 +150,9 @@ def detector_rays(geometry: Geometry, view: Array, row: Array, col: Array) -> Ra
     nv, nu = geometry.n_detector
     d = jnp.asarray(geometry.d_detector)
     off = jnp.asarray(geometry.off_detector)
-    a = (col - (nu - 1) / 2) * d[1] + off[1]
-    b = (row - (nv - 1) / 2) * d[0] + off[0]
+    off = off[view] if off.ndim == 2 else off  # one (v, u) offset per view, or one for all
+    a = (col - (nu - 1) / 2) * d[1] + off[..., 1]
+    b = (row - (nv - 1) / 2) * d[0] + off[..., 0]
     pix = frames.center[view] + frames.u[view] * a[..., None] + frames.v[view] * b[..., None]
     if geometry.beam == "cone":
         src = frames.source[view]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxmedrf.geometry import Geometry, circular_angles, view_frames
+from jaxmedrf.geometry import Geometry, circular_angles, detector_per_view, view_frames
 from jaxmedrf._files import atomic_dir, check_writable
 from jaxmedrf.io.intensity import MU_AIR, MU_WATER, hu_to_mu, looks_like_hu
 from jaxmedrf.io.volume_data import MU_UNITS, UNITS, VolumeData  # noqa: F401 - UNITS re-exported
@@ -194,7 +194,8 @@ def export_drr_pngs(
     projection array is PNG row ``nv − 1 − r``. The sidecar gives, in mm in the volume frame
     (LPS, volume centred at ``off_origin``): ``source``, ``detector_center``, unit vectors ``u``
     (PNG columns, left→right) and ``v`` (up), ``pixel_size`` ``[dv, du]``, ``off_detector``,
-    ``angle_rad``, ``DSO``, ``DSD``, the pixel-centre formula and ``value_range``.
+    ``angle_rad``, ``DSO``, ``DSD`` (each view's own where the geometry gives them per view, e.g.
+    tomosynthesis), the pixel-centre formula and ``value_range``.
 
     Args:
         projections: ``(views, nv, nu)`` line integrals.
@@ -218,12 +219,12 @@ def export_drr_pngs(
     fr = view_frames(geometry)
     src, ctr, uu, vv = (np.asarray(a, np.float64) for a in (fr.source, fr.center, fr.u, fr.v))
     dv, du = (float(x) for x in np.asarray(geometry.d_detector))
-    off = [float(x) for x in np.asarray(geometry.off_detector)]
+    det = [np.asarray(x, np.float64) for x in detector_per_view(geometry)]  # per view (tomosynthesis) or repeated
+    per_view = lambda i: {"off_detector": det[2][i].tolist(), "DSO": float(det[1][i]), "DSD": float(det[0][i])}  # noqa: E731
     angles = np.asarray(geometry.angles, np.float64)
     nv, nu = geometry.n_detector
     common = {
-        "n_detector": [nv, nu], "pixel_size": [dv, du], "off_detector": off,
-        "DSO": float(np.asarray(geometry.DSO)), "DSD": float(np.asarray(geometry.DSD)), "beam": geometry.beam,
+        "n_detector": [nv, nu], "pixel_size": [dv, du], **per_view(0), "beam": geometry.beam,
         "units": "mm; pixel values: line integral of mu (mm^-1 x mm), mapped linearly from value_range",
         "value_range": [lo, hi], "bits": bits,
         "pixel_center": "detector_center + u*((col-(nu-1)/2)*du + off_u) + v*(((nv-1)/2-png_row)*dv + off_v)",
@@ -241,7 +242,7 @@ def export_drr_pngs(
             Image.fromarray(img).save(tmp / f"{name}.png")
             pose = {"file": f"{name}.png", "view": i, "angle_rad": float(angles[i]),
                     "source": src[i].tolist(), "detector_center": ctr[i].tolist(),
-                    "u": uu[i].tolist(), "v": vv[i].tolist(), **common}
+                    "u": uu[i].tolist(), "v": vv[i].tolist(), **common, **per_view(i)}
             (tmp / f"{name}.json").write_text(json.dumps(pose, indent=1))
             index.append(pose)
         (tmp / "poses.json").write_text(json.dumps({"geometry": json.loads(geometry.to_json()), "views": index}))

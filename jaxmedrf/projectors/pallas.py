@@ -3,7 +3,8 @@ argument checks, batching over views, and the fallback to the XLA projector (wit
 where a kernel cannot run. The kernels themselves (:mod:`jaxmedrf.kernels.projector`) take
 rays and know nothing of this. The rays come from :func:`jaxmedrf.pixel_rays`, so every orbit and
 detector of a :class:`~jaxmedrf.Geometry` (short scans, helical translations, cylindrical
-panels) runs in the kernel as it does in XLA: none needs a fallback.
+panels, tomosynthesis's per-view detector distances and offsets) runs in the kernel as it does in
+XLA: none needs a fallback.
 """
 
 from __future__ import annotations

@@ -35,6 +35,17 @@ miss some rays); below 180° (limited angle) FBP cannot recover the volume and :
 refuses, pointing to SART, CGLS or NAF, which take any arc. A helical scan (the source moving
 along the rotation axis, :func:`jaxmedrf.geometry.helical_beam`) is refused the same way.
 
+Tomosynthesis (a flat panel that stays put while the source sweeps along its rows,
+:func:`jaxmedrf.geometry.tomosynthesis`; told by :func:`jaxmedrf.geometry.tomosynthesis_sweep`):
+:func:`fdk` runs the filtered backprojection of tomosynthesis instead, the fan-beam FBP of a
+source path in the plane of the rows (the measure ``|a′·n| dλ dα`` of the rays, each measured
+once; :func:`_planar_fbp`, which is FDK on a circle), with FDK's cone weight and the ramp along the
+panel's rows (Lauritsch & Härer, "A theoretical framework for filtered backprojection in
+tomosynthesis", Proc. SPIE 3338, 1998). Its volume is what the sweep measures: the Fourier
+components within the sweep's double wedge, so sharp slices parallel to the panel and little
+depth resolution (an apodising ``filter`` such as ``"hann"`` tempers the noise). Other geometries
+with a per-view ``DSD``/``DSO``/detector offset are refused (SART, CGLS or NAF take them).
+
 Parallel beam (Kak & Slaney eq. 3.44/3.61): ``μ(x) = Σ_θ Δθ (π/arc) q_θ(x·u_θ, z)`` with
 ``q = p * h`` in detector units.
 
@@ -58,7 +69,8 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, ArrayLike, Float
 
-from jaxmedrf.geometry import Geometry, axial_travel, fan_angles, view_frames, voxel_centers
+from jaxmedrf.geometry import (Geometry, _frames64, axial_travel, detector_per_view, fan_angles, tomosynthesis_sweep,
+                               view_frames, voxel_centers)
 from jaxmedrf.parallel import pad_to_mesh, shard_map
 from jaxmedrf.recon._result import Result
 
@@ -226,15 +238,15 @@ def _backproject_separable(q, weights, geometry: Geometry, zs):
     xs, ys, _ = voxel_centers(geometry)
     xs, ys, zs = (a.astype(q.dtype) for a in (xs, ys, zs))
     dv, du = (jnp.asarray(geometry.d_detector, q.dtype)[i] for i in (0, 1))
-    off_v, off_u = (jnp.asarray(geometry.off_detector, q.dtype)[i] for i in (0, 1))
     cone = geometry.beam == "cone"
     curved = geometry.detector == "cylindrical"
-    DSO = jnp.asarray(geometry.DSO, q.dtype)
+    det = detector_per_view(geometry)  # DSO and offsets of every view (one value, or one per view)
     qt = jnp.pad(jnp.swapaxes(q, 1, 2), ((0, 0), (1, 1), (1, 1)))  # (views, nu + 2, nv + 2)
     frames = tuple(f.astype(q.dtype) for f in fr[:4])
+    per_det = tuple(a.astype(q.dtype) for a in (det.DSO, det.off_detector[:, 0], det.off_detector[:, 1]))
 
     def one_view(acc, a):
-        qi, wi, S, D, u, v = a
+        qi, wi, S, D, u, v, DSO, off_v, off_u = a
         plane = lambda vec: xs[:, None] * vec[0] + ys[None, :] * vec[1]  # noqa: E731  (x, y) part of vec · x
         if cone:
             axis = D - S
@@ -263,7 +275,7 @@ def _backproject_separable(q, weights, geometry: Geometry, zs):
         return acc + scale[..., None] * val, None
 
     acc0 = jnp.zeros((xs.shape[0], ys.shape[0], 1), q.dtype) * zs[None, None, :]
-    out, _ = jax.lax.scan(one_view, acc0, (qt, weights.astype(q.dtype), *frames))
+    out, _ = jax.lax.scan(one_view, acc0, (qt, weights.astype(q.dtype), *frames, *per_det))
     return out
 
 
@@ -276,23 +288,23 @@ def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):
     xs, ys, _ = voxel_centers(geometry)
     xs, ys, zs = (a.astype(q.dtype) for a in (xs, ys, zs))
     dv, du = (jnp.asarray(geometry.d_detector, q.dtype)[i] for i in (0, 1))
-    off_v, off_u = (jnp.asarray(geometry.off_detector, q.dtype)[i] for i in (0, 1))
     cone = geometry.beam == "cone"
     curved = geometry.detector == "cylindrical"
-    DSO = jnp.asarray(geometry.DSO, q.dtype)
+    det = detector_per_view(geometry)  # DSO and offsets of every view (one value, or one per view)
 
     n_chunks = -(-n_views // chunk_views)
     total = n_chunks * chunk_views
     pad = total - n_views
     padv = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]) if pad else a  # noqa: E731
-    per_view = (q, weights.astype(q.dtype), *(f.astype(q.dtype) for f in fr))
+    per_view = (q, weights.astype(q.dtype), *(f.astype(q.dtype) for f in fr),
+                *(a.astype(q.dtype) for a in (det.DSO, det.off_detector[:, 0], det.off_detector[:, 1])))
     per_view = tuple(padv(a).reshape(n_chunks, chunk_views, *a.shape[1:]) for a in per_view)
     valid = (jnp.arange(total) < n_views).reshape(n_chunks, chunk_views)
 
     def dot(vec):  # (3,) · voxel centre − origin-free part, broadcast to the grid
         return xs[:, None, None] * vec[0] + ys[None, :, None] * vec[1] + zs[None, None, :] * vec[2]
 
-    def one_view(qi, wi, S, D, u, v, d, ok):
+    def one_view(qi, wi, S, D, u, v, d, DSO, off_v, off_u, ok):
         if cone:
             axis = D - S
             dsd = jnp.linalg.norm(axis)
@@ -319,13 +331,12 @@ def _backproject_slab(q, weights, geometry: Geometry, zs, chunk_views: int):
         return jnp.where(ok, wi, 0.0) * scale * _bilinear(qi, r, c)
 
     def body(acc, xs_):
-        qs, ws, S, D, u, v, d, ok = xs_
-        contrib = jax.vmap(one_view)(qs, ws, S, D, u, v, d, ok)
+        contrib = jax.vmap(one_view)(*xs_)
         return acc + contrib.sum(0), None
 
     # derived from zs so that inside shard_map the carry is "varying" like the slab it sums
     acc0 = jnp.zeros((xs.shape[0], ys.shape[0], 1), q.dtype) * zs[None, None, :]
-    out, _ = jax.lax.scan(body, acc0, (*per_view[:2], *per_view[2:6], per_view[6], valid))
+    out, _ = jax.lax.scan(body, acc0, (*per_view, valid))
     return out
 
 
@@ -335,6 +346,60 @@ def _filter_rows(p, H, pad: int):
     P = jnp.fft.rfft(p, n=pad, axis=-1)
     Hr = H[: pad // 2 + 1]
     return jnp.fft.irfft(P * Hr, n=pad, axis=-1)[..., :nu].astype(p.dtype)
+
+
+def _planar_fbp(p, geometry: Geometry, steps: np.ndarray, *, filter: str, pad: int | None, chunk_views: int, dtype,
+                mesh, redundancy: float = 1.0):
+    r"""Filtered backprojection for a source that moves in the plane of the detector rows, one
+    flat detector per view (the tomosynthesis FBP of :func:`fdk`; ``steps`` ``(views, 3)``, mm:
+    the source's displacement per view, ``ΔS_k``).
+
+    Fan-beam FBP rebinned from parallel beam for any planar source path ``a(λ)``: the measure
+    ``dθ ds = |a′·n| dλ dα`` of the rays (``n`` the ray's normal, ``α`` its direction), with the
+    ramp's homogeneity ``h(c t) = h(t)/c²``, gives for a detector at distance ``DSD_k`` (its
+    normal ``n̂``, towards the source; ``(u, v)`` from the foot of the perpendicular from the
+    source, mm)
+
+    .. math::
+
+        μ(\mathbf x) = \sum_k \frac{ρ}{U_k(\mathbf x)^2}\, \Big(p_k(u, v)\,
+        |ΔS_k\!\cdot\! n̂\; u + ΔS_k\!\cdot\! \hat u\; DSD_k|\,
+        \frac{DSD_k}{\sqrt{DSD_k^2 + u^2 + v^2}}\Big) * h(u)
+
+    with ``U_k`` the distance from the source to ``x`` along ``n̂``, ``ρ`` the redundancy weight (1
+    for tomosynthesis, each ray measured once; ½ for a full circle) and the filter along ``u`` in
+    mm. On a circle (``ΔS = DSO Δβ û``) it is FDK; the cone weight ``DSD/√(DSD² + u² + v²)`` is
+    Feldkamp's extension to rows off the source's plane.
+    """
+    n_views, nv, nu = geometry.projection_shape
+    f, det = _frames64(geometry)
+    dv, du = np.asarray(geometry.d_detector, np.float64)
+    normal = np.cross(f.u, f.v)  # from the detector towards the source
+    H = np.einsum("vi,vi->v", f.source - f.center, normal)  # DSD_k, mm
+    uu = (np.arange(nu) - (nu - 1) / 2) * du + det.off_detector[:, 1:2]  # (views, nu), mm
+    vv = (np.arange(nv) - (nv - 1) / 2) * dv + det.off_detector[:, 0:1]  # (views, nv), mm
+    step_n = np.einsum("vi,vi->v", steps, normal)
+    step_u = np.einsum("vi,vi->v", steps, f.u)
+    jac = np.abs(step_n[:, None] * uu + (step_u * H)[:, None])  # |ΔS·n̂ u + ΔS·û DSD|, mm²
+    cosw = H[:, None, None] / np.sqrt(H[:, None, None] ** 2 + uu[:, None, :] ** 2 + vv[:, :, None] ** 2)
+    pre = jnp.asarray(redundancy * jac[:, None, :] * cosw, dtype)
+    Hf, pad = ramp_filter(nu, filter=filter, pad=pad)
+    q = _filter_rows(p * pre, jnp.asarray(Hf, dtype), pad) / du
+    weights = jnp.asarray(1.0 / det.DSO**2, dtype)  # the backprojector weighs view k by (DSO_k / U)²
+    return _backproject(q, weights, geometry, chunk_views=int(min(chunk_views, n_views)), mesh=mesh)
+
+
+def _tomosynthesis_fbp(p, geometry: Geometry, *, filter: str, pad: int | None, chunk_views: int, dtype, mesh):
+    """:func:`_planar_fbp` of a tomosynthesis scan: ``ΔS_k`` the central differences of the source
+    positions (one-sided at the ends, so each view stands for one step, as ``Δβ`` on a circle)."""
+    f, _ = _frames64(geometry)
+    steps = np.gradient(f.source, axis=0)
+    across = float(np.max(np.abs(np.einsum("vi,vi->v", steps, f.v))))
+    if across > 1e-3 * float(np.max(np.linalg.norm(steps, axis=-1))):
+        raise ValueError("tomosynthesis FBP filters along the panel's rows (u): it needs the source to sweep along u, "
+                         f"but it moves up to {across:.3g} mm per view along v; transpose the scan (swap the panel's "
+                         "axes), or reconstruct it with SART, CGLS or NAF")
+    return _planar_fbp(p, geometry, steps, filter=filter, pad=pad, chunk_views=chunk_views, dtype=dtype, mesh=mesh)
 
 
 def fdk(
@@ -354,7 +419,9 @@ def fdk(
       projections: line integrals of μ, ``(n_views, nv, nu)``, dimensionless.
       geometry: the scan; cone beam must be a circular orbit (poses are honoured by the
         backprojection but the filtering assumes a circle; a helical orbit is refused); angles
-        equally spaced, increasing or decreasing; flat or cylindrical detector.
+        equally spaced, increasing or decreasing; flat or cylindrical detector. A tomosynthesis
+        scan (:func:`jaxmedrf.geometry.tomosynthesis_sweep` is not ``None``) gets the
+        tomosynthesis FBP (module docstring).
       filter: ramp window, one of :data:`FILTERS` (``"ram-lak"`` = plain ramp).
       pad: zero-padded row length for the FFT (default next power of two ≥ 2·nu).
       short_scan: apply Parker weights (cone beam). Default: when the arc is < 360°.
@@ -369,8 +436,9 @@ def fdk(
 
     Raises:
       ValueError: wrong projection shape, unknown filter, non-positive ``chunk_views``, an arc
-        below 180° (limited angle) or a helical orbit, which FBP cannot reconstruct (the
-        message names SART, CGLS and NAF, which can).
+        below 180° (limited angle), a helical orbit or a per-view detector that is not a
+        tomosynthesis scan, which FBP cannot reconstruct (the message names SART, CGLS and NAF,
+        which can); ``short_scan=True`` on a tomosynthesis scan.
 
     Warns:
       UserWarning: a cone-beam arc between 180° and 180° + fan angle (an incomplete short scan).
@@ -378,6 +446,17 @@ def fdk(
     geometry.check_projections(projections)
     if int(chunk_views) != chunk_views or chunk_views <= 0:
         raise ValueError(f"chunk_views must be a positive integer, got {chunk_views!r}")
+    other = "reconstruct it with SART, CGLS or NAF (any orbit)"
+    if tomosynthesis_sweep(geometry) is not None:
+        if short_scan:
+            raise ValueError("short_scan (Parker's weights) is for circular orbits; a tomosynthesis scan measures "
+                             "each ray once and takes no redundancy weights")
+        vol = _tomosynthesis_fbp(jnp.asarray(projections, dtype), geometry, filter=filter, pad=pad,
+                                 chunk_views=chunk_views, dtype=dtype, mesh=mesh)
+        return Result(vol, {})
+    if geometry.per_view_detector:
+        raise ValueError("FDK needs one DSD, DSO and detector offset for all views (a circular orbit); this geometry "
+                         f"gives them per view and is not a tomosynthesis scan (a panel that stays put): {other}")
     n_views, nv, nu = geometry.projection_shape
     angles = np.asarray(geometry.angles, dtype=np.float64)
     arc, step = _arc(angles)
@@ -386,7 +465,6 @@ def fdk(
     p = jnp.asarray(projections, dtype)
     full = arc >= 2 * math.pi - _FULL_SCAN_TOL
     cone = geometry.beam == "cone"
-    other = "reconstruct it with SART, CGLS or NAF (any orbit)"
     if cone:
         travel, row = axial_travel(geometry), dv * float(geometry.DSO) / float(geometry.DSD)
         if travel > row:

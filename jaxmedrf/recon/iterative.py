@@ -45,25 +45,21 @@ from jaxmedrf.recon._result import Result
 
 __all__ = ["PROJECTORS", "cgls", "rays_undersample", "sart", "tv_gradient"]
 
-_PER_VIEW = ("angles", "rotation", "translation")
-
-
 def _subset_geometry(geometry: Geometry, idx) -> Geometry:
-    """``geometry`` restricted to the views ``idx`` (works with traced indices)."""
-    leaves, aux = geometry.tree_flatten()
-    names = ("DSD", "DSO", "d_detector", "off_detector", "d_voxel", "off_origin", "angles", "rotation", "translation")
-    new = [jnp.asarray(l)[idx] if (n in _PER_VIEW and l is not None) else l for n, l in zip(names, leaves)]
-    return Geometry.tree_unflatten(aux, new)
+    """``geometry`` restricted to the views ``idx`` (works with traced indices; per-view
+    ``DSD``/``DSO``/``off_detector`` are sliced with the angles and poses)."""
+    return geometry.take_views(idx)
 
 
 def rays_undersample(geometry: Geometry) -> bool:
     """Whether neighbouring detector rays pass further apart than a voxel at the isocentre.
 
-    The pixel pitch is scaled to the rotation axis (× DSO/DSD for a cone beam) and compared,
-    per detector axis, with the smallest voxel side (mm).
+    The pixel pitch is scaled to the rotation axis (× DSO/DSD for a cone beam, the largest over
+    views when they are given per view) and compared, per detector axis, with the smallest voxel
+    side (mm).
     """
     d_det = np.asarray(geometry.d_detector, np.float64).reshape(-1)
-    scale = 1.0 if geometry.beam == "parallel" else float(np.asarray(geometry.DSO) / np.asarray(geometry.DSD))
+    scale = 1.0 if geometry.beam == "parallel" else float(np.max(np.asarray(geometry.DSO) / np.asarray(geometry.DSD)))
     return bool(np.max(d_det) * scale > np.min(np.asarray(geometry.d_voxel, np.float64)) * (1 + 1e-6))
 
 

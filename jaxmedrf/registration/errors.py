@@ -82,7 +82,8 @@ def project_points(
         a = dsd * jnp.arctan2(side, depth)
         b = (ray @ v) * dsd / jnp.sqrt(depth**2 + side**2)
     dv, du = jnp.asarray(geometry.d_detector)[0], jnp.asarray(geometry.d_detector)[1]
-    ov, ou = jnp.asarray(geometry.off_detector)[0], jnp.asarray(geometry.off_detector)[1]
+    off = jnp.asarray(geometry.off_detector).reshape(-1, 2)[0]  # view 0's (v, u), given once or per view
+    ov, ou = off[0], off[1]
     nv, nu = geometry.n_detector
     rows = (b - ov) / dv + (nv - 1) / 2
     cols = (a - ou) / du + (nu - 1) / 2

@@ -401,6 +401,7 @@ def register(
     starts = jnp.asarray(starts, jnp.float32)
     if starts.ndim != 2 or starts.shape[1] not in (6, config.n_params):
         raise ValueError(f"starts must have shape (K, 6) or (K, {config.n_params}), got {starts.shape}")
+    P._one_detector(geometry)
     geometry = geometry.replace(angles=np.zeros(1), rotation=None, translation=None)
     geoms = [downsample_detector(geometry, None, f)[0] for f in config.levels]
     lo, hi = volume_box(geometry)
