@@ -80,12 +80,24 @@ def _ray_setup(rays: Rays, shape, lo, d_voxel, layout):
     )
 
 
+def _plane_walk(k):
+    """The affine walk of :func:`_plane_reads` per ray: ``t``, and the padded in-plane indices
+    ``fb``, ``fc``, at plane ``i`` are ``x0 + i · dx`` (one multiply-add a plane instead of the
+    divisions of the plane equation)."""
+    inv = 1.0 / k["ra"]
+    t0 = (k["lo_a"] + 0.5 * k["d_a"] - k["o_a"]) * inv
+    dt = k["d_a"] * inv
+    fb0 = (k["o_b"] + t0 * k["r_b"] - k["lo_b"]) / k["d_b"] + 0.5
+    fc0 = (k["o_c"] + t0 * k["r_c"] - k["lo_c"]) / k["d_c"] + 0.5
+    return dict(k, t0=t0, dt=dt, fb0=fb0, dfb=dt * k["r_b"] / k["d_b"], fc0=fc0, dfc=dt * k["r_c"] / k["d_c"])
+
+
 def _plane_reads(k, i):
     """Flat indices of the 4 neighbours and their bilinear weights (0 where not read) of every
     ray's sample on plane ``i``."""
-    t = (k["lo_a"] + (i + 0.5) * k["d_a"] - k["o_a"]) / k["ra"]
-    fb = (k["o_b"] + t * k["r_b"] - k["lo_b"]) / k["d_b"] + 0.5  # padded index of the centre below
-    fc = (k["o_c"] + t * k["r_c"] - k["lo_c"]) / k["d_c"] + 0.5
+    t = k["t0"] + i * k["dt"]  # the plane through the voxel centres c_i (:func:`_plane_walk`)
+    fb = k["fb0"] + i * k["dfb"]  # padded index of the centre below
+    fc = k["fc0"] + i * k["dfc"]
     ok = (t >= 0) & (t <= 1) & (i < k["n_a"]) & (fb >= 0) & (fb < k["n_b"] + 1) & (fc >= 0) & (fc < k["n_c"] + 1)
     jb = jnp.clip(jnp.floor(fb), 0, k["n_b"])
     jc = jnp.clip(jnp.floor(fc), 0, k["n_c"])
@@ -99,7 +111,7 @@ def _plane_reads(k, i):
 
 def _forward(volume, rays, lo, d_voxel):
     stack, layout = _plane_stack(volume)
-    k = _ray_setup(rays, volume.shape, lo, d_voxel, layout)
+    k = _plane_walk(_ray_setup(rays, volume.shape, lo, d_voxel, layout))
 
     def body(acc, xs):
         i, plane = xs
@@ -123,7 +135,7 @@ def _joseph_fwd(volume, rays, lo, d_voxel):
 def _joseph_bwd(res, g):
     volume, rays, lo, d_voxel = res
     stack, layout = _plane_stack(volume)
-    k = _ray_setup(rays, volume.shape, lo, d_voxel, layout)
+    k = _plane_walk(_ray_setup(rays, volume.shape, lo, d_voxel, layout))
     size = stack.shape[1]
 
     def body(_, i):  # the transpose of one plane's reads: a scatter into that slice only
