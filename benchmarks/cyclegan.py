@@ -36,6 +36,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", action="store_true", help="CPU size: 32² slices, 200 steps")
     ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--bias-strength", type=float, default=0.3,
+                    help="strength of domain B's random bias fields (mr_like; 0: none, a diagnostic)")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
 
@@ -52,8 +54,8 @@ def main(argv=None):
     a = ct[: int(0.4 * n)]
     b_src = ct[int(0.6 * n):]
     test = ct[int(0.4 * n): int(0.6 * n)]
-    b = np.asarray(cg.mr_like(jax.random.key(1), b_src))
-    test_b = np.asarray(cg.mr_like(jax.random.key(2), test))
+    b = np.asarray(cg.mr_like(jax.random.key(1), b_src, bias_strength=args.bias_strength))
+    test_b = np.asarray(cg.mr_like(jax.random.key(2), test, bias_strength=args.bias_strength))
     test_b_clean = np.asarray(cg.mr_like(jax.random.key(2), test, bias_strength=0.0))
     t0 = time.perf_counter()
     params, hist = cg.train_cyclegan(a, b, cfg, steps_per_call=25 if args.small else 100)
@@ -62,7 +64,8 @@ def main(argv=None):
     f_b = np.asarray(cg.translate(params, test_b, direction="b2a"))
     cyc = np.asarray(cg.translate(params, jnp.asarray(g_a), direction="b2a"))
     res = {
-        "environment": environment(), "side": side, "config": dataclasses.asdict(cfg), "train_slices": [len(a), len(b)],
+        "environment": environment(), "side": side, "config": dataclasses.asdict(cfg), "bias_strength": args.bias_strength,
+        "train_slices": [len(a), len(b)],
         "test_slices": len(test), "train_seconds": train_s,
         "mae_G(a)_vs_remap(a)": float(np.mean(np.abs(g_a - test_b_clean))),
         "mae_a_vs_remap(a)_floor": float(np.mean(np.abs(test - test_b_clean))),
@@ -72,7 +75,8 @@ def main(argv=None):
         "history": {k: hist[k] for k in ("g_gan", "cycle", "identity", "d_total")},
     }
     print({k: round(v, 4) for k, v in res.items() if k.startswith("mae")})
-    path = write_json("cyclegan_small" if args.small else "cyclegan", res, args.out_dir)
+    name = ("cyclegan_small" if args.small else "cyclegan") + ("" if args.bias_strength == 0.3 else f"_bias{args.bias_strength:g}")
+    path = write_json(name, res, args.out_dir)
     print(f"wrote {path}")
     return res
 
