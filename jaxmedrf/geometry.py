@@ -128,17 +128,10 @@ def _as_float_array(name: str, value: Any, shape: tuple[int, ...] | None, broadc
 def _as_per_view(name: str, value: Any, shape: tuple[int, ...], n: int) -> Any:
     """:func:`_as_float_array` for a field given for all views (``shape``) or one per view
     (``(n, *shape)``)."""
-    if not _is_concrete(value):
-        return value
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be numeric, got {value!r}") from e
-    if arr.shape not in (shape, (n, *shape)):
+    arr = _as_float_array(name, value, None)
+    if _is_concrete(value) and arr.shape not in (shape, (n, *shape)):
         raise ValueError(f"{name} must have shape {shape} (all views) or {(n, *shape)} (one per view of the"
                          f" {n}), got shape {arr.shape}: {_short(value)}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {_short(value)}")
     return arr
 
 
