@@ -188,7 +188,8 @@ def report(results: Path = HERE / "results") -> str:
                         f"{x['median_time_s']:.2f} s ({x['trials']} trials)") if x else "not run"
 
             multi = next((k for k in summ if k.startswith("multi")), None)
-            nano = reg("nanodrr") if "nanodrr" in summ else rg.get("nanodrr", {}).get("skipped", "not run")
+            skipped = rg.get("nanodrr", {}).get("skipped")
+            nano = reg("nanodrr") if "nanodrr" in summ else f"not run ({skipped})" if skipped else "not run"
             rows.append(f"| registration {name}, ±{rg['settings']['init_deg']:g}° / ±{rg['settings']['init_mm']:g} mm | "
                         f"success (mTRE < 1 mm) / median mTRE / median s | single {reg('single')}; "
                         f"{multi} {reg(multi) if multi else 'not run'} | nanodrr {nano} | register ({rg['device']}) |")
