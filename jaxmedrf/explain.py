@@ -124,14 +124,7 @@ def detector_tiles(n_detector: tuple[int, int], grid: tuple[int, int] = (2, 2)) 
 def single_view(geometry: Geometry, view: Int[ArrayLike, ""]) -> Geometry:
     """The one-view geometry of view ``view`` (an int, or traced inside ``lax.scan``)."""
 
-    def take(a, per_view_ndim):  # a per-view field (or None, or one shared by all views)
-        if a is None or np.ndim(a) != per_view_ndim:
-            return a
-        return jax.lax.dynamic_slice_in_dim(jnp.asarray(a), view, 1, 0)
-
-    return geometry.replace(angles=take(geometry.angles, 1), rotation=take(geometry.rotation, 3),
-                            translation=take(geometry.translation, 2), DSD=take(geometry.DSD, 1),
-                            DSO=take(geometry.DSO, 1), off_detector=take(geometry.off_detector, 2))
+    return geometry.take_views(jnp.reshape(view, (1,)))
 
 
 def _labels(geometry, view_groups, n_groups, regions, n_regions):

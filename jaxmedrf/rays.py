@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from jaxmedrf.geometry import Geometry, view_frames, volume_box
+from jaxmedrf.geometry import Geometry, detector_per_view, view_frames, volume_box
 
 __all__ = ["Rays", "box_intersect", "geometry_rays", "pixel_rays"]
 
@@ -51,14 +51,12 @@ def pixel_rays(
     frames = view_frames(geometry)
     nv, nu = geometry.n_detector
     dv, du = jnp.asarray(geometry.d_detector)[0], jnp.asarray(geometry.d_detector)[1]
-    off = jnp.asarray(geometry.off_detector)
-    off = off[view] if off.ndim == 2 else off  # one (v, u) offset per view, or one for all
-    off_v, off_u = off[..., 0], off[..., 1]
+    det = detector_per_view(geometry)  # one (v, u) offset and DSD per view, given once or per view
+    off_v, off_u = det.off_detector[view, 0], det.off_detector[view, 1]
     a = (col - (nu - 1) / 2) * du + off_u
     b = (row - (nv - 1) / 2) * dv + off_v
     if geometry.detector == "cylindrical":  # columns on a cylinder of radius DSD around the source
-        dsd = jnp.asarray(geometry.DSD)
-        dsd = dsd[view] if dsd.ndim else dsd
+        dsd = det.DSD[view]
         src = frames.source[view]
         gamma = (a / dsd)[..., None]
         radial = frames.center[view] - src  # DSD · n̂
