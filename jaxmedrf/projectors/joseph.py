@@ -16,15 +16,14 @@ at one sample per voxel, and costs 4 reads per plane instead of trilinear marchi
 half-voxel step.
 
 Why it exists: on a CPU the plane-by-plane loop reads one 2-D slice at a time, which stays in
-cache, so a pass over all rays runs about 10× faster than the trilinear and 25× faster than the Siddon
-ray marcher (64³, 180 views of 96², 2 CPU cores: about 1 s for :func:`jaxmedrf.project` on
-2026-12-04; 11.5 s and 28 s for the other two, measured earlier). Each ray walks its planes by
-one multiply-add per plane (:func:`_plane_walk`). Its adjoint is written by
+cache, so a pass over all rays runs far faster than the Siddon ray marcher (64³, 180 views of 96²,
+2 CPU cores: a CGLS iteration, one forward and one adjoint pass, 2.85 s against 119 s with Siddon;
+``benchmarks/results/cpu_baselines_v3_cpu_2026-12-04.json`` and ``cpu_baselines_cpu_2026-12-04.json``).
+Each ray walks its planes by one multiply-add per plane (:func:`_plane_walk`). Its adjoint is written by
 hand (:func:`joseph_integrals`'s ``custom_vjp``): the transpose scatters each plane's reads back
 into that one slice, four scatters of the rays' length, which is the exact transpose of the
-forward (``<A x, y> = <x, Aᵀ y>`` to rounding, tested) and about twice as fast as JAX's own
-transpose of the loop (1.6 s against 3 s on the same case when measured; about 1.8 s for
-:func:`jaxmedrf.backproject` on 2026-12-04). Rays are differentiable too (pose gradients), by
+forward (``<A x, y> = <x, Aᵀ y>`` to rounding, tested); it replaced JAX's own transpose of the
+loop, which was slower. Rays are differentiable too (pose gradients), by
 JAX's derivative of the forward.
 """
 
