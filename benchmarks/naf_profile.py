@@ -14,7 +14,18 @@ real step (stratified samples along random pixel rays):
 * ``field+grad``: encoding + MLP, value and gradient w.r.t. all parameters;
 * ``render+grad``: ray generation, sampling and the quadrature with the field replaced by a
   closed-form μ (so the marcher alone);
-* ``adam``: the optimiser update of all parameters (the table dominates: 16.8 M floats).
+* ``adam``: the optimiser update of all parameters (the table dominates: 16.8 M floats);
+  ``adam_donated``: the same with the parameters and state donated, as the training step does;
+  ``adam_one_pass``: the same update written as one elementwise expression per array (what a
+  single fused kernel would cost: read g, p, m, v, write p, m, v).
+
+With the fused field, its kernels are also timed one by one (``fused_forward``,
+``fused_forward+features``: the training forward that also writes the feature tiles,
+``fused_backward``: the MLP backward kernel and the table-gradient kernel, ``table_grad``:
+the table-gradient kernel alone), next to ``atomic_roofline``: a kernel that does nothing
+but the table gradient's float2 atomic adds (``L`` levels × 8 corners per point, one level's
+slice of the table per program column as the table-gradient kernel) at uniformly random rows,
+i.e. the cost of the adds themselves with no gathers, weights or contention between points.
 
 for each variant given: the field as separate XLA ops (hash implementation ``level_major`` or
 ``pallas``) or the fused field kernel (:mod:`jaxmedrf.kernels.field`; only the step, the field
@@ -80,6 +91,7 @@ def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int, field_im
     from jaxmedrf.fields.mlp import mlp_apply
     from jaxmedrf.recon.naf import NAFConfig, _optimizer, init_state, make_train_fn
     from jaxmedrf.render import render_rays
+    from jaxmedrf.training import INSTANT_NGP_ADAM
 
     batch, samples = setup["batch"], setup["samples"]
     field_cfg = FieldConfig(encoding=enc, out_activation="softplus", compute_dtype=compute_dtype,
@@ -112,6 +124,24 @@ def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int, field_im
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    one_pass_state = [jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params), jnp.int32(0)]
+
+    def adam_one_pass(params, m, v, count):
+        return _adam_one_pass(params, m, v, grads, count, lr=1e-3, **INSTANT_NGP_ADAM)
+
+    donated = jax.jit(adam, donate_argnums=(0, 1))
+    one_pass = jax.jit(adam_one_pass, donate_argnums=(0, 1, 2))
+    adam_state = [jax.tree.map(jnp.copy, params), tx.init(params)]
+    one_pass_params = [jax.tree.map(jnp.copy, params)]
+
+    def run_donated():
+        adam_state[:] = donated(*adam_state)
+        jax.block_until_ready(adam_state)
+
+    def run_one_pass():
+        one_pass_params[0], *one_pass_state[:] = one_pass(one_pass_params[0], *one_pass_state)
+        jax.block_until_ready(one_pass_params)
+
     parts = {
         "encode": (jax.jit(lambda t, u: hash_grid_encode(t, u, enc)), (params["encoding"], u)),
         "encode+grad": (jax.jit(jax.grad(lambda t, u: jnp.sum(hash_grid_encode(t, u, enc) * feats))),
@@ -124,6 +154,10 @@ def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int, field_im
         "adam": (jax.jit(adam), (params, opt_state)),
     }
     runs = {name: (lambda fn=fn, args=args: jax.block_until_ready(fn(*args))) for name, (fn, args) in parts.items()}
+    runs["adam_donated"] = run_donated
+    runs["adam_one_pass"] = run_one_pass
+    if field_implementation == "fused":
+        runs.update(fused_parts(params, u, cot, field_cfg))
 
     train = make_train_fn(cfg, g)
     proj = jnp.zeros((1, *g.projection_shape), jnp.float32) + 0.1
@@ -137,6 +171,108 @@ def build(enc, *, compute_dtype: str, setup: dict, steps_per_call: int, field_im
     for run in runs.values():  # compile
         run()
     return runs
+
+
+def _adam_one_pass(params, m, v, grads, count, *, lr, b1, b2, eps):
+    """Adam (Kingma & Ba, 2015, Alg. 1) with bias correction, as one expression per array."""
+    import jax
+    import jax.numpy as jnp
+
+    count = count + 1
+    c1, c2 = 1.0 - b1 ** count.astype(jnp.float32), 1.0 - b2 ** count.astype(jnp.float32)
+
+    def one(p, m, v, g):
+        m = b1 * m + (1.0 - b1) * g
+        v = b2 * v + (1.0 - b2) * g * g
+        return p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), m, v
+
+    leaves, treedef = jax.tree.flatten(params)
+    outs = [one(*a) for a in zip(leaves, jax.tree.leaves(m), jax.tree.leaves(v), jax.tree.leaves(grads))]
+    p, m, v = (jax.tree.unflatten(treedef, [o[i] for o in outs]) for i in range(3))
+    return p, m, v, count
+
+
+def _roofline_kernel(g_ref, _zeros, out_ref, *, t, f, block, n, interpret):
+    """One level (program column) of :func:`atomic_roofline`: 8 float2 adds per point."""
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    from jaxmedrf.kernels._atomics import scatter_add
+
+    p = pl.program_id(0) * block + jnp.arange(block, dtype=jnp.int32)
+    level = pl.program_id(1)
+    valid = p < n
+    g = plgpu.load(g_ref.at[p], mask=valid, other=0.0)
+    cols = jnp.arange(f, dtype=jnp.int32)[None, :]
+    for c in range(8):
+        h = (p.astype(jnp.uint32) * jnp.uint32(2654435761)) ^ ((level * 8 + c).astype(jnp.uint32) * jnp.uint32(805459861))
+        row = (h & jnp.uint32(t - 1)).astype(jnp.int32)
+        offs = (level * t + row)[:, None] * f + cols
+        scatter_add(out_ref, offs, jnp.broadcast_to(g[:, None], (block, f)), valid[:, None] & (cols >= 0), interpret)
+
+
+def atomic_rows(n: int, levels: int, t: int):
+    """The rows :func:`atomic_roofline` adds into: ``(levels, 8, n)`` int (the kernel's hash)."""
+    import numpy as np
+
+    p = np.arange(n, dtype=np.uint64)
+    lc = np.arange(levels * 8, dtype=np.uint64).reshape(levels, 8, 1)
+    h = ((p * 2654435761) & 0xFFFFFFFF) ^ ((lc * 805459861) & 0xFFFFFFFF)
+    return (h & (t - 1)).astype(np.int64)
+
+
+def atomic_roofline(g, *, levels: int, t: int, f: int, block: int = 128, num_warps: int = 4, interpret: bool = False):
+    """``(levels, t, f)`` sums of ``g[p]`` added at ``atomic_rows`` (every feature column):
+    ``levels × 8`` float``f`` atomic adds per point, nothing else."""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    n = g.shape[0]
+    kw = {} if interpret else {"compiler_params": plgpu.CompilerParams(num_warps=num_warps, num_stages=1)}
+    out = pl.pallas_call(
+        partial(_roofline_kernel, t=t, f=f, block=block, n=n, interpret=interpret),
+        out_shape=jax.ShapeDtypeStruct((levels * t * f,), jnp.float32),
+        grid=(pl.cdiv(n, block), levels),
+        input_output_aliases={1: 0},
+        interpret=interpret,
+        name="atomic_roofline",
+        **kw,
+    )(g.astype(jnp.float32), jnp.zeros((levels * t * f,), jnp.float32))
+    return out.reshape(levels, t, f)
+
+
+def fused_parts(params, u, cot, field_cfg, *, interpret: bool = False) -> dict:
+    """The fused field's kernels one by one, and the atomic roofline: ``{part: run}``."""
+    import jax
+
+    from jaxmedrf.fields.field import _mlp_spec
+    from jaxmedrf.kernels import field as K
+    from jaxmedrf.kernels.hashgrid import _table_grad
+
+    enc, spec = field_cfg.encoding, _mlp_spec(field_cfg)
+    table, w = params["encoding"], K.pack(params["mlp"])
+    tuning = K.DEFAULT_FUSED_TUNING
+    fwd = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, interpret=interpret))
+    fwd_f = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, save_features=True, interpret=interpret))
+    _, feats = fwd_f(table, w, u)
+    bwd = jax.jit(lambda t, w, u, h, g: K.fused_field_backward(t, w, u, h, g, enc, spec, interpret=interpret))
+    d_feat = jax.random.normal(jax.random.key(3), (u.shape[0], enc.out_dim))
+    tgrad = jax.jit(lambda u, d: _table_grad(u, d, enc, tuning.hash_tuning(), interpret, table.dtype))
+    roof = jax.jit(lambda g: atomic_roofline(g, levels=enc.n_levels, t=enc.table_size, f=enc.features_per_level,
+                                             interpret=interpret))
+    parts = {
+        "fused_forward": (fwd, (table, w, u)),
+        "fused_forward+features": (fwd_f, (table, w, u)),
+        "fused_backward": (bwd, (table, w, u, feats, cot)),
+        "table_grad": (tgrad, (u, d_feat)),
+        "atomic_roofline": (roof, (cot,)),
+    }
+    return {name: (lambda fn=fn, args=args: jax.block_until_ready(fn(*args))) for name, (fn, args) in parts.items()}
 
 
 def profile(*, field_implementation: str, hash_implementation: str, compute_dtype: str, small: bool,
@@ -168,12 +304,16 @@ def profile(*, field_implementation: str, hash_implementation: str, compute_dtyp
     runs = build(enc, compute_dtype=compute_dtype, setup=setup, steps_per_call=steps_per_call,
                  field_implementation=field_implementation)
     if field_implementation == "fused":  # the encode / mlp parts are the XLA path's
-        runs = {k: v for k, v in runs.items() if k in ("step", "field+grad", "render+grad", "adam")}
+        runs = {k: v for k, v in runs.items() if not k.startswith(("encode", "mlp"))}
     ms = {name: 1e3 * timeit(run, repeats=repeats, warmup=0)["median_s"] for name, run in runs.items()}
     out["step_ms"] = ms.pop("step") / steps_per_call
     out["samples_per_s"] = out["points"] / (out["step_ms"] * 1e-3)
     out["parts_ms"] = ms
     out["parts_share_of_step"] = {k: v / out["step_ms"] for k, v in out["parts_ms"].items()}
+    if "atomic_roofline" in ms:
+        enc_adds = out["points"] * enc.n_levels * 8
+        out["atomic_adds_per_s"] = enc_adds / (ms["atomic_roofline"] * 1e-3)
+        out["table_grad_points_per_s_ceiling"] = out["points"] / (ms["atomic_roofline"] * 1e-3)
     return out
 
 
