@@ -257,10 +257,11 @@ def fused_parts(params, u, cot, field_cfg, *, interpret: bool = False) -> dict:
     enc, spec = field_cfg.encoding, _mlp_spec(field_cfg)
     table, w = params["encoding"], K.pack(params["mlp"])
     tuning = K.DEFAULT_FUSED_TUNING
-    fwd = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, interpret=interpret))
-    fwd_f = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, save_features=True, interpret=interpret))
+    kw = dict(tuning=tuning, interpret=interpret)
+    fwd = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, **kw))
+    fwd_f = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, save_features=True, **kw))
     _, feats = fwd_f(table, w, u)
-    bwd = jax.jit(lambda t, w, u, h, g: K.fused_field_backward(t, w, u, h, g, enc, spec, interpret=interpret))
+    bwd = jax.jit(lambda t, w, u, h, g: K.fused_field_backward(t, w, u, h, g, enc, spec, **kw))
     d_feat = jax.random.normal(jax.random.key(3), (u.shape[0], enc.out_dim))
     tgrad = jax.jit(lambda u, d: _table_grad(u, d, enc, tuning.hash_tuning(), interpret, table.dtype))
     roof = jax.jit(lambda g: atomic_roofline(g, levels=enc.n_levels, t=enc.table_size, f=enc.features_per_level,
@@ -276,9 +277,11 @@ def fused_parts(params, u, cot, field_cfg, *, interpret: bool = False) -> dict:
 
 
 def profile(*, field_implementation: str, hash_implementation: str, compute_dtype: str, small: bool,
-            repeats: int) -> dict:
+            repeats: int, table_run: int = 1) -> dict:
     """One row: the step and its parts for a field implementation (``xla`` or ``fused``), hash
-    implementation (XLA path only) and MLP dtype."""
+    implementation (XLA path only) and MLP dtype; ``table_run``: the fused field's
+    :class:`jaxmedrf.kernels.field.FusedTuning` ``table_run`` (points per lane of the table
+    gradient), set as the default tuning for this row."""
     from jaxmedrf.fields import FieldConfig, HashGridConfig
     from jaxmedrf.fields.field import fused_unsupported
     from jaxmedrf.kernels import pallas_supported
@@ -301,8 +304,17 @@ def profile(*, field_implementation: str, hash_implementation: str, compute_dtyp
         out["skipped"] = reason
         return out
     steps_per_call = 5
-    runs = build(enc, compute_dtype=compute_dtype, setup=setup, steps_per_call=steps_per_call,
-                 field_implementation=field_implementation)
+    from jaxmedrf.kernels import field as K
+
+    default = K.DEFAULT_FUSED_TUNING
+    K.DEFAULT_FUSED_TUNING = default._replace(table_run=table_run)  # read when the step is traced
+    try:
+        runs = build(enc, compute_dtype=compute_dtype, setup=setup, steps_per_call=steps_per_call,
+                     field_implementation=field_implementation)
+    finally:
+        K.DEFAULT_FUSED_TUNING = default
+    if field_implementation == "fused":
+        out["table_run"] = table_run
     if field_implementation == "fused":  # the encode / mlp parts are the XLA path's
         runs = {k: v for k, v in runs.items() if not k.startswith(("encode", "mlp"))}
     ms = {name: 1e3 * timeit(run, repeats=repeats, warmup=0)["median_s"] for name, run in runs.items()}
@@ -323,17 +335,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--variants", nargs="+",
                     default=["xla:level_major:float32", "xla:level_major:bfloat16", "fused:-:float32",
                              "fused:-:bfloat16"],
-                    help="FIELD:HASH:DTYPE, FIELD in xla|fused, HASH an XLA hash implementation or pallas")
+                    help="FIELD:HASH:DTYPE[:runW], FIELD in xla|fused, HASH an XLA hash implementation or pallas; "
+                         "runW: the fused table gradient with W points per lane")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 10; 2 with --small)")
     ap.add_argument("--out-dir", type=Path, default=None)
     a = ap.parse_args(argv)
     repeats = a.repeats or (2 if a.small else 10)
     rows = []
     for variant in a.variants:
-        field_impl, hash_impl, dtype = variant.split(":")
+        field_impl, hash_impl, dtype, *run = variant.split(":")
         try:
             row = profile(field_implementation=field_impl, hash_implementation=hash_impl, compute_dtype=dtype,
-                          small=a.small, repeats=repeats)
+                          small=a.small, repeats=repeats, table_run=int(run[0][3:]) if run else 1)
         except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
             row = {"variant": variant, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)

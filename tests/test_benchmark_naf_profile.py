@@ -11,7 +11,8 @@ def test_naf_profile_small(tmp_path):
     (path,) = tmp_path.glob("naf_profile_small_*.json")
     rows = json.loads(path.read_text())["rows"]
     xla, pallas, fused = rows
-    assert set(xla["parts_ms"]) == {"encode", "encode+grad", "mlp", "mlp+grad", "field+grad", "render+grad", "adam"}
+    assert set(xla["parts_ms"]) == {"encode", "encode+grad", "mlp", "mlp+grad", "field+grad", "render+grad", "adam",
+                                    "adam_donated", "adam_one_pass"}
     assert xla["step_ms"] > 0 and all(v > 0 for v in xla["parts_ms"].values())
     assert xla["samples_per_s"] > 0
     assert "GPU" in pallas["skipped"]  # no GPU here: reported, not timed

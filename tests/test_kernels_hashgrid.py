@@ -86,6 +86,33 @@ def test_interpret_features_1_and_level_groups():
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
 
 
+def _ray_points(n_rays=3, n_samples=23):
+    """Points in ray order, as a NAF step's samples (consecutive points share coarse cells)."""
+    o = jax.random.uniform(jax.random.key(6), (n_rays, 1, 3), jnp.float32, -0.1, 0.3)
+    d = jax.random.uniform(jax.random.key(7), (n_rays, 1, 3), jnp.float32, 0.5, 1.0)
+    t = jnp.linspace(0.0, 1.2, n_samples)[None, :, None]
+    return (o + t * d).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("levels_per_program", [0, 1])
+def test_table_grad_runs_match_xla(levels_per_program):
+    """``bwd_run = W``: W consecutive points per lane, equal rows summed before one add. Same
+    table gradient as the XLA path on points in ray order (runs of equal rows at every level,
+    a masked last lane, replicated dense levels, points beyond the cube)."""
+    x = _ray_points()
+    assert x.shape[0] % (8 * 4) != 0
+    table = hash_grid_init(jax.random.key(2), CFG)
+    r = jax.random.normal(jax.random.key(3), (x.shape[0], CFG.out_dim), jnp.float32)
+    ref = _value_and_grads(lambda t, p: hash_grid_encode(t, p, CFG), table, x, r)
+    tun = TUNING._replace(bwd_block=8, bwd_run=4, bwd_levels_per_program=levels_per_program)
+    got = _value_and_grads(lambda t, p: kernel.hash_grid_encode_pallas(t, p, CFG, tuning=tun, interpret=True),
+                           table, x, r)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5, atol=1e-5 * np.abs(ref[1]).max())
+    # the points do repeat rows: consecutive points in one cell of the coarsest level
+    cells = np.floor(np.clip(np.asarray(x), 0, 1) * CFG.resolutions[0])
+    assert np.mean(np.all(cells[1:] == cells[:-1], axis=1)) > 0.5
+
+
 def test_replicas_cover_dense_levels_only():
     reps, size = kernel._replicas(CFG, TUNING)  # at most 512 rows of replicas per level
     assert reps == [(4, 125, 0), None, None]  # 729 rows: 1 copy; hashed level: never

@@ -129,11 +129,15 @@ def test_values_and_gradients_equal_xla(rng, dtype):
         _close(jax.jit(jax.grad(lambda v: loss(kernel, v, o, d)))(volume), rv, 1e-5)
 
 
-@pytest.mark.parametrize("shape", [(16, 16, 16), (5, 7, 9), (6, 1, 4), (4, 5, 1)])
-def test_quad_adjoint_equals_xla(rng, shape):
+@pytest.mark.parametrize("shape, adjoint", [((16, 16, 16), "quads"), ((5, 7, 9), "quads"), ((6, 1, 4), "quads"),
+                                            ((4, 5, 1), "quads"), ((16, 16, 16), "runs"), ((5, 7, 9), "runs"),
+                                            ((6, 1, 4), "runs")])
+def test_quad_adjoint_equals_xla(rng, shape, adjoint):
     """``adjoint="quads"`` (four (y, z) corners per 16-byte add into a 4-column buffer, folded
     onto the voxels after): the XLA volume gradient to 1e-5, also with one-voxel axes (the
-    buffer's corners past the edge carry weight 0) and with a bfloat16 volume (one ulp)."""
+    buffer's corners past the edge carry weight 0) and with a bfloat16 volume (one ulp).
+    ``"runs"`` (a ray's consecutive samples in one cell summed before the adds; at
+    ``N_SAMPLES`` over the few voxels a ray crosses, most cells hold several samples): the same."""
     g = jm.cone_beam(n_voxel=shape, d_voxel=(1.0, 1.3, 0.9), n_detector=(8, 8), d_detector=3.0, DSD=60.0, DSO=40.0,
                      n_views=2)
     g = g.replace(rotation=np.broadcast_to(np.eye(3), (2, 3, 3)).copy(), translation=np.zeros((2, 3)))
@@ -144,7 +148,7 @@ def test_quad_adjoint_equals_xla(rng, shape):
     for dtype in (jnp.float32, jnp.bfloat16):
         volume = jnp.asarray(rng.random(shape), dtype)
         grad = lambda fn: jax.jit(jax.grad(lambda v: jnp.sum(w * fn(v, Rays(o, d), lo, dv, n_samples=N_SAMPLES))))(volume)  # noqa: E731
-        got = grad(lambda *a, **k: trilinear_integrals_pallas(*a, adjoint="quads", interpret=True, **k))
+        got = grad(lambda *a, **k: trilinear_integrals_pallas(*a, adjoint=adjoint, interpret=True, **k))
         want = grad(lambda v, *a, **k: trilinear_integrals(v.astype(jnp.float32), *a, **k))
         assert got.dtype == volume.dtype and float(jnp.max(jnp.abs(want))) > 0
         _close(got, want, 1e-5, per_element=0.0 if dtype == jnp.float32 else 2.0**-7)

@@ -93,12 +93,13 @@ class FusedTuning(NamedTuple):
     replica_rows: int = 1 << 18  # dense-level replicas of the table gradient (as hashgrid.Tuning)
     max_replicas: int = 64
     relaxed_atomics: bool = True
+    table_run: int = 1  # consecutive points per lane of the table gradient (hashgrid.Tuning.bwd_run)
 
     def hash_tuning(self) -> Tuning:
         """The settings of the hash grid's table-gradient kernel."""
         return Tuning(bwd_block=self.table_block, bwd_levels_per_program=self.table_levels,
                       replica_rows=self.replica_rows, max_replicas=self.max_replicas,
-                      relaxed_atomics=self.relaxed_atomics)
+                      relaxed_atomics=self.relaxed_atomics, bwd_run=self.table_run)
 
 
 DEFAULT_FUSED_TUNING = FusedTuning()

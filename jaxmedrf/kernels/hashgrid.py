@@ -78,6 +78,7 @@ class Tuning(NamedTuple):
     replica_rows: int = 1 << 18  # dense level l gets R_l = 2^k replicas with R_l n_l <= this
     max_replicas: int = 64
     relaxed_atomics: bool = True  # red.relaxed instead of atom.acq_rel (same sums)
+    bwd_run: int = 1  # table gradient: consecutive points per lane, equal rows summed before one add
 
 
 DEFAULT_TUNING = Tuning()
@@ -266,6 +267,42 @@ def _table_grad_kernel(x_ref, g_ref, _zeros, grad_ref, *, config, tuning, n, int
             scatter_add(grad_ref, offs, vals, mask2, interpret, tuning.relaxed_atomics)
 
 
+def _table_grad_runs_kernel(x_ref, g_ref, _zeros, grad_ref, *, config, tuning, n, interpret):
+    """The table gradient with ``W = bwd_run`` consecutive points per lane, in order: a corner's
+    weighted cotangent is summed in registers while its row stays the same and added to the
+    table (one atomic) when the row changes. Points in ray order (a NAF step's samples) repeat
+    the coarse levels' rows (``benchmarks/naf_profile.py`` counts ``W = 8`` removing a third of
+    the adds); the sums are the same."""
+    f, out_dim, w, block = config.features_per_level, config.out_dim, tuning.bwd_run, tuning.bwd_block
+    lane = pl.program_id(0) * block + jnp.arange(block, dtype=jnp.int32)
+    replicas, _ = _replicas(config, tuning)
+    for level in _levels(config, tuning, 1):
+        cur = [jnp.full((block,), -1, jnp.int32) for _ in range(8)]  # -1: nothing held
+        acc = [jnp.zeros((block, f), jnp.float32) for _ in range(8)]
+
+        def flush(c, mask, level=level):
+            scatter_add(grad_ref, _grad_offsets(cur[c], level, replicas, config), acc[c],
+                        jnp.broadcast_to(mask[:, None], (block, f)), interpret, tuning.relaxed_atomics)
+
+        for k in range(w):
+            p = lane * w + k
+            valid = p < n
+            xs = [plgpu.load(x_ref.at[p * 3 + d], mask=valid, other=0.0) for d in range(3)]
+            lows, fracs, _ = _cell(xs, level.res)
+            g = plgpu.load(g_ref.at[_feature_cols(p, level.index, out_dim, f)],
+                           mask=jnp.broadcast_to(valid[:, None], (block, f)), other=0.0)
+            for c, rows in enumerate(_corner_rows(lows, level, config.table_size - 1)):
+                rows = jnp.where(valid, rows, cur[c])  # past the end: g = 0, the run goes on
+                wx, wy, wz = _axis_weights(fracs, c)
+                vals = ((wx * wy) * wz)[:, None] * g
+                changed = rows != cur[c]
+                flush(c, changed & (cur[c] >= 0))
+                acc[c] = jnp.where(changed[:, None], vals, acc[c] + vals)
+                cur[c] = rows
+        for c in range(8):
+            flush(c, cur[c] >= 0)
+
+
 def _position_grad_kernel(x_ref, table_ref, g_ref, dx_ref, *, config, tuning, n):
     t, f, out_dim = config.table_size, config.features_per_level, config.out_dim
     p, valid, xs = _load_points(x_ref, n, tuning.block)
@@ -333,11 +370,13 @@ def _table_grad(x, g, config, tuning, interpret, table_dtype):
     L, t, f = config.n_levels, config.table_size, config.features_per_level
     replicas, rep_size = _replicas(config, tuning)
     size = L * t * f + rep_size
-    kernel = partial(_table_grad_kernel, config=config, tuning=tuning, n=n, interpret=interpret)
+    run = max(tuning.bwd_run, 1)
+    kernel = partial(_table_grad_runs_kernel if run > 1 else _table_grad_kernel, config=config, tuning=tuning, n=n,
+                     interpret=interpret)
     buf = pl.pallas_call(
         kernel,
         out_shape=jax.ShapeDtypeStruct((size,), jnp.float32),
-        grid=_grid(n, tuning.bwd_block, config, tuning),
+        grid=_grid(n, tuning.bwd_block * run, config, tuning),
         input_output_aliases={2: 0},
         interpret=interpret,
         name="hash_grid_table_grad",
