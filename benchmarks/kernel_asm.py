@@ -86,7 +86,8 @@ def hashgrid_cases(small: bool = False):
             "counts": "static SASS instructions = per point (one point a thread, every level unrolled)"}
     # The last case keeps Pallas' own acq_rel atomic add, to show what the relaxed one removes.
     for dtype, tuning in (("float32", DEFAULT_TUNING), ("bfloat16", DEFAULT_TUNING),
-                          ("float32", DEFAULT_TUNING._replace(relaxed_atomics=False))):
+                          ("float32", DEFAULT_TUNING._replace(relaxed_atomics=False)),
+                          ("float32", DEFAULT_TUNING._replace(bwd_run=4))):
         table = jax.ShapeDtypeStruct((cfg.n_levels, cfg.table_size, cfg.features_per_level), jnp.dtype(dtype))
         x = jax.ShapeDtypeStruct((n, 3), jnp.float32)
 
@@ -94,7 +95,8 @@ def hashgrid_cases(small: bool = False):
             loss = lambda t, p: jnp.sum(hash_grid_encode_pallas(t, p, cfg, tuning=tuning) ** 2)  # noqa: E731
             return jax.grad(loss, argnums=(0, 1))(t, p)
 
-        name = f"hashgrid_{dtype}" + ("" if tuning.relaxed_atomics else "_acq_rel_atomics")
+        name = (f"hashgrid_{dtype}" + ("" if tuning.relaxed_atomics else "_acq_rel_atomics")
+                + (f"_run{tuning.bwd_run}" if tuning.bwd_run > 1 else ""))
         yield name, meta, fn, (table, x)
 
 
@@ -111,7 +113,7 @@ def projector_cases(small: bool = False):
               unroll=2, num_warps=P.DEFAULT_WARPS, interpret=False)
     layouts = [("float32", None, "corners"), ("float32", "z", "corners"), ("float32", "yz", "corners"),
                ("bfloat16", None, "corners"), ("bfloat16", "z", "corners"), ("bfloat16", "yz", "corners"),
-               ("float32", None, "quads"), ("bfloat16", "z", "quads")]
+               ("float32", None, "quads"), ("bfloat16", "z", "quads"), ("float32", None, "runs"), ("bfloat16", "z", "runs")]
     for dtype, pack, adjoint in layouts:
         def fn(v, dtype=dtype, pack=pack, adjoint=adjoint):
             def loss(v, rot):
@@ -123,8 +125,9 @@ def projector_cases(small: bool = False):
 
         meta = {"n_samples": samples, "adjoint": adjoint, "counts": "static SASS instructions; the march loop body "
                 "holds unroll = 2 samples of one ray a thread (8 corners each: 16 plain gathers, 8 with pack='z', 4 "
-                "with 'yz'; 16 atomic adds in the adjoint, 4 four-wide ones with adjoint='quads')"}
-        name = f"trilinear_{dtype}_{pack or 'plain'}" + ("_quads" if adjoint == "quads" else "")
+                "with 'yz'; 16 atomic adds in the adjoint, 4 four-wide ones with adjoint='quads' or 'runs', predicated on "
+                "leaving the cell with 'runs')"}
+        name = f"trilinear_{dtype}_{pack or 'plain'}" + ("" if adjoint == "corners" else f"_{adjoint}")
         yield name, meta, fn, (jax.ShapeDtypeStruct((n,) * 3, jnp.dtype(dtype)),)
 
     def siddon(v):

@@ -32,8 +32,9 @@ ENC = HashGridConfig(n_levels=3, features_per_level=2, log2_table_size=10, base_
 NAF_LIKE = FieldConfig(encoding=ENC, width=16, depth=4, skips=(2,), activation="leaky_relu", out_activation="softplus",
                        mu_scale=0.05)  # fmt: skip
 TUNING = K.FusedTuning(block=16, bwd_block=16, table_block=16, replica_rows=512)
-# the other schedules: levels unrolled in the forward, one level per table-gradient program
-TUNING_ALT = TUNING._replace(unroll_levels=True, table_levels=1, block=32)
+# the other schedules: levels unrolled in the forward, one level per table-gradient program, one point
+# per lane of the table gradient (the default: 4 consecutive points)
+TUNING_ALT = TUNING._replace(unroll_levels=True, table_levels=1, block=32, table_run=1)
 LO, HI = jnp.array([-10.0, -12.0, -8.0]), jnp.array([10.0, 12.0, 8.0])
 
 

@@ -93,7 +93,10 @@ class FusedTuning(NamedTuple):
     replica_rows: int = 1 << 18  # dense-level replicas of the table gradient (as hashgrid.Tuning)
     max_replicas: int = 64
     relaxed_atomics: bool = True
-    table_run: int = 1  # consecutive points per lane of the table gradient (hashgrid.Tuning.bwd_run)
+    # consecutive points per lane of the table gradient (hashgrid.Tuning.bwd_run): a NAF step's samples
+    # come in ray order, so the coarse levels repeat rows (naf_profile_nvidia-h200_2026-12-04_v3_runs.json:
+    # 4 took the step from 3.27 to 2.95 ms, 8 to 3.05 ms)
+    table_run: int = 4
 
     def hash_tuning(self) -> Tuning:
         """The settings of the hash grid's table-gradient kernel."""

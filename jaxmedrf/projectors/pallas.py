@@ -67,7 +67,9 @@ def trilinear_integrals_pallas(
       adjoint: how the volume gradient adds each sample's eight weights: ``"corners"``, eight
         4-byte atomic adds into the gradient; ``"quads"``, two 16-byte adds (the four (y, z)
         corners of each x face) into a buffer four times the volume, summed onto the voxels
-        afterwards. Same values either way (up to the order of float32 sums).
+        afterwards; ``"runs"`` (default), as ``"quads"`` but a ray's consecutive samples in one
+        cell summed first, two adds per cell crossed. Same values either way (up to the order
+        of float32 sums).
       interpret: run the kernel in Pallas interpret mode (any backend, slow; for tests).
         ``None``: compiled on GPU; elsewhere the XLA projector runs, with a warning.
 
