@@ -23,7 +23,7 @@ anatomy of a patient the prior has seen (same scanner, dose, kernel). That is re
 not patient-level, generalisation.
 
     python -m benchmarks.prior [--small] [--folds 4] [--views 10,25] [--methods sart,naf]
-        [--sart-prior 0.5:0.05,...] [--naf-prior 1e-2:0.05,...] [--prior-steps N]
+        [--sart-prior 0.5:0.02,...] [--naf-prior 3:0.01,...] [--prior-steps N]
 
 JSON: ``results/prior_<device>_<date>.json`` (written after every block).
 """
@@ -91,8 +91,8 @@ def main(argv=None):
     ap.add_argument("--views", default="10,25")
     ap.add_argument("--methods", default="sart,naf")
     ap.add_argument("--sart-iters", type=int, default=None, help="SART passes (default 50; --small 10)")
-    ap.add_argument("--sart-prior", default="0.5:0.05", help="weight:sigma of each sart+prior variant")
-    ap.add_argument("--naf-prior", default="3:0.05", help="weight:sigma of each naf+prior variant")
+    ap.add_argument("--sart-prior", default="0.5:0.02", help="weight:sigma of each sart+prior variant")
+    ap.add_argument("--naf-prior", default="3:0.01", help="weight:sigma of each naf+prior variant")
     ap.add_argument("--naf-iters", type=int, default=None, help="NAF steps (default NAFConfig's; --small 300)")
     ap.add_argument("--prior-steps", type=int, default=None, help="prior training steps (default 2000; --small 300)")
     ap.add_argument("--no-phantoms", action="store_true", help="train the prior on the chest blocks alone")

@@ -39,13 +39,16 @@ def _check(weight, sigma, hi=None):
         raise ValueError(f"prior sigma must be positive, got {sigma!r}")
 
 
-def red_step(prior: DenoisingPrior, *, weight: float = 0.5, sigma: float = 0.05) -> Callable[[Array], Array]:
+def red_step(prior: DenoisingPrior, *, weight: float = 0.5, sigma: float = 0.02) -> Callable[[Array], Array]:
     """A jitted ``x ↦ x − weight · (x − D_σ(x))`` on a volume (nx, ny, nz), D over its axial (z) slices.
 
     Args:
       prior: the trained denoiser.
       weight: λ ∈ (0, 1]: the step on the RED regulariser (1: replace x by D_σ(x), plug-and-play).
       sigma: the noise level D is asked to remove, in units of ``prior.config.mu_scale``.
+        Defaults λ = 0.5, σ = 0.02: the best of eight (λ, σ) pairs on the tuning block ``chest0``
+        (``benchmarks/results/prior_sweep_nvidia-h200_2026-12-04.json``); σ = 0.05 removed
+        detail that 25 views resolve.
 
     Returns:
       the step, for :func:`jaxmedrf.sart`'s ``prior_step``.
@@ -61,7 +64,7 @@ def red_step(prior: DenoisingPrior, *, weight: float = 0.5, sigma: float = 0.05)
     return step
 
 
-def red_field_loss(prior: DenoisingPrior, *, weight: float = 1.0, sigma: float = 0.05, patch: int = 32) -> Callable:
+def red_field_loss(prior: DenoisingPrior, *, weight: float = 3.0, sigma: float = 0.01, patch: int = 32) -> Callable:
     """The RED loss of a NAF field, ``(key, field, lo, hi, d_voxel) → scalar``, for :func:`jaxmedrf.train_naf`'s
     ``regularizer``.
 
@@ -71,10 +74,10 @@ def red_field_loss(prior: DenoisingPrior, *, weight: float = 1.0, sigma: float =
 
     Args:
       prior: the trained denoiser.
-      weight: weight of the term against the mean squared projection error. Not tuned: on
-        32³ chest blocks (CPU, ``benchmarks/prior.py --small``) w = 0.1 moved PSNR3D by
-        < 0.05 dB, i.e. the term is weak at small w (its gradient reaches 1024 points a step,
-        the data term's every sample of every ray).
+      weight: weight of the term against the mean squared projection error. Defaults w = 3,
+        σ = 0.01: the best of three pairs on the tuning block ``chest0``
+        (``benchmarks/results/prior_naf_sweep_nvidia-h200_2026-12-04.json``); at σ = 0.05 the
+        term over-smoothed (−1 to −2 dB), at w = 0.1 it did nothing.
       sigma: the noise level D is asked to remove, in units of ``prior.config.mu_scale``.
       patch: side of the patch (voxels).
     """
