@@ -43,7 +43,7 @@ The trilinear forward is bound by the gathers (eight scattered loads per sample:
 transactions rather than DRAM bandwidth, so bfloat16 storage alone changes little and halving
 the loads with ``pack="z"`` helps most); its volume gradient by the float32 atomic adds, which
 ``adjoint="quads"`` issues four corners at a time (:func:`_quad_scatter_kernel`) and ``"runs"`` (the
-default) once per cell crossed (:func:`_run_quad_scatter_kernel`: 16–21 % faster than ``"quads"``
+default) once per cell crossed (:func:`_quad_scatter_kernel` with ``runs``: 16–21 % faster than ``"quads"``
 on an H200, ``projector_kernels_nvidia-h200_2026-12-04_runs.json``).
 ``benchmarks/projector.py --kernels`` times every layout against the XLA projector, and
 ``benchmarks/kernel_asm.py`` reads the loads and atomics off the sm_90 SASS; the figures are in
@@ -268,10 +268,14 @@ def _scatter_kernel(ray_ref, ct_ref, _, gvol_ref, *, shape, n_samples, unroll, i
     _march(body, 0, n_samples, unroll)
 
 
-def _quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unroll, interpret):
+def _quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unroll, interpret, runs=False):
     """Adjoint into a ``(N, 4)`` buffer: row = a cell's lower corner, column ``k`` = its corner
     ``(dy, dz) = (k >> 1, k & 1)``; two 16-byte adds a sample (one per x corner) instead of eight
-    4-byte ones. :func:`_sum_quads` folds the columns back onto the voxels."""
+    4-byte ones. :func:`_sum_quads` folds the columns back onto the voxels.
+
+    ``runs``: a lane's consecutive samples in one cell are summed in registers and the two adds
+    issued only when the ray leaves the cell (and once at the end). At ``n_samples`` about twice
+    the voxels a ray crosses, most cells hold two or more samples of a ray; the sums are the same."""
     nx, ny, nz = shape
     ray = _load_rays(ray_ref)
     ct = ct_ref[...]
@@ -280,51 +284,39 @@ def _quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unro
     k = jnp.arange(4, dtype=jnp.int32)[None, :]
     hy, hz = (k & 2) == 2, (k & 1) == 1
 
-    def body(i, carry):
+    def quads(i):
+        """Sample ``i``: inside, its cell, and the weighted cotangents of the two x faces' corners."""
         inside, base, (fx, fy, fz) = _cell(ray, (jnp.asarray(i, jnp.float32) + 0.5) * inv_n, shape)
         c = jnp.where(inside, ct, 0.0)
         wyz = jnp.where(hy, fy[:, None], 1.0 - fy[:, None]) * jnp.where(hz, fz[:, None], 1.0 - fz[:, None])
-        mask = jnp.broadcast_to(inside[:, None], wyz.shape)  # Triton wants the mask in the values' shape
-        for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            scatter_add(gbuf_ref, ((base + dx * ox) * 4)[:, None] + k, (c * wx)[:, None] * wyz, mask, interpret)
-        return carry
+        return inside, base, (c * (1.0 - fx))[:, None] * wyz, (c * fx)[:, None] * wyz
 
-    _march(body, 0, n_samples, unroll)
+    def add(base, q0, q1, mask):
+        mask = jnp.broadcast_to(mask[:, None], q0.shape)  # Triton wants the mask in the values' shape
+        scatter_add(gbuf_ref, (base * 4)[:, None] + k, q0, mask, interpret)
+        scatter_add(gbuf_ref, ((base + ox) * 4)[:, None] + k, q1, mask, interpret)
 
+    if not runs:
+        def body(i, carry):
+            inside, base, q0, q1 = quads(i)
+            add(base, q0, q1, inside)
+            return carry
 
-def _run_quad_scatter_kernel(ray_ref, ct_ref, _, gbuf_ref, *, shape, n_samples, unroll, interpret):
-    """:func:`_quad_scatter_kernel` with a lane's consecutive samples in one cell summed in registers:
-    the two quad adds are issued only when the ray leaves the cell (and once at the end). At
-    ``n_samples`` about twice the voxels a ray crosses, most cells hold two or more samples of
-    a ray; the sums are the same."""
-    nx, ny, nz = shape
-    ray = _load_rays(ray_ref)
-    ct = ct_ref[...]
-    inv_n = 1.0 / n_samples
-    ox = ny * nz if nx > 1 else 0
-    k = jnp.arange(4, dtype=jnp.int32)[None, :]
-    hy, hz = (k & 2) == 2, (k & 1) == 1
+        _march(body, 0, n_samples, unroll)
+        return
 
-    def flush(cur, a0, a1, mask):
-        mask = jnp.broadcast_to(mask[:, None], a0.shape)
-        scatter_add(gbuf_ref, (cur * 4)[:, None] + k, a0, mask, interpret)
-        scatter_add(gbuf_ref, ((cur + ox) * 4)[:, None] + k, a1, mask, interpret)
-
-    def body(i, carry):
-        cur, a0, a1 = carry
-        inside, base, (fx, fy, fz) = _cell(ray, (jnp.asarray(i, jnp.float32) + 0.5) * inv_n, shape)
-        c = jnp.where(inside, ct, 0.0)
-        wyz = jnp.where(hy, fy[:, None], 1.0 - fy[:, None]) * jnp.where(hz, fz[:, None], 1.0 - fz[:, None])
-        q0, q1 = (c * (1.0 - fx))[:, None] * wyz, (c * fx)[:, None] * wyz
+    def run_body(i, carry):
+        cur, a0, a1 = carry  # the cell held (-1: none) and its sums
+        inside, base, q0, q1 = quads(i)
         base = jnp.where(inside, base, cur)  # outside: adds nothing, the cell held stays
         changed = base != cur
-        flush(cur, a0, a1, changed & (cur >= 0))
+        add(cur, a0, a1, changed & (cur >= 0))
         keep = ~changed[:, None]
         return base, jnp.where(keep, a0 + q0, q0), jnp.where(keep, a1 + q1, q1)
 
     zeros = jnp.zeros((ct.shape[0], 4), jnp.float32)
-    cur, a0, a1 = _march(body, (jnp.full(ct.shape, -1, jnp.int32), zeros, zeros), n_samples, unroll)
-    flush(cur, a0, a1, cur >= 0)
+    cur, a0, a1 = _march(run_body, (jnp.full(ct.shape, -1, jnp.int32), zeros, zeros), n_samples, unroll)
+    add(cur, a0, a1, cur >= 0)
 
 
 def _sum_quads(buf, shape):
@@ -393,8 +385,8 @@ def _fused_op(shape, dtype, n_samples, block, unroll, num_warps, interpret, pack
         prepare = lambda v: _pack_columns(v.reshape(shape), pack)  # noqa: E731
     return _build_op(
         functools.partial(_forward_kernel, columns=columns, bits=dtype if bit_packed else None, **kw),
-        functools.partial((_run_quad_scatter_kernel if adjoint == "runs" else _quad_scatter_kernel) if quads
-                          else _scatter_kernel, interpret=interpret, **kw),
+        functools.partial(_quad_scatter_kernel, runs=adjoint == "runs", interpret=interpret, **kw) if quads
+        else functools.partial(_scatter_kernel, interpret=interpret, **kw),
         shape=shape, dtype=dtype, block=block, num_warps=num_warps, interpret=interpret, name="trilinear_march",
         prepare=prepare, n_vox_in=math.prod(shape) * columns, adj_width=4 if quads else 1)
 
