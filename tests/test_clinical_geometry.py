@@ -106,11 +106,13 @@ def test_geometry_fields_round_trip_and_transform():
         jm.parallel_beam(n_views=2).replace(detector="cylindrical")
     # the detector kind is static: jit, vmap over a batch of DSDs and grad w.r.t. DSD go through
     end = lambda gg: jm.pixel_rays(gg, 1, 2, 5).directions  # noqa: E731
-    chex.assert_trees_all_close(jax.jit(end)(g), end(g), atol=1e-4)
-    batch = jax.vmap(lambda d: end(g.replace(DSD=d)))(jnp.array([150.0, 160.0]))
+    end_jit = jax.jit(end)
+    chex.assert_trees_all_close(end_jit(g), end(g), atol=1e-4)
+    # vmap and grad under jit too (op by op, eager dispatch compiled one program per primitive)
+    batch = jax.jit(jax.vmap(lambda d: end(g.replace(DSD=d))))(jnp.array([150.0, 160.0]))
     assert batch.shape == (2, 3)
-    grad = jax.grad(lambda d: jnp.sum(end(jax.tree_util.tree_map(jnp.asarray, g).replace(DSD=d)) ** 2))(150.0)
-    fd = (np.sum(np.asarray(end(g.replace(DSD=150.5))) ** 2) - np.sum(np.asarray(end(g.replace(DSD=149.5))) ** 2))
+    grad = jax.jit(jax.grad(lambda d: jnp.sum(end(jax.tree_util.tree_map(jnp.asarray, g).replace(DSD=d)) ** 2)))(150.0)
+    fd = (np.sum(np.asarray(end_jit(g.replace(DSD=150.5))) ** 2) - np.sum(np.asarray(end_jit(g.replace(DSD=149.5))) ** 2))
     assert np.isfinite(grad) and grad == pytest.approx(fd, rel=1e-3)
 
 

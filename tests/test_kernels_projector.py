@@ -16,6 +16,7 @@ segment length per voxel, summed in a different order), origin/direction gradien
 rays that pass no voxel edge within 1e-3 mm (at an edge the gradient jumps).
 """
 
+import functools
 import warnings
 
 import jax
@@ -94,6 +95,28 @@ def _off_voxel_edges(lo, d_voxel, shape, o, e, margin_mm=1e-3):
     return np.array(keep)
 
 
+def _weighted(fn, vol, o, d, w, lo, dv, n_samples=N_SAMPLES):
+    """``Σ w · integrals`` and the integrals: the loss whose gradients the tests compare."""
+    s = fn(vol, Rays(o, d), lo, dv, n_samples=n_samples)
+    return jnp.sum(w * s), s
+
+
+@jax.jit
+def _xla_reference(vol32, o, d, w, lo, dv):
+    """The XLA trilinear integrals and the gradients of their weighted sum in the float32 volume and
+    the rays: the reference of every dtype (module level, every array an argument, so that each
+    parametrisation and test with these shapes reuses the one compiled program)."""
+    (_, s), grads = jax.value_and_grad(functools.partial(_weighted, trilinear_integrals), argnums=(0, 1, 2),
+                                       has_aux=True)(vol32, o, d, w, lo, dv)
+    return s, grads
+
+
+@jax.jit
+def _xla_volume_grad(vol32, o, d, w, lo, dv):
+    """The gradient in the float32 volume alone of :func:`_xla_reference`'s weighted sum."""
+    return jax.grad(lambda v: _weighted(trilinear_integrals, v, o, d, w, lo, dv)[0])(vol32)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_values_and_gradients_equal_xla(rng, dtype):
     g = _geometry()
@@ -104,20 +127,22 @@ def test_values_and_gradients_equal_xla(rng, dtype):
     w = jnp.asarray(rng.normal(size=o.shape[0]), jnp.float32)
 
     def loss(fn, vol, o, d):
-        return jnp.sum(w * fn(vol, Rays(o, d), lo, dv, n_samples=N_SAMPLES))
+        return _weighted(fn, vol, o, d, w, lo, dv)[0]
 
     kernel = lambda *a, **k: trilinear_integrals_pallas(*a, interpret=True, **k)  # noqa: E731
-    xla = lambda vol, *a, **k: trilinear_integrals(vol.astype(jnp.float32), *a, **k)  # noqa: E731
     got = jax.jit(lambda v, o, d: kernel(v, Rays(o, d), lo, dv, n_samples=N_SAMPLES))(volume, o, d)
-    want = xla(volume, Rays(o, d), lo, dv, n_samples=N_SAMPLES)
+    # XLA on the volume rounded to ``dtype``, in float32 (as the kernel computes). The integrals are
+    # linear in the volume, so its float32 gradient cast to ``dtype`` is the gradient in a ``dtype``
+    # volume of ``trilinear_integrals(v.astype(float32))`` (the transpose of the cast is that cast).
+    vol32 = volume.astype(jnp.float32)
+    want, (rv, ro, rd) = _xla_reference(vol32, o, d, w, lo, dv)
+    rv = rv.astype(dtype)
     assert got.dtype == jnp.float32 and got.shape == (o.shape[0],)
     _close(got, want, 1e-5)
-    vol32 = volume.astype(jnp.float32)
     ref = [_march_reference(vol32, lo, dv, o[k], d[k], N_SAMPLES) for k in range(0, o.shape[0], 16)]
     _close(got[::16], ref, 1e-5)
 
-    grad = lambda fn: jax.jit(jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2)))(volume, o, d)  # noqa: E731
-    (gv, go, gd), (rv, ro, rd) = grad(kernel), grad(xla)
+    gv, go, gd = jax.jit(jax.grad(lambda *a: loss(kernel, *a), argnums=(0, 1, 2)))(volume, o, d)
     assert gv.dtype == volume.dtype
     _close(gv, rv, 1e-5, per_element=0.0 if dtype == jnp.float32 else 2.0**-7)  # one bfloat16 ulp
     _close(go, ro, 1e-4)
@@ -129,9 +154,11 @@ def test_values_and_gradients_equal_xla(rng, dtype):
         _close(jax.jit(jax.grad(lambda v: loss(kernel, v, o, d)))(volume), rv, 1e-5)
 
 
-@pytest.mark.parametrize("shape, adjoint", [((16, 16, 16), "quads"), ((5, 7, 9), "quads"), ((6, 1, 4), "quads"),
-                                            ((4, 5, 1), "quads"), ((16, 16, 16), "runs"), ((5, 7, 9), "runs"),
-                                            ((6, 1, 4), "runs")])
+# (16, 16, 16) ran here too, for both adjoints: no code path of the kernels depends on the sizes
+# beyond an axis being one voxel long (and the 2³¹ index limit), so (5, 7, 9) covers the general
+# box (with more samples per cell, which "runs" sums) at a third of the cost.
+@pytest.mark.parametrize("shape, adjoint", [((5, 7, 9), "quads"), ((6, 1, 4), "quads"), ((4, 5, 1), "quads"),
+                                            ((5, 7, 9), "runs"), ((6, 1, 4), "runs")])
 def test_quad_adjoint_equals_xla(rng, shape, adjoint):
     """``adjoint="quads"`` (four (y, z) corners per 16-byte add into a 4-column buffer, folded
     onto the voxels after): the XLA volume gradient to 1e-5, also with one-voxel axes (the
@@ -145,19 +172,26 @@ def test_quad_adjoint_equals_xla(rng, shape, adjoint):
     lo, _ = volume_box(g)
     dv = jnp.asarray(g.d_voxel, jnp.float32)
     w = jnp.asarray(rng.normal(size=o.shape[0]), jnp.float32)
+    # The XLA volume gradient, in float32: the integrals are linear in the volume, so it does not
+    # depend on the volume, and in a bfloat16 volume it is this cast to bfloat16 (the transpose of
+    # ``v.astype(float32)``): one reference program for both dtypes.
+    want32 = _xla_volume_grad(jnp.asarray(rng.random(shape), jnp.float32), o, d, w, lo, dv)
     for dtype in (jnp.float32, jnp.bfloat16):
         volume = jnp.asarray(rng.random(shape), dtype)
-        grad = lambda fn: jax.jit(jax.grad(lambda v: jnp.sum(w * fn(v, Rays(o, d), lo, dv, n_samples=N_SAMPLES))))(volume)  # noqa: E731
-        got = grad(lambda *a, **k: trilinear_integrals_pallas(*a, adjoint=adjoint, interpret=True, **k))
-        want = grad(lambda v, *a, **k: trilinear_integrals(v.astype(jnp.float32), *a, **k))
+        got = jax.jit(jax.grad(lambda v: jnp.sum(w * trilinear_integrals_pallas(
+            v, Rays(o, d), lo, dv, n_samples=N_SAMPLES, adjoint=adjoint, interpret=True))))(volume)
+        want = want32.astype(dtype)
         assert got.dtype == volume.dtype and float(jnp.max(jnp.abs(want))) > 0
         _close(got, want, 1e-5, per_element=0.0 if dtype == jnp.float32 else 2.0**-7)
     with pytest.raises(ValueError, match="adjoint"):
         project_pallas(volume, g, adjoint="atomic", interpret=True)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
-def test_packed_gathers_equal_plain(rng, dtype):
+# float16 runs "z" only: its 16-bit words unpack by their own branch of ``_unpack_z``, while its
+# "yz" gathers are bfloat16's code with another storage dtype (the values are cast to float32 alike).
+@pytest.mark.parametrize("dtype, packs", [(jnp.float32, ("z", "yz")), (jnp.bfloat16, ("z", "yz")),
+                                          (jnp.float16, ("z",))], ids=["float32", "bfloat16", "float16"])
+def test_packed_gathers_equal_plain(rng, dtype, packs):
     """``pack="z"`` (16-bit pairs in one word, float32 pairs side by side) and ``"yz"`` (four
     corners side by side): the same values and volume/origin/direction gradients as the
     plain gathers (1e-5: the corners are weighted in another order)."""
@@ -177,7 +211,7 @@ def test_packed_gathers_equal_plain(rng, dtype):
         return s, grads
 
     want, want_grads = value_and_grads(None)
-    for pack in ("z", "yz"):
+    for pack in packs:
         got, got_grads = value_and_grads(pack)
         _close(got, want, 1e-5)  # per ray: the weighted sum cancels, so its own size is no scale
         for a, b in zip(got_grads, want_grads):

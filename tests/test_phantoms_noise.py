@@ -17,11 +17,12 @@ def test_sphere_chord_is_exact():
     h = np.array([0.0, 1.0, 3.0, 4.9, 5.1])
     o = np.stack([np.full_like(h, -20.0) + 1, 2 + h, np.full_like(h, 3.0)], -1)
     d = np.tile([40.0, 0.0, 0.0], (5, 1))
-    got = phantoms.line_integrals(ph, Rays(jnp.asarray(o), jnp.asarray(d)))
+    line_integrals = jax.jit(phantoms.line_integrals)  # one program, not one per primitive
+    got = line_integrals(ph, Rays(jnp.asarray(o), jnp.asarray(d)))
     expect = 0.5 * 2 * np.sqrt(np.clip(25 - h**2, 0, None))
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
     # A segment ending inside the sphere (cone beam stops at the detector): half chord.
-    half = phantoms.line_integrals(ph, Rays(jnp.array([[-19.0, 2.0, 3.0]]), jnp.array([[20.0, 0.0, 0.0]])))
+    half = line_integrals(ph, Rays(jnp.array([[-19.0, 2.0, 3.0]]), jnp.array([[20.0, 0.0, 0.0]])))
     np.testing.assert_allclose(half, [0.5 * 5.0], rtol=1e-5)
 
 
@@ -34,9 +35,13 @@ def test_line_integrals_match_quadrature_of_the_indicator(rng):
     d = e - o
     exact = np.asarray(phantoms.line_integrals(ph, Rays(jnp.asarray(o), jnp.asarray(d))))
     t = (np.arange(200_000) + 0.5) / 200_000
-    pts = o[:, None, :] + t[None, :, None] * d[:, None, :]
-    q = np.asarray(phantoms._to_unit(ph, jnp.asarray(pts)))
-    mu = np.sum(np.where(np.sum(q * q, -1) <= 1, np.asarray(ph.values), 0.0), -1)
+
+    @jax.jit
+    def mu_at(pts):  # μ at the points of one ray (a ray at a time: 24 MB, not 480 MB, of unit coordinates)
+        q = phantoms._to_unit(ph, pts)
+        return jnp.sum(jnp.where(jnp.sum(q * q, -1) <= 1, jnp.asarray(ph.values), 0.0), -1)
+
+    mu = np.stack([np.asarray(mu_at(jnp.asarray(o[i] + t[:, None] * d[i]))) for i in range(len(o))])
     quad = mu.mean(1) * np.linalg.norm(d, axis=1)
     assert np.count_nonzero(exact) > 10
     np.testing.assert_allclose(exact, quad, atol=2e-3 * np.abs(exact).max())

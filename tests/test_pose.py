@@ -9,6 +9,10 @@ from scipy.spatial.transform import Rotation
 import jaxmedrf as jm
 from jaxmedrf import pose as P
 
+# The maps under ``jit``: one compiled program per function, shape and dtype, instead of one per
+# primitive when run op by op (the same functions; eager dispatch compiled ~100 small programs a test).
+so3_exp, so3_log, se3_exp, se3_log = (jax.jit(f) for f in (P.so3_exp, P.so3_log, P.se3_exp, P.se3_log))
+
 
 def _rotvecs(rng, n=50):
     """Random rotation vectors plus the hard cases: identity, tiny, near and at 180°."""
@@ -21,9 +25,9 @@ def _rotvecs(rng, n=50):
 def test_so3_exp_log_match_scipy(rng, x64):
     w = _rotvecs(rng)
     r_ref = Rotation.from_rotvec(w).as_matrix()
-    r = np.asarray(P.so3_exp(jnp.asarray(w)))
+    r = np.asarray(so3_exp(jnp.asarray(w)))
     np.testing.assert_allclose(r, r_ref, atol=1e-12)
-    w_back = np.asarray(P.so3_log(jnp.asarray(r_ref)))
+    w_back = np.asarray(so3_log(jnp.asarray(r_ref)))
     # At exactly 180° ω and −ω are the same rotation: compare the rotations and the angle.
     np.testing.assert_allclose(np.linalg.norm(w_back, axis=1), np.linalg.norm(w, axis=1), atol=1e-7)
     np.testing.assert_allclose(Rotation.from_rotvec(np.array(w_back)).as_matrix(), r_ref, atol=1e-7)
@@ -33,22 +37,22 @@ def test_so3_exp_log_match_scipy(rng, x64):
 
 def test_so3_float32_near_identity_and_180(rng):
     w = _rotvecs(rng).astype(np.float32)
-    r = P.so3_exp(jnp.asarray(w))
-    back = np.asarray(P.so3_log(r))
+    r = so3_exp(jnp.asarray(w))
+    back = np.asarray(so3_log(r))
     ok = np.linalg.norm(w, axis=1) < np.pi - 1e-2
     np.testing.assert_allclose(back[ok], w[ok], atol=2e-5)
-    np.testing.assert_allclose(np.asarray(P.rotation_distance_deg(P.so3_exp(jnp.asarray(back)), r)), 0.0, atol=0.05)
-    assert np.all(np.isfinite(np.asarray(jax.vmap(jax.grad(lambda x: jnp.sum(P.so3_log(P.so3_exp(x)))))(jnp.asarray(w)))))
+    np.testing.assert_allclose(np.asarray(jax.jit(P.rotation_distance_deg)(so3_exp(jnp.asarray(back)), r)), 0.0, atol=0.05)
+    assert np.all(np.isfinite(np.asarray(jax.jit(jax.vmap(jax.grad(lambda x: jnp.sum(P.so3_log(P.so3_exp(x))))))(jnp.asarray(w)))))
 
 
 def test_se3_round_trip(rng, x64):
     xi = np.concatenate([_rotvecs(rng), rng.normal(scale=50, size=(50, 3))], 1)
     keep = np.linalg.norm(xi[:, :3], axis=1) < np.pi - 1e-4
-    back = np.asarray(P.se3_log(P.se3_exp(jnp.asarray(xi))))
+    back = np.asarray(se3_log(se3_exp(jnp.asarray(xi))))
     np.testing.assert_allclose(back[keep], xi[keep], atol=1e-8)
     # exp∘log on poses, including the 180° ones
     pose = P.Pose(jnp.asarray(Rotation.from_rotvec(xi[:, :3]).as_matrix()), jnp.asarray(xi[:, 3:]))
-    again = P.se3_exp(P.se3_log(pose))
+    again = se3_exp(se3_log(pose))
     np.testing.assert_allclose(np.asarray(again.rotation), np.asarray(pose.rotation), atol=1e-7)
     np.testing.assert_allclose(np.asarray(again.translation), np.asarray(pose.translation), atol=1e-6)
 
@@ -67,14 +71,14 @@ def test_quaternion_and_euler_match_scipy(rng, x64):
     rot = Rotation.random(40, random_state=int(rng.integers(1 << 31)))
     q_ref = rot.as_quat(scalar_first=True)
     q_ref = np.where(q_ref[:, :1] < 0, -q_ref, q_ref)
-    np.testing.assert_allclose(np.asarray(P.matrix_to_quaternion(jnp.asarray(rot.as_matrix()))), q_ref, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(P.quaternion_to_matrix(jnp.asarray(q_ref))), rot.as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jax.jit(P.matrix_to_quaternion)(jnp.asarray(rot.as_matrix()))), q_ref, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jax.jit(P.quaternion_to_matrix)(jnp.asarray(q_ref))), rot.as_matrix(), atol=1e-12)
     eul = rot.as_euler("ZYX")
-    np.testing.assert_allclose(np.asarray(P.euler_to_matrix(jnp.asarray(eul))), rot.as_matrix(), atol=1e-12)
-    np.testing.assert_allclose(np.asarray(P.matrix_to_euler(jnp.asarray(rot.as_matrix()))), eul, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(jax.jit(P.euler_to_matrix)(jnp.asarray(eul))), rot.as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jax.jit(P.matrix_to_euler)(jnp.asarray(rot.as_matrix()))), eul, atol=1e-9)
     axis, angle = rng.normal(size=3), 0.7
     np.testing.assert_allclose(
-        np.asarray(P.axis_angle_to_matrix(jnp.asarray(axis), angle)),
+        np.asarray(jax.jit(P.axis_angle_to_matrix)(jnp.asarray(axis), angle)),
         Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix(), atol=1e-12,
     )
 

@@ -2,6 +2,7 @@
 a known pose, multi-start vmap == sequential runs, error measures computed by hand."""
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import re
@@ -32,6 +33,15 @@ def blobs(n: int, d: float) -> np.ndarray:
 N, D = 32, 4.0
 GEOM = jm.cone_beam(n_voxel=(N,) * 3, d_voxel=D, n_detector=(32, 32), d_detector=8.0, DSD=800.0, DSO=400.0, n_views=1)
 CFG = R.RegistrationConfig(levels=(2, 1), iterations=120, loss="ncc")
+# Compiling a registration program takes 15-20 s on a CPU and running one well under a second, so
+# the multi-start tests share three programs: MULTI with two starts (and a progress function), MULTI
+# with one start, and PRUNED with two starts. Under MULTI every start runs every level; with a single
+# start ``multi_start_levels`` changes nothing (there is nothing to prune), so MULTI's one-start
+# program serves a single start of PRUNED. 30 iterations a level: batched and single runs then
+# differ in rounding only (near convergence, at 120, flat losses let float32 rounding move the pose
+# by 0.02 mm).
+MULTI = R.RegistrationConfig(levels=(2, 1), iterations=30, loss="ncc", multi_start_levels=None)
+PRUNED = dataclasses.replace(MULTI, multi_start_levels=1)
 TRUTH = P.se3_exp(jnp.asarray([0.1, -0.05, 0.2, 3.0, -2.0, 4.0], jnp.float32))
 
 
@@ -110,9 +120,10 @@ def test_losses_jit_vmap_and_constant_images(name, rng):
     fn = R.get_loss(name)
     x, y = jnp.asarray(rng.normal(size=(2, 3, 16, 16)), jnp.float32)
     batched = jax.jit(jax.vmap(fn))(x, y)
-    np.testing.assert_allclose(np.asarray(batched), [float(fn(a, b)) for a, b in zip(x, y)], rtol=1e-5, atol=1e-6)
+    one = jax.jit(fn)  # one image pair at a time (compiled once, not op by op for each pair)
+    np.testing.assert_allclose(np.asarray(batched), [float(one(a, b)) for a, b in zip(x, y)], rtol=1e-5, atol=1e-6)
     const = jnp.ones((16, 16))
-    val, g = jax.value_and_grad(fn)(const, x[0])
+    val, g = jax.jit(jax.value_and_grad(fn))(const, x[0])
     assert np.isfinite(float(val)) and np.all(np.isfinite(np.asarray(g)))
     with pytest.raises(ValueError, match="loss"):
         R.get_loss("nope")
@@ -148,6 +159,7 @@ def test_drr_gradient_wrt_pose_matches_finite_differences(x64, rng):
     init = P.se3_exp(jnp.asarray([0.05, 0.1, -0.1, 2.0, 1.0, -3.0]))
     pivot = jnp.zeros(3)
 
+    @jax.jit  # one program for the 12 difference quotients (op by op, each compiled its own)
     def f(p):
         return jnp.sum(w * R.drr(vol, g, R.params_to_pose(p, init, pivot, CFG), step=0.25))
 
@@ -180,12 +192,13 @@ def test_register_recovers_pose_from_10mm_5deg():
 def test_multistart_vmap_equals_sequential_runs():
     vol, target = problem()
     init = offset(TRUTH, 3.0, 6.0)
-    starts = R.random_perturbations(jax.random.key(1), 3, rot_range_deg=4.0, trans_range_mm=5.0)
+    starts = R.random_perturbations(jax.random.key(1), 2, rot_range_deg=4.0, trans_range_mm=5.0)
     assert np.all(np.asarray(starts[0]) == 0) and np.all(np.abs(np.asarray(starts[1:, 3:])) <= 5.0)
-    cfg = R.RegistrationConfig(levels=(2,), iterations=30, loss="ncc")
-    batch = R.register(vol, GEOM, target, init, config=cfg, starts=starts)
-    for k in range(3):
-        one = R.register(vol, GEOM, target, init, config=cfg, starts=starts[k:k + 1])
+    # the batch of test_register_compiles_once_per_shapes, with a progress function as there (it
+    # changes no arithmetic: the program calls it)
+    batch = R.register(vol, GEOM, target, init, config=MULTI, starts=starts, progress=lambda *a: None)
+    for k in range(2):
+        one = R.register(vol, GEOM, target, init, config=MULTI, starts=starts[k:k + 1])
         np.testing.assert_allclose(one.losses[0], batch.losses[k], rtol=1e-4, atol=1e-6)
         # float32 Adam: batched and unbatched arithmetic differ in rounding only
         np.testing.assert_allclose(one.poses.translation[0], batch.poses.translation[k], atol=1e-2)
@@ -198,15 +211,15 @@ def test_multistart_vmap_equals_sequential_runs():
 def test_pruned_multistart_continues_the_best_coarse_start_alone():
     vol, target = problem()
     init = offset(TRUTH, 3.0, 6.0)
-    starts = R.random_perturbations(jax.random.key(2), 3, rot_range_deg=6.0, trans_range_mm=8.0)
-    cfg = R.RegistrationConfig(levels=(2, 1), iterations=25, loss="ncc", multi_start_levels=1)
-    res = R.register(vol, GEOM, target, init, config=cfg, starts=starts)
+    starts = R.random_perturbations(jax.random.key(2), 2, rot_range_deg=6.0, trans_range_mm=8.0)
+    res = R.register(vol, GEOM, target, init, config=PRUNED, starts=starts)
     coarse = np.nanmin(res.history[:, 0], axis=1)  # each start's best loss at the coarse level
     b = int(np.argmin(coarse))
     assert res.best_start == b and np.isfinite(res.losses[b])
     assert np.all(np.isinf(np.delete(res.losses, b))) and np.all(res.iterations[:, 0] >= 1)
     assert np.all(np.delete(res.iterations[:, 1], b) == 0) and res.iterations[b, 1] >= 1
-    one = R.register(vol, GEOM, target, init, config=cfg, starts=starts[b:b + 1])  # the same start alone
+    # the same start alone (under MULTI: with one start there is nothing to prune, the same optimisation)
+    one = R.register(vol, GEOM, target, init, config=MULTI, starts=starts[b:b + 1])
     np.testing.assert_allclose(one.loss, res.loss, rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(one.pose.translation, res.pose.translation, atol=2e-2)
     with pytest.raises(ValueError, match="multi_start_levels"):
@@ -239,8 +252,7 @@ def test_register_compiles_once_per_shapes():
     """A second call with a new CT, target, initial pose, start values, geometry distances and
     progress function of the same shapes reuses the compiled program: nothing compiles."""
     vol, target = problem()
-    # every start runs every level, so that each start's final loss is a full-detector loss
-    cfg = R.RegistrationConfig(levels=(2, 1), iterations=6, loss="ncc", multi_start_levels=None)
+    cfg = MULTI  # every start runs every level, so that each start's final loss is a full-detector loss
     starts = R.random_perturbations(jax.random.key(0), 2, rot_range_deg=3.0, trans_range_mm=3.0)
     R.register(vol, GEOM, target, offset(TRUTH, 3.0, 5.0), config=cfg, starts=starts, progress=lambda *a: None)
     geom2 = GEOM.replace(DSD=820.0, d_detector=(8.2, 7.9))

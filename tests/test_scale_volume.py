@@ -31,13 +31,14 @@ def test_project_and_backproject_volume_sharded_equal_single_device(rng, nz):
     mesh = make_mesh()
     vol = jnp.asarray(rng.random(g.n_voxel), jnp.float32)
     y = jnp.asarray(rng.random(g.projection_shape), jnp.float32)
-    close(project_sharded(vol, g, mesh=mesh, chunk_size=1024), jm.project(vol, g))
+    ax = project_sharded(vol, g, mesh=mesh, chunk_size=1024)
+    close(ax, jm.project(vol, g))
     bp = backproject_sharded(y, g, mesh=mesh, chunk_size=1024)
     close(bp, jm.backproject(y, g))
     if nz % 8 == 0:
         assert bp.sharding.spec == volume_sharding(mesh).spec
-    # adjoint identity of the sharded pair
-    lhs = float(jnp.vdot(project_sharded(vol, g, mesh=mesh), y))
+    # adjoint identity of the sharded pair (the pair above: one chunk size, no third program)
+    lhs = float(jnp.vdot(ax, y))
     rhs = float(jnp.vdot(vol, bp))
     assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
 
@@ -63,9 +64,10 @@ def test_fdk_volume_sharded_equals_single_device(nz):
     close(fdk(proj, g, mesh=make_mesh()).volume, fdk(proj, g).volume)
 
 
-@pytest.mark.parametrize("views", [8, 4])  # 4 views: subsets of 2 leave voxels unseen (V's floor)
-def test_sart_and_cgls_volume_sharded_equal_single_device(views):
-    g = geom(views=views)
+def test_sart_and_cgls_volume_sharded_equal_single_device():
+    # 4 views: subsets of 2 leave voxels unseen, so V's floor (a global max over the slabs) acts
+    # too. (8 views ran as well: the same programs, with the floor inactive; 4 covers that code.)
+    g = geom(views=4)
     vol = jm.voxelize(jm.shepp_logan(radius=60.0), g)
     proj = jm.project(vol, g)
     mesh = make_mesh()
