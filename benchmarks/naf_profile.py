@@ -246,8 +246,9 @@ def atomic_roofline(g, *, levels: int, t: int, f: int, block: int = 128, num_war
     return out.reshape(levels, t, f)
 
 
-def fused_parts(params, u, cot, field_cfg, *, interpret: bool = False) -> dict:
-    """The fused field's kernels one by one, and the atomic roofline: ``{part: run}``."""
+def fused_parts(params, u, cot, field_cfg, *, interpret: bool = False, tuning=None) -> dict:
+    """The fused field's kernels one by one, and the atomic roofline: ``{part: run}``; ``tuning``: a
+    :class:`jaxmedrf.kernels.field.FusedTuning` (default ``DEFAULT_FUSED_TUNING``)."""
     import jax
 
     from jaxmedrf.fields.field import _mlp_spec
@@ -256,7 +257,7 @@ def fused_parts(params, u, cot, field_cfg, *, interpret: bool = False) -> dict:
 
     enc, spec = field_cfg.encoding, _mlp_spec(field_cfg)
     table, w = params["encoding"], K.pack(params["mlp"])
-    tuning = K.DEFAULT_FUSED_TUNING
+    tuning = K.DEFAULT_FUSED_TUNING if tuning is None else tuning
     kw = dict(tuning=tuning, interpret=interpret)
     fwd = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, **kw))
     fwd_f = jax.jit(lambda t, w, u: K.fused_field_forward(t, w, u, enc, spec, save_features=True, **kw))

@@ -24,6 +24,7 @@ What the papers report (checked against their code):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -170,7 +171,14 @@ def ssim_per_slice(image, reference, *, axis: int = 2, data_range=None, **kw) ->
     dr = _data_range(reference, data_range)
     a, b = jnp.moveaxis(image, axis, 0), jnp.moveaxis(reference, axis, 0)
     opts = {"filter_size": 11, "filter_sigma": 1.5, "k1": 0.01, "k2": 0.03, **kw}
-    return jax.vmap(lambda x, y: _ssim2d(x, y, dr, **opts))(a, b)
+    return _ssim2d_slices(a, b, dr, **opts)
+
+
+@functools.partial(jax.jit, static_argnames=("filter_size", "filter_sigma", "k1", "k2"))
+def _ssim2d_slices(a, b, dr, *, filter_size, filter_sigma, k1, k2):
+    """2D SSIM of each ``a[i]`` vs ``b[i]``; jitted: run eagerly, the vectorised map compiled each
+    of its operations on its own for every slice shape (about 2 s against 0.3 s on a CPU)."""
+    return jax.vmap(lambda x, y: _ssim2d(x, y, dr, filter_size, filter_sigma, k1, k2))(a, b)
 
 
 def ssim_slices(image, reference, *, axis: int | None = None, data_range=None, skip_empty: bool = False, **kw):

@@ -74,6 +74,20 @@ def adam_with_schedule(lr: float, n_steps: int, *, final_fraction: float, decay:
     return optax.adam(schedule, b1=b1, b2=b2, eps=eps)
 
 
+def committed_like(tree: Any, like: Any) -> Any:
+    """``tree`` (arrays restored from a checkpoint) with each array committed to a device only where
+    the matching array of ``like`` (the fresh state) is. Orbax commits every restored array, and a
+    jitted step first called with uncommitted arguments (a fresh state) is lowered and compiled again
+    for committed ones; with uncommitted copies, a resume in the process that trained (after
+    ``stop_after``) reuses the compiled step. The values are unchanged."""
+    import jax
+
+    def one(x, ref):
+        return x if getattr(ref, "committed", True) else jnp.asarray(np.asarray(x))
+
+    return jax.tree_util.tree_map(one, tree, like)
+
+
 def _check_finite(losses, first_step: int, desc: str) -> None:
     """FloatingPointError naming the first step (counting from 0) of a chunk whose loss is not finite;
     ``losses`` hold the chunk's steps along their last axis."""

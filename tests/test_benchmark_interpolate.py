@@ -11,8 +11,8 @@ def test_interpolate_benchmark_tiny(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_interpolate", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    rc = mod.main(["--small", "--shape", "20", "20", "16", "--k", "4", "--stacks", "1", "3", "--inr-iters", "50",
-                   "--inr-batch", "1024", "--smore-iters", "10", "--out-dir", str(tmp_path)])
+    rc = mod.main(["--small", "--shape", "20", "20", "16", "--k", "4", "--stacks", "1", "3", "--inr-iters", "10",
+                   "--inr-batch", "1024", "--smore-iters", "2", "--out-dir", str(tmp_path)])
     assert rc == 0
     (out,) = tmp_path.glob("interpolate_*_small.json")
     data = json.loads(out.read_text())

@@ -61,17 +61,21 @@ def test_adam_one_pass_is_optax_adam():
 
 
 def test_fused_parts_run_in_interpret_mode():
-    """Every fused-field part the GPU profile times runs (Pallas interpreter, tiny field)."""
+    """Every fused-field part the GPU profile times runs (Pallas interpreter, tiny field). One point per
+    lane of the table gradient (``table_run=1``): the interpreter runs the default's 4-point runs 3-4x
+    slower, and tests/test_kernels_field.py checks both schedules against XLA."""
     import jax
     import jax.numpy as jnp
 
     from jaxmedrf.fields import FieldConfig, HashGridConfig, field_init
+    from jaxmedrf.kernels import field as K
 
     enc = HashGridConfig(n_levels=2, log2_table_size=8, base_resolution=4, finest_resolution=8)
     cfg = FieldConfig(encoding=enc, width=16, out_activation="softplus")
     params = field_init(jax.random.key(0), cfg)
     u = jax.random.uniform(jax.random.key(1), (40, 3))
-    parts = naf_profile.fused_parts(params, u, jnp.ones(40), cfg, interpret=True)
+    parts = naf_profile.fused_parts(params, u, jnp.ones(40), cfg, interpret=True,
+                                  tuning=K.DEFAULT_FUSED_TUNING._replace(table_run=1))
     assert set(parts) == {"fused_forward", "fused_forward+features", "fused_backward", "table_grad", "atomic_roofline"}
     for run in parts.values():
         run()

@@ -115,15 +115,13 @@ def test_naf_provenance_matches_dense_jacobians(rng):
 # ----------------------------------------------------------------------------- uncertainty
 @pytest.mark.slow  # a NAF training step compiles (most of this file's time)
 def test_identical_members_have_zero_spread_and_different_keys_do_not(rng):
-    g = jm.cone_beam(n_voxel=(8,) * 3, d_voxel=32.0, n_detector=(10, 10), d_detector=40.0, n_views=6)
-    vol = jm.voxelize(jm.shepp_logan(radius=128.0, mu_scale=1.0), g)
-    proj = np.asarray(jm.project(vol, g))
-    field = FieldConfig(encoding=HashGridConfig(n_levels=2, log2_table_size=8, base_resolution=4, finest_resolution=8),
-                        width=8, out_activation="softplus")
-    cfg = NAFConfig(field=field, n_iters=5, batch_rays=64, n_samples=8, steps_per_call=5, grid_supersample=1)
+    # test_naf.py's data and its stacked-cases configuration: the same compiled step as its 3-case test
+    from test_naf import CASES, cfg, scan
+
+    g, _, proj = scan()
     k = jax.random.key(3)
     keys = jnp.stack([k, k, jax.random.key(4)])  # members 0 and 1 identical
-    res = train_naf(np.stack([proj] * 3), g, cfg, case_keys=keys, progress=False)
+    res = train_naf(np.stack([proj] * 3), g, cfg(**CASES), case_keys=keys, progress=False)
     std_same = np.asarray(E.ensemble_std(res.volume[:2]))
     assert np.all(std_same == 0.0)
     std_all = np.asarray(E.ensemble_std(res.volume))

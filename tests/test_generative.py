@@ -39,9 +39,14 @@ def test_discriminator_and_generator_steps_lower_their_losses(images):
     state = graf.gan_init(jax.random.key(0), CFG)
     k_real, k_fake, k_g = jax.random.split(jax.random.key(1), 3)
     peak, mu_scale = float(images.max()), 0.02
-    real = graf.normalise(graf.sample_real_patches(k_real, jnp.asarray(images), patch=CFG.patch,
-                                                   min_scale=CFG.min_scale, batch=CFG.batch), peak)
-    fake = graf.fake_patches(k_fake, state.g_params, GEO, CFG, mu_scale=mu_scale, peak=peak)
+
+    @jax.jit  # one program: eagerly, each operation of the renderer compiled on its own
+    def patches(images, g_params):
+        real = graf.normalise(graf.sample_real_patches(k_real, images, patch=CFG.patch, min_scale=CFG.min_scale,
+                                                       batch=CFG.batch), peak)
+        return real, graf.fake_patches(k_fake, g_params, GEO, CFG, mu_scale=mu_scale, peak=peak)
+
+    real, fake = patches(jnp.asarray(images), state.g_params)
     assert real.shape == fake.shape == (CFG.batch, CFG.patch, CFG.patch)
     d_step = jax.jit(lambda s: graf.d_step(s, real, fake, CFG))
     g_step = jax.jit(lambda s: graf.g_step(k_g, s, GEO, CFG, mu_scale=mu_scale, peak=peak))

@@ -42,16 +42,19 @@ def test_ssim_matches_skimage_and_dm_pix(pair, x64):
     assert float(M.ssim3d(img, ref, data_range=1.0, window="uniform", filter_size=7)) == pytest.approx(
         sk_ssim(ref, img, data_range=1.0), abs=1e-5
     )
-    per = np.asarray(M.ssim_per_slice(img, ref, axis=1, data_range=1.0))
+    per = np.asarray(jax.jit(M.ssim_per_slice, static_argnames="axis")(img, ref, axis=1, data_range=1.0))  # eager vmap: slow
     ref_per = [sk_ssim(ref[:, j], img[:, j], **SK) for j in range(ref.shape[1])]
     np.testing.assert_allclose(per, ref_per, atol=1e-5)
 
 
 def test_ssim_slices_axis_none_is_mean_over_axes(pair):
     img, ref = pair
-    per_axis = [float(M.ssim_slices(img, ref, axis=a, filter_size=7)) for a in range(3)]
-    assert float(M.ssim_slices(img, ref, filter_size=7)) == pytest.approx(np.mean(per_axis), abs=1e-6)
-    assert float(M.ssim_slices(ref, ref, filter_size=7)) == pytest.approx(1.0, abs=1e-5)
+    # jitted: the eager per-slice vmap compiles each operation for each slice shape (3x slower here);
+    # MetricsTransformationsTest runs ssim_slices without jit too
+    ssim_slices = jax.jit(M.ssim_slices, static_argnames=("axis", "filter_size"))
+    per_axis = [float(ssim_slices(img, ref, axis=a, filter_size=7)) for a in range(3)]
+    assert float(ssim_slices(img, ref, filter_size=7)) == pytest.approx(np.mean(per_axis), abs=1e-6)
+    assert float(ssim_slices(ref, ref, filter_size=7)) == pytest.approx(1.0, abs=1e-5)
 
 
 def _gmsd_numpy(img, ref, c=170.0):
@@ -125,8 +128,10 @@ class MetricsTransformationsTest(chex.TestCase):
     def test_vmap_is_one_metric_per_pair(self, name):
         metric, _ = METRICS[name]
         img, ref = jnp.asarray(self.img, jnp.float32), jnp.asarray(self.ref, jnp.float32)
-        batched = jax.vmap(metric)(jnp.stack([img, ref]), jnp.stack([ref, img]))
-        chex.assert_trees_all_close(batched, jnp.stack([metric(img, ref), metric(ref, img)]), rtol=1e-5, atol=1e-6)
+        # jitted (eager vmap compiles every batched operation on its own; test_matches_the_reference runs eagerly)
+        batched = jax.jit(jax.vmap(metric))(jnp.stack([img, ref]), jnp.stack([ref, img]))
+        one = jax.jit(metric)
+        chex.assert_trees_all_close(batched, jnp.stack([one(img, ref), one(ref, img)]), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_are_reported(pair):

@@ -95,8 +95,10 @@ def test_protocol_with_orthogonal_stacks_and_cli_smore(tmp_path, capsys):
     from jaxmedrf.io import save_volume
 
     v, a = brain_phantom(None, (16, 16, 13), 2.0)
+    from test_mri import TINY_FIELD  # plumbing: a small hash grid, a few steps
+
     res = evaluate_interpolation(v, a, 4, ("inr", "cubic"), stack_axes=(2, 1, 0),
-                                 inr_config=INRConfig(n_iters=50, batch=1024, steps_per_call=50))
+                                 inr_config=INRConfig(n_iters=10, batch=1024, steps_per_call=10, field=TINY_FIELD))
     assert res["stack_axes"] == [2, 1, 0] and np.isfinite(res["methods"]["inr"]["removed"]["psnr_mean"])
     with pytest.raises(ValueError, match="stack_axes"):
         evaluate_interpolation(v, a, 4, ("cubic",), stack_axes=(1, 2))

@@ -31,6 +31,13 @@ def cfg(**kw):
     return NAFConfig(**base)
 
 
+# The tests share compiled training steps (the persistent compilation cache of tests/conftest.py): ONE is
+# the step of `scan()`'s data on one device (tests of devices, resume, loss terms); CASES that of stacked
+# cases with a fixed μ scale (tests/test_naf.py, tests/test_scale_cohort.py, tests/test_explain.py).
+ONE = dict(n_iters=20)
+CASES = dict(n_iters=10, auto_mu_scale=False, grid_supersample=1, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
+
+
 def test_short_training_learns_the_phantom():
     g, vol, proj = scan(n=32, views=40, det=32)
     c = cfg(n_iters=150, batch_rays=512, n_samples=32, steps_per_call=25,
@@ -48,7 +55,7 @@ def test_short_training_learns_the_phantom():
 
 def test_one_and_eight_devices_give_the_same_losses():
     g, _, proj = scan()
-    c = cfg(n_iters=20)
+    c = cfg(**ONE)
     one = train_naf(proj, g, c, progress=False)
     eight = train_naf(proj, g, c, mesh=make_mesh(n_devices=8), progress=False)
     assert len(jax.devices()) == 8
@@ -71,7 +78,7 @@ def test_vmapped_cases_equal_separate_runs():
     _, _, proj_b = scan(mu_scale=0.5)
     _, _, proj_c = scan(mu_scale=0.8, radius=100.0)
     stack = np.stack([proj_a, proj_b, proj_c])
-    c = cfg(n_iters=20, auto_mu_scale=False, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
+    c = cfg(**CASES)
     keys = jax.random.split(jax.random.key(7), 3)
     together = train_naf(stack, g, c, case_keys=keys, progress=False)
     assert together.volume.shape == (3, *g.n_voxel)
@@ -81,17 +88,17 @@ def test_vmapped_cases_equal_separate_runs():
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     g, _, proj = scan()
-    c = cfg(n_iters=40)
+    c = cfg(**ONE)  # 20 steps, 10 a call: killed after the first call
     full = train_naf(proj, g, c, progress=False)
     ck = tmp_path / "ck"
-    train_naf(proj, g, c, checkpoint_dir=ck, checkpoint_every=10, stop_after=20, progress=False)
-    assert sorted(p.name for p in ck.glob("step_*"))[-1] == "step_00000020"
+    train_naf(proj, g, c, checkpoint_dir=ck, checkpoint_every=10, stop_after=10, progress=False)
+    assert sorted(p.name for p in ck.glob("step_*"))[-1] == "step_00000010"
     resumed = train_naf(proj, g, c, checkpoint_dir=ck, checkpoint_every=10, resume=True, progress=False)
     for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params)):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-7)
     # Another configuration cannot resume from it.
     with pytest.raises(ValueError, match="another configuration"):
-        train_naf(proj, g, cfg(n_iters=40, batch_rays=128), checkpoint_dir=ck, resume=True, progress=False)
+        train_naf(proj, g, cfg(**ONE, batch_rays=128), checkpoint_dir=ck, resume=True, progress=False)
 
 
 def test_bad_inputs():
@@ -130,8 +137,8 @@ def test_nan_loss_stops_with_the_step():
 
 def test_tv_and_l1_terms_add_to_the_loss():
     g, _, proj = scan()
-    plain = train_naf(proj, g, cfg(n_iters=10, steps_per_call=10), progress=False)
-    reg = train_naf(proj, g, cfg(n_iters=10, steps_per_call=10, tv_weight=1.0, l1_weight=1.0), progress=False)
+    plain = train_naf(proj, g, cfg(**ONE), progress=False)
+    reg = train_naf(proj, g, cfg(**ONE, tv_weight=1.0, l1_weight=1.0), progress=False)
     assert np.isfinite(reg.history["loss"]).all()
     assert reg.history["loss"][0] > plain.history["loss"][0]  # same first rays: the extra terms are positive
 

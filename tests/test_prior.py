@@ -174,7 +174,7 @@ def test_cli_train_prior_reconstruct_and_refusals(truth, tmp_path, capsys):
     prior = load_prior(out)
     assert prior.trained_on == ("v0", "v2") and prior.config.width == 8
     assert "held out (fold 1/3): ['v1']" in capsys.readouterr().out
-    g = _geometry(views=4)
+    g = _geometry()  # test_sart_with_prior_step's geometry: the same compiled SART and denoiser
     scan = _npz(tmp_path / "scan.npz", truth, g, phantoms.analytic_projections(phantoms.shepp_logan(radius=128.0), g))
     rec = tmp_path / "rec.npz"
     rc = cli.main(["reconstruct", scan, "--out", str(rec), "--method", "sart", "--iters", "2", "--prior", str(out),

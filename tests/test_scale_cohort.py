@@ -1,21 +1,19 @@
 """Cohort mode: K scans sharded over 8 CPU devices on the case axis equal separate runs."""
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 
 from jaxmedrf.parallel import make_mesh
 from jaxmedrf.recon.naf import train_naf
-from tests.test_naf import SMALL_FIELD, assert_cases_equal_separate_runs, cfg, scan
+from tests.test_naf import CASES, SMALL_FIELD, assert_cases_equal_separate_runs, cfg, scan
 
 
 def test_cohort_sharded_cases_equal_separate_runs():
     g, _, proj_a = scan(mu_scale=1.0)
     _, _, proj_b = scan(mu_scale=0.5)
     stack = np.stack([proj_a, proj_b])
-    c = cfg(n_iters=10, auto_mu_scale=False, grid_supersample=1, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
+    c = cfg(**CASES)  # the separate runs' step is test_naf.py's
     keys = jax.random.split(jax.random.key(7), 2)
     mesh = make_mesh()
     assert mesh.size == 8

@@ -66,7 +66,7 @@ from jaxmedrf.fields.mlp import mlp_apply, mlp_init
 from jaxmedrf.geometry import Geometry, view_frames, volume_box, voxel_centers
 from jaxmedrf.rays import Rays, box_intersect
 from jaxmedrf.render import render_rays
-from jaxmedrf.training import train_loop
+from jaxmedrf.training import committed_like, train_loop
 
 __all__ = [
     "GANState", "GRAFConfig", "GenerativeModel", "InversionResult", "d_loss", "d_step", "dag_logits",
@@ -461,11 +461,13 @@ def restore_checkpoint(root: Path, like: GANState) -> tuple[GANState, Path]:
     if not found:
         raise ValueError(f"no checkpoint found in {root}")
     path = found[-1][1].resolve()
-    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _saveable(like))
+    saveable = _saveable(like)
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, saveable)
     try:
         tree = ocp.StandardCheckpointer().restore(path, target)
     except Exception as e:  # orbax raises several types for a structure mismatch
         raise ValueError(f"checkpoint {path} does not match this configuration ({e})") from e
+    tree = committed_like(tree, saveable)
     tree["key"] = jax.random.wrap_key_data(tree["key"])
     return GANState(**tree), path
 

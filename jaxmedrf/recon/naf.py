@@ -55,7 +55,7 @@ from jaxmedrf.parallel import batch_sharding, constrain
 from jaxmedrf.rays import box_intersect, pixel_rays
 from jaxmedrf.recon.mlg import MLGConfig, mlg_indices
 from jaxmedrf.render import render_rays
-from jaxmedrf.training import INSTANT_NGP_ADAM, adam_with_schedule, train_loop
+from jaxmedrf.training import INSTANT_NGP_ADAM, adam_with_schedule, committed_like, train_loop
 
 __all__ = ["NAFConfig", "NAFResult", "TrainState", "estimate_mu_scale", "train_naf"]
 
@@ -359,11 +359,13 @@ def restore_checkpoint(root: Path, like: TrainState) -> tuple[TrainState, Path]:
     if not found:
         raise ValueError(f"resume: no checkpoint found in {root}")
     path = found[-1][1].resolve()
-    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_saveable(like))
+    saveable = _to_saveable(like)
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, saveable)
     try:
         tree = ocp.StandardCheckpointer().restore(path, target)
     except Exception as e:  # orbax raises several types for a structure mismatch
         raise ValueError(f"resume: checkpoint {path} does not match this configuration ({e})") from e
+    tree = committed_like(tree, saveable)
     key = jax.random.wrap_key_data(tree["key"])
     grid = None if like.occupancy is None else type(like.occupancy)(**tree["occupancy"])
     return TrainState(tree["params"], tree["opt_state"], tree["step"], key, grid), path
