@@ -51,20 +51,37 @@ def test_parallel_trilinear_and_analytic(tmp_path):
         assert not (tmp_path / f"{method}.png").exists()
 
 
-@pytest.mark.parametrize(
-    "args, word",
-    [
-        (["--dsd", "900"], "DSD"),
-        (["--d-voxel", "-1"], "d_voxel"),
-        (["--n-views", "0"], "n-views"),
-        (["--phantom", "head"], "phantom"),
-        (["--n-voxel", "16", "0", "16"], "n-voxel"),
-        (["--noise-i0", "-5"], "noise-i0"),
-        (["--d-detector", "nan", "1"], "d_detector"),
-        (["--out", "x.txt"], "--out"),
-    ],
-)
-def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, args, word):
+BAD = [
+    (["--dsd", "900"], "DSD"),
+    (["--d-voxel", "-1"], "d_voxel"),
+    (["--n-views", "0"], "n-views"),
+    (["--phantom", "head"], "phantom"),
+    (["--n-voxel", "16", "0", "16"], "n-voxel"),
+    (["--noise-i0", "-5"], "noise-i0"),
+    (["--d-detector", "nan", "1"], "d_detector"),
+    (["--out", "x.txt"], "--out"),
+]
+
+
+@pytest.mark.parametrize("args, word", BAD)
+def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, args, word):
+    """In this process: main returns 2 (argparse's own refusals exit with 2), one line on stderr."""
+    out = tmp_path / "bad.npz"
+    capsys.readouterr()
+    try:
+        rc = main(["simulate", *SMALL, "--out", str(out), *args])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and word in err
+    assert err.strip().count("\n") == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_process_exits_2_with_one_line_and_no_file(tmp_path):
+    """``python -m jaxmedrf.cli`` itself: exit status 2, one line, no traceback, no file."""
+    args, word = BAD[2]
     out = tmp_path / "bad.npz"
     cmd = [sys.executable, "-m", "jaxmedrf.cli", "simulate", *SMALL, "--out", str(out), *args]
     res = subprocess.run(cmd, capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu", "PATH": "", **JIT_CACHE})
@@ -74,13 +91,15 @@ def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, args, word):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_help_lists_units():
-    res = subprocess.run([sys.executable, "-m", "jaxmedrf.cli", "simulate", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0
+def test_help_lists_units(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
     for opt in ("--dsd", "--dso", "--n-detector", "--d-detector", "--off-detector", "--d-voxel", "--off-origin",
                 "--arc", "--beam", "--method", "--noise-i0", "--seed"):
-        assert opt in res.stdout
-    assert "mm" in res.stdout and "degrees" in res.stdout
+        assert opt in out
+    assert "mm" in out and "degrees" in out
 
 
 def test_simulate_from_a_volume_file_with_the_mednerf_preset(tmp_path):
