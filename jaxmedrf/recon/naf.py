@@ -457,7 +457,7 @@ def train_naf(
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     state, last_ckpt = _open_checkpoints(ckpt_root, config, geometry, state, n_cases=n_cases + n_pad, resume=resume,
                                          log=log)
-    state = _placed_like_its_steps(state, mesh=mesh, shard_cases=shard_cases, restored=last_ckpt is not None)
+    state = _placed_like_its_steps(state, mesh=mesh, shard_cases=shard_cases)
     if mesh is not None and mesh.size > 1 and getattr(config.field, "implementation", "xla") != "xla":
         # One pallas_call (the fused field) is not partitioned by XLA over devices.
         config = dataclasses.replace(config, field=dataclasses.replace(config.field, implementation="xla"))
@@ -527,23 +527,14 @@ def _setup(projections, geometry, config, *, mesh, case_keys, shard_cases, log):
     return proj, single, config, keys, n_pad
 
 
-def _placed_like_its_steps(state: TrainState, *, mesh, shard_cases: bool, restored: bool) -> TrainState:
+def _placed_like_its_steps(state: TrainState, *, mesh, shard_cases: bool) -> TrainState:
     """``state`` placed as the compiled step returns it, so that its first call compiles the same
-    program as the calls after it (a speed-up only: the same computation, the same numbers).
-
-    With rays split over ``mesh`` the step returns the state replicated over the mesh; a fresh state
-    lives on one device, and the first call compiled a second program for it. A restored
-    checkpoint's arrays are committed to a device where a fresh state's are not, which gave a resumed
-    run another program than the uninterrupted one (so a compilation cache could not serve it)."""
+    program as the calls after it (a speed-up only: the same computation, the same numbers). With
+    rays split over ``mesh`` the step returns the state replicated over the mesh; a fresh state
+    lives on one device, and the first call compiled a second program for it. (A restored
+    checkpoint is placed like a fresh state by :func:`jaxmedrf.training.committed_like`.)"""
     if mesh is not None and not shard_cases:
         return jax.device_put(state, replicated(mesh))
-    if mesh is None and restored:
-        def uncommitted(x):
-            if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-                return jax.random.wrap_key_data(jnp.asarray(np.asarray(jax.random.key_data(x))))
-            return jnp.asarray(np.asarray(x))
-
-        return jax.tree_util.tree_map(uncommitted, state)
     return state
 
 
