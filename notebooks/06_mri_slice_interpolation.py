@@ -141,12 +141,14 @@ assert np.isfinite(three)
 # ## 5. The same from the command line
 #
 # `jaxmedrf interpolate` reads DICOM series or NIfTI stacks (orientation kept) and writes the
-# restored volume; `--phantom --evaluate K` runs the protocol on the built-in phantom.
+# restored volume; `--evaluate K` runs the protocol on its input: here the phantom above, saved as
+# NIfTI (`--phantom` instead of a file uses the built-in phantom at 128×128×80).
 
 # %%
 import subprocess
 
-cmd = [sys.executable, "-m", "jaxmedrf.cli", "interpolate", "--phantom", "--evaluate", str(K), "--method", "cubic",
+jm.save_volume(np.asarray(vol), "phantom.nii.gz", affine=aff, modality="MR", unit="MR", overwrite=True)
+cmd = [sys.executable, "-m", "jaxmedrf.cli", "interpolate", "phantom.nii.gz", "--evaluate", str(K), "--method", "cubic",
        "--report", "interp_report"]
 print(" ".join(cmd[2:]))
 run = subprocess.run(cmd, capture_output=True, text=True)

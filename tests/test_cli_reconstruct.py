@@ -109,8 +109,8 @@ def test_several_inputs_train_together(sim, tmp_path, monkeypatch):
     # the fused hash-grid kernel on a CPU falls back to XLA with a warning; all (8) devices split the rays
     with pytest.warns(UserWarning, match="(?i)pallas|gpu"):
         assert main(["reconstruct", str(sim), str(sim), "--iters", "50", "--batch-rays", "128", "--n-samples", "8",
-                     "--log2-table-size", "10", "--hash-implementation", "pallas", "--no-progress", "--no-png",
-                     "--out", str(out)]) == 0
+                     "--log2-table-size", "10", "--grid-supersample", "1", "--hash-implementation", "pallas",
+                     "--no-progress", "--no-png", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.glob("*_recon.npz")) == ["sim_0_recon.npz", "sim_1_recon.npz"]
     assert len(steps) == 1 and steps[0]._cache_size() == 1
 

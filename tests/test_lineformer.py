@@ -28,6 +28,17 @@ ENC = HashGridConfig(n_levels=4, log2_table_size=10, base_resolution=4, finest_r
 CFG = LineformerConfig(encoding=ENC, width=8, segment_length=4, heads=2, head_dim=3, ffn_mult=2)
 LO, HI = jnp.full(3, -10.0), jnp.full(3, 10.0)
 
+# One compiled program each (run op by op, every small op of the field compiles on its own); the
+# eager path itself is compared with these in test_jit_and_vmap_agree.
+_init = jax.jit(lineformer_init, static_argnums=1)
+apply = jax.jit(lineformer_apply, static_argnames="config")
+
+
+def init(key, config):
+    """``lineformer_init`` (float32 parameters), compiled once, also inside a test with x64 on."""
+    with jax.enable_x64(False):
+        return _init(key, config)
+
 
 def _points(key, rays=5, samples=8):
     return jax.random.uniform(key, (rays, samples, 3), minval=-9.0, maxval=9.0)
@@ -66,37 +77,37 @@ def _attention_np(b, x, heads):
 
 
 def test_line_attention_matches_a_numpy_reference(x64):
-    params = lineformer_init(jax.random.key(0), CFG)
+    params = init(jax.random.key(0), CFG)
     block = jax.tree_util.tree_map(lambda t: t.astype(jnp.float64), params["layers"][1]["blocks"][0])
     x = np.random.default_rng(0).normal(size=(3, 4, 8))
-    got = line_attention(block, jnp.asarray(x), heads=2)
+    got = jax.jit(line_attention, static_argnames="heads")(block, jnp.asarray(x), heads=2)
     np.testing.assert_allclose(np.asarray(got), _attention_np(block, x, 2), rtol=1e-6, atol=1e-9)
 
 
 def test_shapes_segments_padding_and_box():
-    params = lineformer_init(jax.random.key(1), CFG)
+    params = init(jax.random.key(1), CFG)
     x = _points(jax.random.key(2))
-    mu = lineformer_apply(params, x, CFG, lo=LO, hi=HI)
+    mu = apply(params, x, CFG, lo=LO, hi=HI)
     assert mu.shape == (5, 8) and mu.dtype == jnp.float32 and bool(jnp.all(mu >= 0))
     # μ of a sample depends on its own segment (samples 0-3 | 4-7), not on the other one
     moved = x.at[:, 6].add(1.0)
-    mu2 = lineformer_apply(params, moved, CFG, lo=LO, hi=HI)
+    mu2 = apply(params, moved, CFG, lo=LO, hi=HI)
     np.testing.assert_array_equal(mu2[:, :4], mu[:, :4])
     assert float(jnp.max(jnp.abs(mu2[:, 4:6] - mu[:, 4:6]))) > 0  # ... and on the others in it
     # 6 samples: padded to 8 by repeating the last one; the first segment is unchanged
-    mu6 = lineformer_apply(params, x[:, :6], CFG, lo=LO, hi=HI)
+    mu6 = apply(params, x[:, :6], CFG, lo=LO, hi=HI)
     assert mu6.shape == (5, 6)
     np.testing.assert_allclose(mu6[:, :4], mu[:, :4], rtol=1e-6)
     # outside the box: 0
-    assert float(jnp.abs(lineformer_apply(params, x + 30.0, CFG, lo=LO, hi=HI)).max()) == 0.0
+    assert float(jnp.abs(apply(params, x + 30.0, CFG, lo=LO, hi=HI)).max()) == 0.0
 
 
 def test_jit_and_vmap_agree():
-    params = lineformer_init(jax.random.key(3), CFG)
+    params = init(jax.random.key(3), CFG)
     x = _points(jax.random.key(4), rays=6)
     eager = lineformer_apply(params, x, CFG, lo=LO, hi=HI)
     jitted = jax.jit(lambda p, x: lineformer_apply(p, x, CFG, lo=LO, hi=HI))(params, x)
-    vmapped = jax.vmap(lambda r: lineformer_apply(params, r[None], CFG, lo=LO, hi=HI)[0])(x)
+    vmapped = jax.jit(jax.vmap(lambda r: lineformer_apply(params, r[None], CFG, lo=LO, hi=HI)[0]))(x)
     np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(vmapped, eager, rtol=1e-5, atol=1e-7)
 
@@ -104,7 +115,7 @@ def test_jit_and_vmap_agree():
 def test_gradients_match_finite_differences(x64):
     from jax.test_util import check_grads
 
-    params = jax.tree_util.tree_map(lambda t: t.astype(jnp.float64), lineformer_init(jax.random.key(5), CFG))
+    params = jax.tree_util.tree_map(lambda t: t.astype(jnp.float64), init(jax.random.key(5), CFG))
     x = _points(jax.random.key(6), rays=2).astype(jnp.float64)
     block = params["layers"][1]["blocks"][0]
 
@@ -113,18 +124,24 @@ def test_gradients_match_finite_differences(x64):
         layers = [params["layers"][0], {"blocks": [b]}, *params["layers"][2:]]
         return lineformer_apply({**params, "layers": layers}, x, CFG, lo=LO, hi=HI)
 
-    check_grads(f, (block["pos"], block["q"]["w"], block["ffn"][2]["w"]), order=1, modes=["rev"], eps=1e-5)
+    # f compiled: the same function and gradients, one program instead of every op on its own
+    check_grads(jax.jit(f), (block["pos"], block["q"]["w"], block["ffn"][2]["w"]), order=1, modes=["rev"], eps=1e-5)
 
 
 def test_volume_is_the_field_on_z_columns():
     g = jm.cone_beam(n_voxel=(3, 4, 8), d_voxel=2.0, n_detector=(8, 8), d_detector=4.0, n_views=2)
     lo, hi = jm.volume_box(g)
-    params = lineformer_init(jax.random.key(7), CFG)
+    params = init(jax.random.key(7), CFG)
     vol = lineformer_query_grid(params, CFG, g, chunk=16)  # 2 columns a chunk
     xs, ys, zs = jm.voxel_centers(g)
     col = jnp.stack(jnp.broadcast_arrays(xs[2], ys[1], zs), -1)[None]
-    np.testing.assert_allclose(vol[2, 1], lineformer_apply(params, col, CFG, lo=lo, hi=hi)[0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(vol[2, 1], apply(params, col, CFG, lo=lo, hi=hi)[0], rtol=1e-5, atol=1e-7)
     assert vol.shape == (3, 4, 8)
+
+
+#: MLG on 3 views of a 20 × 27 detector, 96 rays a step over 2 views; compiled once for all masks.
+MLG_CFG = MLGConfig(window=4, local_fraction=0.5, views_per_step=2)
+mlg = jax.jit(mlg_indices, static_argnames=("n_rays", "config"))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -134,9 +151,9 @@ def test_mlg_indices_on_the_detector_windows_and_mask(seed):
     mask = np.zeros((views, nv, nu), bool)
     mask[:, 3:17, 5 + seed:22] = True  # the object's shadow
     mask &= rng.random(mask.shape) > 0.02  # with a few holes
-    cfg = MLGConfig(window=w, local_fraction=0.5, views_per_step=2)
+    cfg = MLG_CFG
     n_rays = 96
-    idx = np.asarray(mlg_indices(jax.random.key(seed), jnp.asarray(mask), n_rays=n_rays, config=cfg))
+    idx = np.asarray(mlg(jax.random.key(seed), jnp.asarray(mask), n_rays=n_rays, config=cfg))
     assert idx.shape == (n_rays,) and idx.min() >= 0 and idx.max() < views * nv * nu
     n_win, n_glob = mlg_counts(cfg, n_rays, (nv, nu))
     assert n_win == 2 and n_win * w * w + n_glob == n_rays // 2  # 24 of 48 rays local: 1.5 → 2 windows of 16
@@ -158,8 +175,8 @@ def test_mlg_indices_on_the_detector_windows_and_mask(seed):
 
 
 def test_mlg_with_an_empty_mask_samples_the_whole_detector():
-    idx = mlg_indices(jax.random.key(0), jnp.zeros((2, 8, 8), bool), n_rays=40, config=MLGConfig(window=4))
-    assert int(idx.min()) >= 0 and int(idx.max()) < 128
+    idx = np.asarray(mlg(jax.random.key(0), jnp.zeros((3, 20, 27), bool), n_rays=96, config=MLG_CFG))
+    assert idx.min() >= 0 and idx.max() < 3 * 20 * 27
 
 
 def _scan(n=16, views=12, det=24):

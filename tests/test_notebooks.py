@@ -27,9 +27,9 @@ NB_DIR = ROOT / "notebooks"
 #: Tiny sizes replacing each notebook's ``parameters`` cell (same names, checked below).
 TINY = {
     "01_drr_from_ct": "N = 16; DET = 24; VIEWS = 4; CT_N = 16; MEDNERF_DETECTOR = 24; I0S = (1e3, 1e5); GRID_SIZES = (8, 16)",
-    "02_sparse_view_ct": ("ACCEL = False; N = 16; VIEWS = (16,); ITERS = 50; BATCH_RAYS = 512; N_SAMPLES = 24; LOG2_TABLE = 12; "
-                          "SART_ITERS = 3; EVAL_EVERY = 25; PSNR_FLOOR = 12.0"),
-    "03_speed": "N_POINTS = (1024,); N_LEVELS = 4; LOG2_TABLE = 12; REPEATS = 2; PROJ_SIZES = (8, 16); PROJ_DET = 12; PROJ_VIEWS = 2",
+    "02_sparse_view_ct": ("ACCEL = False; N = 16; VIEWS = (16,); ITERS = 25; BATCH_RAYS = 512; N_SAMPLES = 16; LOG2_TABLE = 12; "
+                          "SART_ITERS = 2; EVAL_EVERY = 25; PSNR_FLOOR = 12.0"),
+    "03_speed": "N_POINTS = (1024,); N_LEVELS = 2; LOG2_TABLE = 12; REPEATS = 1; PROJ_SIZES = (16,); PROJ_DET = 12; PROJ_VIEWS = 2",
     "04_cohort_and_devices": ("ACCEL = False; N = 16; VIEWS = 12; CASES = 2; ITERS = 50; BATCH_RAYS = 512; N_SAMPLES = 24; LOG2_TABLE = 12; "
                               "N_DEVICES = 4; PSNR_FLOOR = 10.0"),
     "05_registration": "N = 32; DET = 32; LEVELS = (1,); ITERATIONS = 80; STARTS = 3; LANDSCAPE = 9; MTRE_MAX = 1.0",

@@ -231,10 +231,23 @@ from test_naf import cfg, scan  # noqa: E402
 from jaxmedrf.recon.naf import NAFConfig, train_naf  # noqa: E402
 
 
-def test_naf_with_occupancy_learns_and_resumes(tmp_path):
+def test_naf_with_occupancy_learns_and_resumes(tmp_path, monkeypatch):
+    from jaxmedrf.recon import naf
+
     g, _, proj = scan(radius=64.0)
     c = cfg(n_iters=30, batch_rays=128, occupancy_resolution=8, occupancy_update_every=5, occupancy_threshold=0.05,
             occupancy_decay=0.5)
+    # The three runs below (same data, same configuration) share the first one's compiled step: a
+    # restored state is placed as a fresh one is, so the step compiles once for all of them.
+    steps, make = [], naf.make_train_fn
+
+    def shared(config, geometry, **kw):
+        if not steps:
+            steps.append((config, make(config, geometry, **kw)))
+        assert config == steps[0][0]
+        return steps[0][1]
+
+    monkeypatch.setattr(naf, "make_train_fn", shared)
     full = train_naf(proj, g, c, progress=False)
     losses = full.history["loss"]
     assert losses[-1] < 0.8 * losses[0], losses
@@ -245,6 +258,7 @@ def test_naf_with_occupancy_learns_and_resumes(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params)):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-5, atol=1e-7)
     assert resumed.history["occupied_fraction"] == full.history["occupied_fraction"]
+    assert steps[0][1]._cache_size() == 1
     with pytest.raises(ValueError, match="another configuration"):  # the grid is part of the configuration
         train_naf(proj, g, dataclasses.replace(c, occupancy_resolution=0), checkpoint_dir=ck, resume=True,
                   progress=False)
