@@ -396,8 +396,8 @@ def test_cli_naf_reconstructs_a_tomosynthesis_scan(tmp_path):
     assert main(["simulate", "--n-voxel", "12", "--n-views", "6", "--n-detector", "12", "16", "--no-png",
                  "--orbit", "tomosynthesis", "--sweep-path", "arc", "--out", str(scan)]) == 0
     m = _reconstruct(scan, tmp_path, "naf", ["--iters", "20", "--batch-rays", "128", "--n-samples", "8",
-                                             "--n-importance", "4", "--log2-table-size", "10", "--grid-supersample", "1",
-                                             "--devices", "1"])
+                                             "--n-importance", "4", "--log2-table-size", "10",
+                                             "--grid-supersample", "1", "--devices", "1"])
     assert m["method"] == "naf" and np.isfinite(m["psnr3d"])
 
 
