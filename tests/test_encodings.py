@@ -106,7 +106,8 @@ def test_hash_uses_uint32_wraparound():
     x = np.array([[0.99, 0.7, 0.9]], np.float32)
     rows, _ = _corners_np(x, c)[0]
     assert (rows[:, 0] >= 0).all() and (rows < 2**16).all()
-    np.testing.assert_allclose(hash_grid_encode(table, jnp.asarray(x), c), _encode_np(table, x, c), rtol=1e-5, atol=1e-6)
+    got = jax.jit(hash_grid_encode, static_argnums=2)(table, jnp.asarray(x), c)
+    np.testing.assert_allclose(got, _encode_np(table, x, c), rtol=1e-5, atol=1e-6)
 
 
 def test_corner_index_is_the_three_term_formula():
@@ -181,7 +182,8 @@ def test_gradient_wrt_x(rng, x64):
     frac = (x[:, None, :] * res[None, :, None]) % 1.0  # (N, L, 3)
     x = x[np.all((frac > 0.02) & (frac < 0.98), axis=(1, 2))][:8]
     assert len(x) >= 3
-    check_grads(lambda p: hash_grid_encode(table, p, c), (jnp.asarray(x),), order=1, modes=("rev",), eps=1e-6)
+    # jitted: the finite differences evaluate it many times (eagerly, each operation dispatched on its own)
+    check_grads(jax.jit(lambda p: hash_grid_encode(table, p, c)), (jnp.asarray(x),), order=1, modes=("rev",), eps=1e-6)
 
 
 def test_jit_and_vmap(rng):
@@ -191,13 +193,14 @@ def test_jit_and_vmap(rng):
     enc = jax.jit(hash_grid_encode, static_argnums=2)
     per_case = jax.vmap(enc, in_axes=(0, None, None))(tables, x[0], c)  # K cases (vmapped params)
     per_batch = jax.vmap(enc, in_axes=(None, 0, None))(tables[0], x, c)
-    chex.assert_trees_all_close(
+    chex.assert_trees_all_close(  # against separate (jitted) calls, one per case and one per point batch
         (per_case, per_batch),
-        (jnp.stack([hash_grid_encode(t, x[0], c) for t in tables]), jnp.stack([hash_grid_encode(tables[0], p, c) for p in x])),
+        (jnp.stack([enc(t, x[0], c) for t in tables]), jnp.stack([enc(tables[0], p, c) for p in x])),
         rtol=1e-6, atol=1e-7,
     )
-    g = jax.vmap(jax.grad(lambda t, p: jnp.sum(hash_grid_encode(t, p, c) ** 2)), in_axes=(0, None))(tables, x[0])
-    g0 = jax.grad(lambda t: jnp.sum(hash_grid_encode(t, x[0], c) ** 2))(tables[0])
+    grad = jax.grad(lambda t, p: jnp.sum(hash_grid_encode(t, p, c) ** 2))
+    g = jax.jit(jax.vmap(grad, in_axes=(0, None)))(tables, x[0])
+    g0 = jax.jit(grad)(tables[0], x[0])
     chex.assert_trees_all_close(g[0], g0, rtol=1e-5, atol=1e-6)
 
 
@@ -247,4 +250,5 @@ def test_default_config_matches_numpy(rng):
     c = HashGridConfig(init_scale=1.0)
     table = hash_grid_init(jax.random.key(5), c)
     x = _points(rng, 64)
-    np.testing.assert_allclose(hash_grid_encode(table, jnp.asarray(x), c), _encode_np(table, x, c), rtol=1e-5, atol=1e-6)
+    got = jax.jit(hash_grid_encode, static_argnums=2)(table, jnp.asarray(x), c)
+    np.testing.assert_allclose(got, _encode_np(table, x, c), rtol=1e-5, atol=1e-6)

@@ -37,14 +37,15 @@ def test_provenance_matches_a_numpy_voxel_walk_and_sums_to_the_column_sums(rng):
     g = jm.cone_beam(n_voxel=(4, 3, 3), d_voxel=(1.0, 1.2, 0.9), n_detector=(3, 4), d_detector=(1.9, 2.1),
                      DSD=40.0, DSO=25.0, n_views=3, off_detector=(0.3, -0.2), angles=rng.uniform(0, 2 * np.pi, 3))
     rays = jm.geometry_rays(g)
-    lo, _ = jm.volume_box(g)
+    origins, directions = np.asarray(rays.origins, np.float64), np.asarray(rays.directions)  # host arrays, indexed per ray
+    lo = np.asarray(jm.volume_box(g)[0])
     ref = np.zeros((g.n_views, *g.n_voxel))
     for idx in itertools.product(*map(range, g.n_voxel)):
         onehot = np.zeros(g.n_voxel)
         onehot[idx] = 1.0
         for v, r, c in itertools.product(*map(range, g.projection_shape)):
-            o = np.asarray(rays.origins[v, r, c], np.float64)
-            ref[(v, *idx)] += voxel_walk_reference(onehot, lo, g.d_voxel, o, o + np.asarray(rays.directions[v, r, c]))
+            o = origins[v, r, c]
+            ref[(v, *idx)] += voxel_walk_reference(onehot, lo, g.d_voxel, o, o + directions[v, r, c])
     pr = E.provenance(g, regions=E.detector_tiles(g.n_detector, (2, 2)))  # one group per view
     assert pr.views.shape == (3, *g.n_voxel) and pr.regions.shape == (4, *g.n_voxel)
     np.testing.assert_allclose(pr.views, ref, rtol=1e-5, atol=1e-5 * ref.max())

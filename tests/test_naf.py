@@ -31,11 +31,13 @@ def cfg(**kw):
     return NAFConfig(**base)
 
 
-# The tests share compiled training steps (the persistent compilation cache of tests/conftest.py): ONE is
-# the step of `scan()`'s data on one device (tests of devices, resume, loss terms); CASES that of stacked
-# cases with a fixed μ scale (tests/test_naf.py, tests/test_scale_cohort.py, tests/test_explain.py).
-ONE = dict(n_iters=20)
-CASES = dict(n_iters=10, auto_mu_scale=False, grid_supersample=1, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
+# The tests share compiled training steps (the persistent compilation cache of tests/conftest.py): ONE, on
+# `scan()`'s geometry, with a fixed μ scale (the step then does not depend on the data's scale), is the
+# step of the tests of devices (its 8-device step is test_sharded_step_all_reduces_the_table_gradient's),
+# resume and loss terms, and of each case trained alone; CASES, the same for stacked cases
+# (tests/test_naf.py, tests/test_scale_cohort.py, tests/test_explain.py).
+ONE = dict(n_iters=20, auto_mu_scale=False, field=dataclasses.replace(SMALL_FIELD, mu_scale=0.5))
+CASES = dict(ONE, grid_supersample=1)
 
 
 def test_short_training_learns_the_phantom():
@@ -169,9 +171,9 @@ def test_sharded_step_all_reduces_the_table_gradient():
     from scaling)."""
     from jaxmedrf.recon.naf import init_state, make_train_fn
 
-    g, _, proj = scan(n=16, views=4, det=16)
-    c = cfg(batch_rays=256, steps_per_call=1, auto_mu_scale=False,
-            field=dataclasses.replace(SMALL_FIELD, encoding=dataclasses.replace(SMALL_FIELD.encoding, implementation="level_major")))
+    g, _, proj = scan()
+    c = cfg(**ONE)  # test_one_and_eight_devices_give_the_same_losses's step: compiled once
+    assert c.field.encoding.implementation == "level_major"
     fn = make_train_fn(c, g, mesh=make_mesh())
     state = init_state(c, jax.random.split(jax.random.key(0), 1), g)
     hlo = fn.lower(state, jnp.asarray(proj)[None]).compile().as_text()
