@@ -72,6 +72,8 @@ NAF_VARIANTS = {
     "s256_it3000": {"n_samples": 256, "n_iters": 3000},
     "fine1024_it3000": {"hash_finest_resolution": 1024, "n_iters": 3000},
     "batch16k_it3000": {"batch_rays": 16384, "n_iters": 3000},
+    "it3000": {"n_iters": 3000},
+    "it4500": {"n_iters": 4500},
 }
 
 # Lineformer settings compared by --lineformer-variants.
@@ -83,6 +85,10 @@ LINEFORMER_VARIANTS = {
     "mlg8": {"mlg": True, "mlg_views_per_step": 8},
     "s64": {"n_samples": 64},
     "it750": {"n_iters": 750},
+    "it3000": {"n_iters": 3000},
+    "it4500": {"n_iters": 4500},
+    "xyz": {"lf_query_axes": (0, 1, 2)},
+    "xyz_it3000": {"lf_query_axes": (0, 1, 2), "n_iters": 3000},
 }
 
 
@@ -244,6 +250,12 @@ def run_naf(proj, g, truth, *, overrides: dict | None = None, small: bool = Fals
     resolved = cfg.for_geometry(g)
     out = {"seconds": time.perf_counter() - t0, "train_seconds": res.history["train_seconds"],
            "steps": resolved.n_iters, "n_samples": resolved.n_samples, "overrides": overrides or {}, **_scores(vol, truth)}
+    if lineformer and resolved.field.query_axes == (2,):  # the same field queried in x-, y- and z-columns (averaged)
+        from jaxmedrf.recon.naf import field_volume
+
+        xyz = dataclasses.replace(resolved, field=dataclasses.replace(resolved.field, query_axes=(0, 1, 2),
+                                                                      mu_scale=res.history["mu_scale"]))
+        out.update({f"{k}_xyz": v for k, v in _scores(np.asarray(field_volume(res.params, xyz, g)), truth).items()})
     return out, vol
 
 

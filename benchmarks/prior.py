@@ -23,7 +23,7 @@ anatomy of a patient the prior has seen (same scanner, dose, kernel). That is re
 not patient-level, generalisation.
 
     python -m benchmarks.prior [--small] [--folds 4] [--views 10,25] [--methods sart,naf]
-        [--sart-prior 0.5:0.02,...] [--naf-prior 3:0.01,...] [--prior-steps N]
+        [--sart-prior 0.5:0.02,...] [--naf-prior 3:0.01[:patch],...] [--prior-steps N] [--only-folds 0]
 
 JSON: ``results/prior_<device>_<date>.json`` (written after every block).
 """
@@ -73,8 +73,12 @@ def phantom_volumes(n: int) -> list[np.ndarray]:
             np.asarray(phantoms.voxelize(phantoms.spheres(radius=120.0, mu_scale=0.03), g))]
 
 
-def _pairs(text: str) -> list[tuple[float, float]]:
-    return [tuple(float(x) for x in item.split(":")) for item in text.split(",") if item]
+def _pairs(text: str) -> list[tuple[float, ...]]:
+    """``"w:s,w:s:patch,..."`` → ``[(w, s), (w, s, patch), ...]``."""
+    out = [tuple(float(x) for x in item.split(":")) for item in text.split(",") if item]
+    if any(len(t) not in (2, 3) for t in out):
+        raise SystemExit(f"prior variants are weight:sigma or weight:sigma:patch, got {text!r}")
+    return out
 
 
 def main(argv=None):
@@ -92,7 +96,9 @@ def main(argv=None):
     ap.add_argument("--methods", default="sart,naf")
     ap.add_argument("--sart-iters", type=int, default=None, help="SART passes (default 50; --small 10)")
     ap.add_argument("--sart-prior", default="0.5:0.02", help="weight:sigma of each sart+prior variant")
-    ap.add_argument("--naf-prior", default="3:0.01", help="weight:sigma of each naf+prior variant")
+    ap.add_argument("--naf-prior", default="3:0.01",
+                    help="weight:sigma[:patch] of each naf+prior variant (patch: side of the axial patch, default 32)")
+    ap.add_argument("--only-folds", default=None, help="comma-separated fold indices to run (default all)")
     ap.add_argument("--naf-iters", type=int, default=None, help="NAF steps (default NAFConfig's; --small 300)")
     ap.add_argument("--prior-steps", type=int, default=None, help="prior training steps (default 2000; --small 300)")
     ap.add_argument("--no-phantoms", action="store_true", help="train the prior on the chest blocks alone")
@@ -120,7 +126,10 @@ def main(argv=None):
                "sart_iters": sart_iters, "prior_steps": prior_steps, "prior_config": dataclasses.asdict(pcfg),
                "train_phantoms": not a.no_phantoms, "folds": [], "rows": []}
     phantoms = [] if a.no_phantoms else phantom_volumes(n)
+    only = None if a.only_folds is None else {int(f) for f in a.only_folds.split(",")}
     for fi, fold in enumerate(folds):
+        if only is not None and fi not in only:
+            continue
         # Training and test never share a region of the scan.
         assert not any(regions_overlap(regions[t], regions[s]) for t in fold.train for s in fold.test), fold
         t0 = time.perf_counter()
@@ -141,15 +150,15 @@ def main(argv=None):
                     runs += [(f"sart+prior:{w:g}:{s:g}", (w, s)) for w, s in _pairs(a.sart_prior)]
                 if "naf" in methods:
                     runs.append(("naf", None))
-                    runs += [(f"naf+prior:{w:g}:{s:g}", (w, s)) for w, s in _pairs(a.naf_prior)]
+                    runs += [(f"naf+prior:{':'.join(f'{x:g}' for x in ws)}", ws) for ws in _pairs(a.naf_prior)]
                 for label, ws in runs:
                     t = time.perf_counter()
                     if label.startswith("sart"):
                         step = None if ws is None else red_step(prior, weight=ws[0], sigma=ws[1])
                         vol = sart(proj, g, n_iters=sart_iters, progress=False, prior_step=step).volume
                     else:
-                        reg = None if ws is None else red_field_loss(prior, weight=ws[0], sigma=ws[1],
-                                                                    patch=min(32, n))
+                        reg = None if ws is None else red_field_loss(
+                            prior, weight=ws[0], sigma=ws[1], patch=min(int(ws[2]) if len(ws) > 2 else 32, n))
                         vol = train_naf(proj, g, naf_cfg, progress=False, regularizer=reg).volume
                     vol = np.asarray(jax.block_until_ready(vol))
                     row = {"fold": fi, "block": block, "views": views, "method": label,

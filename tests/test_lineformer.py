@@ -2,7 +2,7 @@
 
 * the field: shapes, a NumPy reference of one line attention layer (float64, rtol 1e-6), μ of a
   sample depends on its own segment only, padding, jit/vmap, gradients (check_grads, float64);
-* the volume is the field on z-columns of voxels;
+* the volume is the field on z-columns of voxels, or the mean over x-, y- and z-columns;
 * MLG: every index on the detector, whole windows inside the mask, global pixels inside the
   mask and outside the windows;
 * a short fit lowers the loss; the CLI round trip (``--field lineformer``) with a resume.
@@ -128,15 +128,26 @@ def test_gradients_match_finite_differences(x64):
     check_grads(jax.jit(f), (block["pos"], block["q"]["w"], block["ffn"][2]["w"]), order=1, modes=["rev"], eps=1e-5)
 
 
-def test_volume_is_the_field_on_z_columns():
+def test_volume_is_the_field_on_voxel_columns():
+    """z-columns by default (SAX-NeRF's); ``query_axes=(0, 1, 2)``: the mean of x-, y- and z-columns."""
+    import dataclasses
+
     g = jm.cone_beam(n_voxel=(3, 4, 8), d_voxel=2.0, n_detector=(8, 8), d_detector=4.0, n_views=2)
     lo, hi = jm.volume_box(g)
     params = init(jax.random.key(7), CFG)
+    params = {**params, "encoding": params["encoding"] * 1e4}  # features of size 1: μ varies along a segment
     vol = lineformer_query_grid(params, CFG, g, chunk=16)  # 2 columns a chunk
     xs, ys, zs = jm.voxel_centers(g)
-    col = jnp.stack(jnp.broadcast_arrays(xs[2], ys[1], zs), -1)[None]
-    np.testing.assert_allclose(vol[2, 1], apply(params, col, CFG, lo=lo, hi=hi)[0], rtol=1e-5, atol=1e-7)
+    along = [jnp.stack(jnp.broadcast_arrays(xs, ys[1], zs[5]), -1), jnp.stack(jnp.broadcast_arrays(xs[2], ys, zs[5]), -1),
+             jnp.stack(jnp.broadcast_arrays(xs[2], ys[1], zs), -1)]  # the columns through voxel (2, 1, 5)
+    mu = [np.asarray(apply(params, c[None], CFG, lo=lo, hi=hi)[0]) for c in along]
+    np.testing.assert_allclose(vol[2, 1], mu[2], rtol=1e-5, atol=1e-7)
     assert vol.shape == (3, 4, 8)
+    mean = lineformer_query_grid(params, dataclasses.replace(CFG, query_axes=(0, 1, 2)), g, chunk=16)
+    np.testing.assert_allclose(mean[2, 1, 5], (mu[0][2] + mu[1][1] + mu[2][5]) / 3, rtol=1e-5, atol=1e-7)
+    assert np.abs(mean - vol).max() > 1e-2 * np.abs(vol).max()  # the columns differ (μ depends on its segment)
+    with pytest.raises(ValueError, match="query_axes"):
+        LineformerConfig(query_axes=(3,))
 
 
 #: MLG on 3 views of a 20 × 27 detector, 96 rays a step over 2 views; compiled once for all masks.
@@ -219,6 +230,7 @@ def test_cli_round_trip_with_resume(sim, tmp_path, capsys):
     common = [str(sim), "--method", "naf", "--field", "lineformer", "--segment-length", "4", "--attention-heads", "2",
               "--batch-rays", "128", "--n-samples", "16", "--log2-table-size", "10", "--hash-levels", "4",
               "--hash-finest-resolution", "32", "--ray-sampling", "mlg", "--mlg-window", "4", "--grid-supersample", "1", "--devices", "1",
+              "--query-axes", "xyz",
               "--no-progress", "--no-png",
               "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "25"]
     out = tmp_path / "lf.npz"
@@ -234,6 +246,7 @@ def test_cli_round_trip_with_resume(sim, tmp_path, capsys):
     # the checkpoint folder loads back as a Lineformer field
     params, config, _ = jm.load_field(tmp_path / "ck")
     assert isinstance(config.field, LineformerConfig) and config.ray_sampling == MLGConfig(window=4)
+    assert config.field.query_axes == (0, 1, 2)
     # a setting the config refuses: exit 2, nothing written
     bad = tmp_path / "bad.npz"
     assert main(["reconstruct", str(sim), "--method", "naf", "--field", "lineformer", "--segment-length", "0",

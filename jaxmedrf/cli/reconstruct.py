@@ -93,6 +93,10 @@ def _add_lineformer_args(group) -> None:
                              ("--head-dim", "head_dim", "width of each attention head"),
                              ("--attention-blocks", "n_blocks", "transformer layers per attention block")):
         group.add_argument(flag, type=int, default=field_default(LineformerConfig, name), help=f"lineformer: {text}")
+    axes = "".join("xyz"[i] for i in field_default(LineformerConfig, "query_axes"))
+    group.add_argument("--query-axes", default=axes, choices=("z", "xyz"),
+                       help="lineformer: the volume from voxel columns along z (SAX-NeRF's) or the mean over x, y and z "
+                            f"columns (default {axes})")
     group.add_argument("--ray-sampling", default="uniform", choices=("uniform", "mlg"),
                        help="NAF: rays of a step uniform over all pixels, or SAX-NeRF's masked local-global sampling "
                             "(mlg: detector windows + pixels inside the projection's mask)")
@@ -114,7 +118,7 @@ def _naf_config(a):
         cfg = dataclasses.replace(cfg, field=LineformerConfig(
             encoding=f.encoding, width=f.width, depth=f.depth, skips=f.skips, out_activation=f.out_activation,
             mu_scale=f.mu_scale, segment_length=a.segment_length, heads=a.attention_heads, head_dim=a.head_dim,
-            n_blocks=a.attention_blocks))
+            n_blocks=a.attention_blocks, query_axes=tuple("xyz".index(c) for c in a.query_axes)))
     if a.ray_sampling == "mlg":
         cfg = dataclasses.replace(cfg, ray_sampling=MLGConfig(
             window=a.mlg_window, local_fraction=a.mlg_local_fraction, threshold=a.mlg_threshold,

@@ -26,10 +26,11 @@ feed-forward net of width ``ffn_mult · C`` without biases (SAX-NeRF's ``LineAtt
 ``FFN`` and ``Line_Attention_Blcok``).
 
 Samples whose count is not a multiple of ``M`` are padded by repeating the last one (the
-padding's outputs are dropped). Volume extraction (:func:`lineformer_query_grid`) does what
-SAX-NeRF's evaluation does (``run_network`` on the flattened ``(x, y, z)`` voxel grid, cut
-into consecutive groups of ``M``): each z-column of voxels is a "ray", so a segment is ``M``
-consecutive voxels along z.
+padding's outputs are dropped). Volume extraction (:func:`lineformer_query_grid`) by default
+does what SAX-NeRF's evaluation does (``run_network`` on the flattened ``(x, y, z)`` voxel grid,
+cut into consecutive groups of ``M``): each z-column of voxels is a "ray", so a segment is ``M``
+consecutive voxels along z. ``query_axes=(0, 1, 2)`` averages the columns along x, y and z
+instead, so that no one direction of the training rays is favoured.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class LineformerConfig:
       ffn_mult: the feed-forward net's hidden width is ``ffn_mult · width``.
       out_activation: ``"softplus"``, ``"sigmoid"`` or ``"relu"`` (μ ≥ 0).
       mu_scale: μ = ``mu_scale`` · out_activation(z), mm⁻¹.
+      query_axes: the volume is the mean of the field queried in voxel columns along each of
+        these axes (0 x, 1 y, 2 z); ``(2,)`` is SAX-NeRF's evaluation.
     """
 
     encoding: HashGridConfig = HashGridConfig(finest_resolution=512, implementation="auto")
@@ -83,6 +86,7 @@ class LineformerConfig:
     ffn_mult: int = 4
     out_activation: str = "softplus"
     mu_scale: float = 1.0
+    query_axes: tuple[int, ...] = (2,)
 
     def __post_init__(self):
         if not isinstance(self.encoding, HashGridConfig):
@@ -91,6 +95,10 @@ class LineformerConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LineformerConfig.{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "skips", tuple(int(s) for s in self.skips))
+        object.__setattr__(self, "query_axes", tuple(int(a) for a in self.query_axes))
+        if not self.query_axes or len(set(self.query_axes)) != len(self.query_axes) or \
+                any(a not in (0, 1, 2) for a in self.query_axes):
+            raise ValueError(f"LineformerConfig.query_axes must be distinct axes among 0, 1, 2, got {self.query_axes}")
         if not self.attention_layers:
             raise ValueError(f"LineformerConfig: depth {self.depth} with skips {self.skips} leaves no attention "
                              "block (needs a layer in [1, depth - 2] that is not a skip)")
@@ -227,24 +235,32 @@ def lineformer_query_grid(
 ) -> Float[Array, "nx ny nz"]:
     """The field at the geometry's voxel centres (+ ``offset`` mm), ``(nx, ny, nz)`` mm⁻¹.
 
-    As SAX-NeRF's evaluation: each z-column of ``nz`` voxels is one ray of the field, so its
-    segments are ``segment_length`` consecutive voxels along z. ``chunk`` voxels (whole columns)
-    are evaluated at a time under ``lax.map``.
+    Each column of voxels along an axis of ``config.query_axes`` is one ray of the field, so its
+    segments are ``segment_length`` consecutive voxels along that axis (SAX-NeRF's evaluation is
+    ``query_axes=(2,)``, z-columns); with several axes the result is their mean. ``chunk`` voxels
+    (whole columns) are evaluated at a time under ``lax.map``.
     """
     if chunk < 1:
         raise ValueError(f"lineformer_query_grid: chunk must be >= 1, got {chunk}")
-    return _query_grid(params, geometry, jnp.asarray(offset, jnp.float32), config=config, chunk=int(chunk))
+    offset = jnp.asarray(offset, jnp.float32)
+    vols = [_query_grid(params, geometry, offset, config=config, chunk=int(chunk), axis=a) for a in config.query_axes]
+    return sum(vols[1:], vols[0]) / len(vols) if len(vols) > 1 else vols[0]
 
 
-@partial(jax.jit, static_argnames=("config", "chunk"))
-def _query_grid(params, geometry, offset, *, config, chunk):
-    nx, ny, nz = geometry.n_voxel
+@partial(jax.jit, static_argnames=("config", "chunk", "axis"))
+def _query_grid(params, geometry, offset, *, config, chunk, axis):
     lo, hi = volume_box(geometry)
-    xs, ys, zs = voxel_centers(geometry)
+    centres = voxel_centers(geometry)
+    order = [a for a in range(3) if a != axis] + [axis]  # the column's axis last
+    n_a, n_b, n_c = (geometry.n_voxel[a] for a in order)
 
     def columns(ids):
-        i, j = ids // ny, ids % ny
-        pts = jnp.stack(jnp.broadcast_arrays(xs[i][:, None], ys[j][:, None], zs[None, :]), -1) + offset
+        coords = [None] * 3
+        coords[order[0]] = centres[order[0]][ids // n_b][:, None]
+        coords[order[1]] = centres[order[1]][ids % n_b][:, None]
+        coords[order[2]] = centres[order[2]][None, :]
+        pts = jnp.stack(jnp.broadcast_arrays(*coords), -1) + offset
         return lineformer_apply(params, pts, config, lo=lo, hi=hi)
 
-    return chunked_map(columns, nx * ny, max(chunk // nz, 1)).reshape(nx, ny, nz)
+    out = chunked_map(columns, n_a * n_b, max(chunk // n_c, 1)).reshape(n_a, n_b, n_c)
+    return jnp.moveaxis(out, -1, axis)
