@@ -32,6 +32,12 @@ def slices(side: int):
     return np.moveaxis(hu / 1000.0, 2, 0)
 
 
+def tissues(ct):
+    """Masks of CT slices in [−1, 1] (HU / 1000): air and lung (< −500 HU), soft tissue and fat
+    (−500 to 100 HU), bone (≥ 100 HU)."""
+    return {"air_lung": ct < -0.5, "soft": (ct >= -0.5) & (ct < 0.1), "bone": ct >= 0.1}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", action="store_true", help="CPU size: 32² slices, 200 steps")
@@ -72,9 +78,14 @@ def main(argv=None):
         "mae_F(b)_vs_ct": float(np.mean(np.abs(f_b - test))),
         "mae_b_vs_ct_floor": float(np.mean(np.abs(test_b - test))),
         "mae_cycle_F(G(a))_vs_a": float(np.mean(np.abs(cyc - test))),
+        # by tissue of the held-out CT: where G helps (soft tissue) and where it cannot (bone: the remap is not monotonic)
+        "by_tissue": {name: {"fraction": float(m.mean()), "mae_G(a)": float(np.abs(g_a - test_b_clean)[m].mean()),
+                             "mae_floor": float(np.abs(test - test_b_clean)[m].mean())}
+                      for name, m in tissues(test).items() if m.any()},
         "history": {k: hist[k] for k in ("g_gan", "cycle", "identity", "d_total")},
     }
     print({k: round(v, 4) for k, v in res.items() if k.startswith("mae")})
+    print({k: {q: round(v, 3) for q, v in d.items()} for k, d in res["by_tissue"].items()})
     name = ("cyclegan_small" if args.small else "cyclegan") + ("" if args.bias_strength == 0.3 else f"_bias{args.bias_strength:g}")
     path = write_json(name, res, args.out_dir)
     print(f"wrote {path}")

@@ -67,3 +67,16 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", prev)
+
+
+#: The modules with the longest tests (a local ``--durations`` run), collected first: under
+#: ``-n 2 --dist worksteal`` each worker starts on a contiguous half of the tests and an idle one
+#: steals from the end of the other's queue, so long tests at the front leave short ones for the end
+#: and neither worker waits on a long test alone. The order within a module is kept.
+LONG_FIRST = ("test_notebooks.py", "test_naf_real.py", "test_benchmark_ct_protocol.py", "test_lineformer.py",
+              "test_kernels_field.py", "test_registration.py", "test_cli_reconstruct.py", "test_naf.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -1,5 +1,10 @@
-"""The small CycleGAN: its losses fall and its cycle reconstruction improves on a toy domain pair."""
+"""The small CycleGAN: its losses fall and its cycle reconstruction improves on a toy domain pair;
+the discriminators' gradient is the paper's loss on the updated generators' images; the learning
+rate's schedule."""
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,3 +42,28 @@ def test_cyclegan_losses_fall_and_cycle_reconstruction_improves():
         cg.translate(params, a, direction="x")
     with pytest.raises(ValueError, match="multiples of 4"):
         cg.train_cyclegan(a[:, :15, :15], b[:, :15, :15], cfg)
+
+
+def test_discriminator_gradient_is_the_losses_on_the_updated_generators_images():
+    """The step's D gradient (Adam's first moment after one step: (1 − β₁) g) equals the gradient of
+    ``cyclegan_losses``' ``d_total`` with the generators after their update."""
+    cfg = cg.CycleGANConfig(width=2, n_res=0, batch=2, n_iters=4)
+    a, b = jnp.asarray(_blobs(2, 2, side=8)), jnp.asarray(_blobs(3, 2, side=8))
+    state = cg.cyclegan_init(jax.random.key(0), cfg)
+    new, losses = jax.jit(cg.cyclegan_step, static_argnums=3)(state, a, b, cfg)
+    discs = {k: state.params[k] for k in ("DA", "DB")}
+    gens = {k: new.params[k] for k in ("G", "F")}
+    want = jax.grad(lambda d: cg.cyclegan_losses({**gens, **d}, a, b, cfg)["d_total"])(discs)
+    chex.assert_trees_all_close(new.opt_d[0].mu, jax.tree.map(lambda g: 0.5 * g, want), rtol=1e-4, atol=1e-7)
+    # the losses reported are those before the step
+    before = cg.cyclegan_losses(state.params, a, b, cfg)
+    chex.assert_trees_all_close(losses, before, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_is_constant_then_falls_linearly_to_zero():
+    cfg = cg.CycleGANConfig(n_iters=10, lr=1e-3, decay_from=0.5)
+    lr = cg._learning_rate(cfg)
+    np.testing.assert_allclose([float(lr(i)) for i in (0, 4, 5, 7, 10)], [1e-3, 1e-3, 1e-3, 6e-4, 0.0], atol=1e-9)
+    assert float(cg._learning_rate(dataclasses.replace(cfg, decay_from=1.0))(10)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="decay_from"):
+        cg.CycleGANConfig(decay_from=1.5)
