@@ -44,6 +44,12 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--bias-strength", type=float, default=0.3,
                     help="strength of domain B's random bias fields (mr_like; 0: none, a diagnostic)")
+    ap.add_argument("--side", type=int, default=None, help="slice side (default 128; --small 32)")
+    ap.add_argument("--width", type=int, default=None, help="CycleGANConfig.width (default 32; --small 8)")
+    ap.add_argument("--n-res", type=int, default=None, help="CycleGANConfig.n_res (default 6; --small 1)")
+    ap.add_argument("--identity-weight", type=float, default=None, help="CycleGANConfig.identity_weight (0.5)")
+    ap.add_argument("--decay-from", type=float, default=None, help="CycleGANConfig.decay_from (1: no decay)")
+    ap.add_argument("--tag", default="", help="suffix of the JSON name")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args(argv)
 
@@ -54,7 +60,10 @@ def main(argv=None):
 
     side, iters, cfg = (32, 200, cg.CycleGANConfig(width=8, n_res=1, batch=4)) if args.small else \
         (128, 5000, cg.CycleGANConfig(width=32, n_res=6, batch=8))
-    cfg = dataclasses.replace(cfg, n_iters=args.iters or iters)
+    side = args.side or side
+    over = {k: v for k, v in (("width", args.width), ("n_res", args.n_res), ("identity_weight", args.identity_weight),
+                              ("decay_from", args.decay_from)) if v is not None}
+    cfg = dataclasses.replace(cfg, n_iters=args.iters or iters, **over)
     ct = slices(side)
     n = ct.shape[0]
     a = ct[: int(0.4 * n)]
@@ -86,7 +95,8 @@ def main(argv=None):
     }
     print({k: round(v, 4) for k, v in res.items() if k.startswith("mae")})
     print({k: {q: round(v, 3) for q, v in d.items()} for k, d in res["by_tissue"].items()})
-    name = ("cyclegan_small" if args.small else "cyclegan") + ("" if args.bias_strength == 0.3 else f"_bias{args.bias_strength:g}")
+    name = (("cyclegan_small" if args.small else "cyclegan") + ("" if args.bias_strength == 0.3 else f"_bias{args.bias_strength:g}")
+            + (f"_{args.tag}" if args.tag else ""))
     path = write_json(name, res, args.out_dir)
     print(f"wrote {path}")
     return res

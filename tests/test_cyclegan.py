@@ -53,10 +53,10 @@ def test_discriminator_gradient_is_the_losses_on_the_updated_generators_images()
     new, losses = jax.jit(cg.cyclegan_step, static_argnums=3)(state, a, b, cfg)
     discs = {k: state.params[k] for k in ("DA", "DB")}
     gens = {k: new.params[k] for k in ("G", "F")}
-    want = jax.grad(lambda d: cg.cyclegan_losses({**gens, **d}, a, b, cfg)["d_total"])(discs)
+    want = jax.jit(jax.grad(lambda d: cg.cyclegan_losses({**gens, **d}, a, b, cfg)["d_total"]))(discs)
     chex.assert_trees_all_close(new.opt_d[0].mu, jax.tree.map(lambda g: 0.5 * g, want), rtol=1e-4, atol=1e-7)
     # the losses reported are those before the step
-    before = cg.cyclegan_losses(state.params, a, b, cfg)
+    before = jax.jit(cg.cyclegan_losses, static_argnums=3)(state.params, a, b, cfg)
     chex.assert_trees_all_close(losses, before, rtol=1e-4, atol=1e-6)
 
 
@@ -67,3 +67,16 @@ def test_learning_rate_is_constant_then_falls_linearly_to_zero():
     assert float(cg._learning_rate(dataclasses.replace(cfg, decay_from=1.0))(10)) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="decay_from"):
         cg.CycleGANConfig(decay_from=1.5)
+
+
+def test_mr_like_has_one_scale_for_every_set_and_bias():
+    """A fixed scale: a slice's contrast does not depend on the other slices of its set, and the
+    bias-free image is the remap itself (soft tissue bright, air and bone dark)."""
+    ct = jnp.asarray(_blobs(4, 3))
+    clean = cg.mr_like(jax.random.key(0), ct, bias_strength=0.0)
+    np.testing.assert_allclose(cg.mr_like(jax.random.key(5), ct[:1], bias_strength=0.0), clean[:1], atol=1e-6)
+    hu = jnp.asarray([[[-1.0, -0.1, 0.0, 0.8]]])  # air, fat / soft tissue, water, bone (HU / 1000)
+    y = np.asarray(cg.mr_like(jax.random.key(0), hu, bias_strength=0.0))[0, 0]
+    assert y[0] < -0.99 and y[1] > 0.9 and y[2] > 0.8 and y[3] < -0.4
+    biased = cg.mr_like(jax.random.key(1), ct, bias_strength=0.3)
+    assert float(jnp.abs(biased - clean).max()) > 0.05 and float(jnp.abs(biased).max()) <= 1.0

@@ -266,18 +266,26 @@ def translate(params: dict, images: Float[ArrayLike, "n h w"], *, direction: str
 _generator_jit = jax.jit(generator)
 
 
+def _remap(x):
+    """The "MR-like" intensity of CT in [0, 1]: peaks at soft tissue, low for air and bone."""
+    return jnp.exp(-(((x - 0.45) / 0.18) ** 2)) + 0.3 * x
+
+
+#: The remap's maximum over [0, 1]: the fixed scale of :func:`mr_like`.
+_REMAP_MAX = float(np.max(np.exp(-(((np.linspace(0, 1, 100001) - 0.45) / 0.18) ** 2)) + 0.3 * np.linspace(0, 1, 100001)))
+
+
 def mr_like(key: PRNGKeyArray, ct: Float[ArrayLike, "n h w"], *, bias_strength: float = 0.3) -> Float[Array, "n h w"]:
     """A synthetic "MR-like" contrast of CT slices in ``[-1, 1]`` (a demo domain, not a physical
     model): a non-monotonic intensity remap (soft tissue bright, air and bone dark, roughly a
     T2-weighted look) times a smooth multiplicative bias field (a random low-order polynomial,
-    as coil shading), rescaled to ``[-1, 1]``."""
+    as coil shading, mean about 1), on a fixed scale (the remap's maximum → 1, clipped there), so
+    that images with and without bias, and any set of slices, share one intensity scale."""
     x = (jnp.asarray(ct, jnp.float32) + 1) / 2  # [0, 1]
-    y = jnp.exp(-(((x - 0.45) / 0.18) ** 2)) + 0.3 * x  # peaks at soft tissue, low for air and bone
+    y = _remap(x)
     n, h, w = x.shape
     gy, gx = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
     c = jax.random.uniform(key, (n, 5), minval=-1.0, maxval=1.0)
     bias = 1 + bias_strength * (c[:, 0, None, None] * gx + c[:, 1, None, None] * gy + c[:, 2, None, None] * gx * gy
                                 + c[:, 3, None, None] * gx**2 + c[:, 4, None, None] * gy**2) / 3
-    y = y * bias
-    lo, hi = jnp.min(y), jnp.max(y)
-    return 2 * (y - lo) / (hi - lo) - 1
+    return jnp.clip(2 * y * bias / _REMAP_MAX - 1, -1.0, 1.0)
