@@ -73,11 +73,15 @@ def phantom_volumes(n: int) -> list[np.ndarray]:
             np.asarray(phantoms.voxelize(phantoms.spheres(radius=120.0, mu_scale=0.03), g))]
 
 
-def _pairs(text: str) -> list[tuple[float, ...]]:
-    """``"w:s,w:s:patch,..."`` → ``[(w, s), (w, s, patch), ...]``."""
-    out = [tuple(float(x) for x in item.split(":")) for item in text.split(",") if item]
-    if any(len(t) not in (2, 3) for t in out):
-        raise SystemExit(f"prior variants are weight:sigma or weight:sigma:patch, got {text!r}")
+def _pairs(text: str, *, patch: bool) -> list[tuple[float, ...]]:
+    """``"w:s,w:s:patch,..."`` → ``[(w, s), (w, s, patch), ...]`` (the patch only where ``patch``);
+    ``ValueError`` on anything else."""
+    try:
+        out = [tuple(float(x) for x in item.split(":")) for item in text.split(",") if item]
+    except ValueError:
+        out = [()]
+    if any(len(t) not in ((2, 3) if patch else (2,)) for t in out):
+        raise ValueError(f"expected weight:sigma{'[:patch]' if patch else ''},... got {text!r}")
     return out
 
 
@@ -105,6 +109,10 @@ def main(argv=None):
     ap.add_argument("--tag", default="")
     ap.add_argument("--out-dir", default=None)
     a = ap.parse_args(argv)
+    try:
+        sart_pairs, naf_pairs = _pairs(a.sart_prior, patch=False), _pairs(a.naf_prior, patch=True)
+    except ValueError as e:
+        ap.error(f"--sart-prior / --naf-prior: {e}")
     n, det = (32, 48) if a.small else (128, 256)
     sart_iters = a.sart_iters or (10 if a.small else 50)
     prior_steps = a.prior_steps or (300 if a.small else 2000)
@@ -147,10 +155,10 @@ def main(argv=None):
                 runs = []
                 if "sart" in methods:
                     runs.append(("sart", None))
-                    runs += [(f"sart+prior:{w:g}:{s:g}", (w, s)) for w, s in _pairs(a.sart_prior)]
+                    runs += [(f"sart+prior:{':'.join(f'{x:g}' for x in ws)}", ws) for ws in sart_pairs]
                 if "naf" in methods:
                     runs.append(("naf", None))
-                    runs += [(f"naf+prior:{':'.join(f'{x:g}' for x in ws)}", ws) for ws in _pairs(a.naf_prior)]
+                    runs += [(f"naf+prior:{':'.join(f'{x:g}' for x in ws)}", ws) for ws in naf_pairs]
                 for label, ws in runs:
                     t = time.perf_counter()
                     if label.startswith("sart"):

@@ -244,7 +244,7 @@ def lineformer_query_grid(
         raise ValueError(f"lineformer_query_grid: chunk must be >= 1, got {chunk}")
     offset = jnp.asarray(offset, jnp.float32)
     vols = [_query_grid(params, geometry, offset, config=config, chunk=int(chunk), axis=a) for a in config.query_axes]
-    return sum(vols[1:], vols[0]) / len(vols) if len(vols) > 1 else vols[0]
+    return sum(vols[1:], vols[0]) / len(vols)
 
 
 @partial(jax.jit, static_argnames=("config", "chunk", "axis"))
