@@ -10,7 +10,7 @@ the untranslated input as the floor.
 Two splits of the scan's slices (:func:`split`): ``chunks`` (default) deals runs of 8 slices in turn
 to A, B, A, B, test, so all three sets sample the same region (as a cohort of one body region
 would: CycleGAN assumes the two domains share their content and differ in appearance);
-``halves`` (the first runs, before 2026-12-05) trains A on the first 40 % of the slices, B on the
+``halves`` (every run before this option) trains A on the first 40 % of the slices, B on the
 last 40 % and tests on the middle 20 %, a region whose tissue mix (more lung) neither training set
 has: an out-of-region test.
 
