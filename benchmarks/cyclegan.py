@@ -86,7 +86,12 @@ def main(argv=None):
     side = args.side or side
     over = {k: v for k, v in (("width", args.width), ("n_res", args.n_res), ("identity_weight", args.identity_weight),
                               ("decay_from", args.decay_from), ("seed", args.seed)) if v is not None}
-    cfg = dataclasses.replace(cfg, n_iters=args.iters or iters, **over)
+    try:
+        cfg = dataclasses.replace(cfg, n_iters=args.iters or iters, **over)
+    except ValueError as e:
+        ap.error(str(e))
+    if side % 4 or not 4 <= side <= 512:
+        ap.error(f"--side must be a multiple of 4 in [4, 512] (the scan's 512² slices), got {side}")
     ct = slices(side)
     a, b_src, test = split(ct, args.split)
     b = np.asarray(cg.mr_like(jax.random.key(1), b_src, bias_strength=args.bias_strength))

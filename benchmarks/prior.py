@@ -113,6 +113,13 @@ def main(argv=None):
         sart_pairs, naf_pairs = _pairs(a.sart_prior, patch=False), _pairs(a.naf_prior, patch=True)
     except ValueError as e:
         ap.error(f"--sart-prior / --naf-prior: {e}")
+    try:
+        folds = kfold_volumes(None, list(BLOCKS), a.folds)
+        only = None if a.only_folds is None else {int(f) for f in a.only_folds.split(",")}
+    except ValueError as e:
+        ap.error(f"--folds / --only-folds (comma-separated fold indices): {e}")
+    if only is not None and not only <= set(range(len(folds))):
+        ap.error(f"--only-folds: the folds are 0 to {len(folds) - 1}, got {a.only_folds!r}")
     n, det = (32, 48) if a.small else (128, 256)
     sart_iters = a.sart_iters or (10 if a.small else 50)
     prior_steps = a.prior_steps or (300 if a.small else 2000)
@@ -127,14 +134,12 @@ def main(argv=None):
     methods = a.methods.split(",")
     views_list = [int(v) for v in a.views.split(",")]
     regions = block_regions(n)
-    folds = kfold_volumes(None, list(BLOCKS), a.folds)
     name = "prior" + ("_small" if a.small else "") + (f"_{a.tag}" if a.tag else "")
     out_dir = a.out_dir or RESULTS
     payload = {"benchmark": "prior", "environment": environment(), "n_voxel": n, "detector": det,
                "sart_iters": sart_iters, "prior_steps": prior_steps, "prior_config": dataclasses.asdict(pcfg),
                "train_phantoms": not a.no_phantoms, "folds": [], "rows": []}
     phantoms = [] if a.no_phantoms else phantom_volumes(n)
-    only = None if a.only_folds is None else {int(f) for f in a.only_folds.split(",")}
     for fi, fold in enumerate(folds):
         if only is not None and fi not in only:
             continue

@@ -95,10 +95,10 @@ class LineformerConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LineformerConfig.{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "skips", tuple(int(s) for s in self.skips))
-        object.__setattr__(self, "query_axes", tuple(int(a) for a in self.query_axes))
-        if not self.query_axes or len(set(self.query_axes)) != len(self.query_axes) or \
-                any(a not in (0, 1, 2) for a in self.query_axes):
+        axes = tuple(self.query_axes)
+        if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
             raise ValueError(f"LineformerConfig.query_axes must be distinct axes among 0, 1, 2, got {self.query_axes}")
+        object.__setattr__(self, "query_axes", tuple(int(a) for a in axes))
         if not self.attention_layers:
             raise ValueError(f"LineformerConfig: depth {self.depth} with skips {self.skips} leaves no attention "
                              "block (needs a layer in [1, depth - 2] that is not a skip)")
